@@ -1,0 +1,400 @@
+"""The dispatcher: validate and normalise a call once, look its choice up, call the kernel.
+
+The hot path of a repeated call is: normalise the arguments, build a tuple key, one dict lookup
+(:data:`_bound`), call. Only a miss builds a :class:`~autotune.problem.Problem`, consults the YAML
+database, and — depending on the mode — tunes, applies the heuristic rules, or takes the exact
+default:
+
+* ``tune`` (default; ``AUTOTUNE_MODE=tune``): time and check every candidate now, persist, use;
+* ``heuristic``: rule-based pick (:mod:`autotune.heuristics`), no timing, nothing written;
+* ``off``: always the exact default (``im2col`` for conv2d, ``blas`` for matmul) — BLAS-based,
+  any geometry, reference-grade accuracy.
+
+numpy in → numpy out; CPU torch tensors in → torch tensors out (zero-copy both ways; the result
+carries no autograd history — these are inference kernels).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from autotune import cache, heuristics, tuner
+from autotune.problem import ConvProblem, MatmulProblem, Problem, parse_problem
+from kernels import registry
+
+Mode = Literal["tune", "heuristic", "off"]
+MODES: tuple[str, ...] = ("tune", "heuristic", "off")
+EXACT_DEFAULT: dict[str, tuple[str, dict[str, Any]]] = {
+    "conv2d": ("im2col", {}),
+    "matmul": ("blas", {}),
+}
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+_mode: str | None = None
+#: call key → kernel with its parameters bound. Filled on first use of each key.
+_bound: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Mode and state.
+
+
+def set_mode(mode: Mode | None) -> None:
+    """Set the miss behaviour for this process (None: back to ``$AUTOTUNE_MODE`` / ``tune``)."""
+    global _mode
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"set_mode: mode must be one of {MODES}, got {mode!r}")
+    _mode = mode
+    _bound.clear()
+
+
+def get_mode() -> str:
+    """The active mode: :func:`set_mode`'s, else ``$AUTOTUNE_MODE``, else ``tune``."""
+    if _mode is not None:
+        return _mode
+    mode = os.environ.get("AUTOTUNE_MODE", "tune").strip().lower() or "tune"
+    if mode not in MODES:
+        raise ValueError(f"AUTOTUNE_MODE must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def reset() -> None:
+    """Forget every in-memory choice and the database handle (e.g. after changing the cache dir)."""
+    _bound.clear()
+    cache.reset()
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument normalisation (shared by conv2d and matmul).
+
+
+def _as_array(value: Any, name: str, op: str) -> np.ndarray:
+    if type(value) is np.ndarray:
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "cpu":
+            raise ValueError(f"{op}: {name} is on {value.device}; autotune runs on the CPU only")
+        return value.detach().resolve_conj().resolve_neg().numpy()
+    if isinstance(value, np.ndarray):
+        return np.asarray(value)
+    raise TypeError(f"{op}: {name} must be a numpy array or a torch tensor, got {type(value).__name__}")
+
+
+def _dtype_name(arr: np.ndarray, name: str, op: str) -> str:
+    try:
+        return _DTYPES[arr.dtype]
+    except KeyError:
+        raise TypeError(
+            f"{op}: {name} has dtype {arr.dtype}; expected float32 or float64 (lower precisions "
+            f"are emulated in `autotune study precision`, not dispatched)"
+        ) from None
+
+
+def _pair(value: Any, name: str) -> tuple[int, int]:
+    if type(value) is int:
+        return (value, value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value), int(value))
+    raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def _padding(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, int], stride) -> tuple:
+    if isinstance(value, str):
+        if value == "valid":
+            return (0, 0, 0, 0)
+        if value == "same":
+            if stride != (1, 1):
+                raise ValueError("conv2d: padding='same' requires stride=1 (as in torch)")
+            total_h = dilation[0] * (kernel_hw[0] - 1)
+            total_w = dilation[1] * (kernel_hw[1] - 1)
+            # torch puts the odd extra row/column at the bottom/right
+            return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
+        raise ValueError(f"conv2d: padding must be 'same', 'valid', an int or a pair; got {value!r}")
+    ph, pw = _pair(value, "padding")
+    return (ph, ph, pw, pw)
+
+
+def _tolerance(tol: Any, op: str) -> float | None:
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+        raise ValueError(f"{op}: tol must be a positive number or None, got {tol!r}")
+    return float(tol)
+
+
+_LABEL = re.compile(r"^\s*(?P<name>[A-Za-z_][\w]*)\s*(\((?P<params>[^)]*)\))?\s*$")
+
+
+def _parse_method(method: str, op: str) -> tuple[registry.KernelSpec, dict[str, Any]]:
+    """``"winograd"`` or ``"winograd(tile=4)"`` → spec and parameters."""
+    if not isinstance(method, str):
+        raise TypeError(f"{op}: method must be a string or None, got {type(method).__name__}")
+    match = _LABEL.match(method)
+    if match is None:
+        raise ValueError(f"{op}: cannot parse method={method!r}; expected e.g. 'winograd(tile=4)'")
+    try:
+        spec = registry.get(op, match["name"])
+    except KeyError:
+        raise ValueError(
+            f"{op}: unknown method {match['name']!r}; expected one of "
+            f"{', '.join(registry.names(op))} (or None to dispatch by the tuning database)"
+        ) from None
+    params = dict(spec.defaults)
+    for item in filter(None, (match["params"] or "").split(",")):
+        name, _, text = item.partition("=")
+        try:
+            params[name.strip()] = int(text)
+        except ValueError:
+            params[name.strip()] = float(text)
+    return spec, params
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution on a miss.
+
+
+def _kernel_for_entry(op: str, entry: dict[str, Any]) -> Callable[..., Any] | None:
+    try:
+        spec = registry.get(op, entry["choice"])
+    except KeyError:
+        return None  # chosen by a kernel this installation does not have
+    return tuner.bind(spec, dict(entry.get("params") or {}))
+
+
+def _no_kernel_error(problem: Problem, exc: RuntimeError) -> ValueError:
+    return ValueError(
+        f"{problem.op}: no kernel meets tol={tuner.tolerance(problem):g} for {problem.key} "
+        f"({exc}); loosen tol or force one with method="
+    )
+
+
+def resolve(problem: Problem, inputs: tuple[np.ndarray, ...] | None = None) -> Callable[..., Any]:
+    """The kernel to call for ``problem`` under the current mode (may tune and persist)."""
+    db = cache.database()
+    entry = db.lookup(problem.key)
+    if entry is not None:
+        fn = _kernel_for_entry(problem.op, entry)
+        if fn is not None:
+            return fn
+    mode = get_mode()
+    if mode == "off":
+        name, params = EXACT_DEFAULT[problem.op]
+    elif mode == "heuristic":
+        rules = heuristics.choose_conv if problem.op == "conv2d" else heuristics.choose_matmul
+        name, params = rules(problem)  # type: ignore[arg-type]
+        if not _applies(registry.get(problem.op, name), problem):
+            name, params = EXACT_DEFAULT[problem.op]
+    else:
+        try:
+            result = tuner.tune_problem(problem, inputs=inputs)
+        except RuntimeError as exc:
+            raise _no_kernel_error(problem, exc) from None
+        db.store({problem.key: result.to_entry()})
+        name, params = result.choice, result.params
+    return tuner.bind(registry.get(problem.op, name), params)
+
+
+def _applies(spec: registry.KernelSpec, problem: Problem) -> bool:
+    return problem.dtype in spec.dtypes and bool(spec.applies(problem))
+
+
+def _forced(spec: registry.KernelSpec, params: dict[str, Any], problem: Problem):
+    if not _applies(spec, problem):
+        doc = (spec.applies.__doc__ or "").strip().splitlines()
+        needs = f" (needs {doc[0][0].lower()}{doc[0][1:].rstrip('.')})" if doc else ""
+        raise ValueError(f"{problem.op}: method={spec.name!r} does not apply to {problem.key}{needs}")
+    return tuner.bind(spec, params)
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d.
+
+
+def _conv_bias(b: Any, k_out: int, dtype: np.dtype, seed_form: bool) -> np.ndarray | None:
+    if b is None:
+        return None
+    if isinstance(b, (int, float, np.number)) and not isinstance(b, bool):
+        arr = np.full(k_out, b, dtype=dtype)
+    else:
+        arr = _as_array(b, "b", "conv2d")
+        if seed_form and arr.size == 1:
+            arr = arr.reshape(1)
+        if arr.shape != (k_out,):
+            raise ValueError(f"conv2d: b must have shape ({k_out},), got {tuple(arr.shape)}")
+    if arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return np.ascontiguousarray(arr)
+
+
+def conv2d(
+    x: Any,
+    w: Any,
+    b: Any = None,
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    method: str | None = None,
+    tol: float | None = None,
+) -> Any:
+    """2-D cross-correlation with the same semantics as ``torch.nn.functional.conv2d``.
+
+    Args:
+        x: input (N, C, H, W), unbatched (C, H, W), or the 2-D seed form (H, W).
+        w: weight (K, C/groups, kh, kw), or (kh, kw) with a 2-D ``x``.
+        b: bias (K,) or None; with the 2-D form also a scalar.
+        stride, dilation: int or (h, w).
+        padding: int, (h, w), ``"same"`` (stride 1 only) or ``"valid"``.
+        groups: number of channel groups.
+        method: force a kernel (``naive``, ``direct``, ``im2col``, ``winograd``, ``fft``,
+            ``torch``/``pytorch``; parameters as ``"winograd(tile=4)"``); None dispatches by the
+            tuning database and the mode.
+        tol: relative max-error tolerance for tuning (default: 1e-4 float32, 1e-10 float64).
+
+    Returns:
+        numpy array for numpy input, torch tensor for torch input; same dtype as ``x``; shape
+        (N, K, Ho, Wo), (K, Ho, Wo) or (Ho, Wo) following the input form.
+    """
+    is_torch = isinstance(x, torch.Tensor)
+    xa = _as_array(x, "x", "conv2d")
+    wa = _as_array(w, "w", "conv2d")
+    dtype = _dtype_name(xa, "x", "conv2d")
+    if wa.dtype != xa.dtype:
+        raise TypeError(f"conv2d: w has dtype {wa.dtype} but x has {xa.dtype}; they must match")
+    seed_form = xa.ndim == 2
+    unbatched = xa.ndim == 3
+    if seed_form and wa.ndim == 2:
+        if groups != 1:
+            raise ValueError("conv2d: the 2-D form (x (H,W), k (kh,kw)) has one channel; groups must be 1")
+        xa = xa.reshape(1, 1, *xa.shape)
+        wa = wa.reshape(1, 1, *wa.shape)
+    elif unbatched and wa.ndim == 4:
+        xa = xa.reshape(1, *xa.shape)
+    elif xa.ndim != 4 or wa.ndim != 4:
+        raise ValueError(
+            f"conv2d: expected x (N,C,H,W) or (C,H,W) with w (K,C/groups,kh,kw), or x (H,W) with "
+            f"k (kh,kw); got x.ndim={xa.ndim}, w.ndim={wa.ndim}"
+        )
+    if type(groups) is not int:
+        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+            raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+        groups = int(groups)
+    stride_hw = _pair(stride, "stride")
+    dilation_hw = _pair(dilation, "dilation")
+    pad = _padding(padding, wa.shape[2:], dilation_hw, stride_hw)
+    tol_value = _tolerance(tol, "conv2d")
+    ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
+
+    key = ("conv2d", xa.shape, wa.shape, dtype, stride_hw, pad, dilation_hw, groups, tol_value, method)
+    fn = _bound.get(key)
+    if fn is None:
+        problem = ConvProblem(
+            tuple(xa.shape), tuple(wa.shape), stride_hw, pad, dilation_hw, groups, dtype, tol_value
+        )
+        if method is not None:
+            fn = _forced(*_parse_method(method, "conv2d"), problem)
+        else:
+            fn = resolve(problem)
+        _bound[key] = fn
+    y = fn(np.ascontiguousarray(xa), np.ascontiguousarray(wa), ba, stride_hw, pad, dilation_hw, groups)
+    if seed_form:
+        y = y[0, 0]
+    elif unbatched:
+        y = y[0]
+    return torch.from_numpy(y) if is_torch else y
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul.
+
+
+def matmul(
+    A: Any,
+    B: Any,
+    *,
+    method: str | None = None,
+    tol: float | None = None,
+    rank_A: int | None = None,
+    rank_B: int | None = None,
+) -> Any:
+    """``A @ B`` for 2-D float32/float64 operands, dispatched like :func:`conv2d`.
+
+    Args:
+        A: (m, k) numpy array or torch tensor.
+        B: (k, n) numpy array or torch tensor.
+        method: force a kernel (``naive``, ``blas``, ``torch``/``pytorch``, and the approximate
+            ones when registered); None dispatches by the tuning database and the mode.
+        tol: relative max-error tolerance for tuning.
+        rank_A, rank_B: truncate that operand to this SVD rank (``svd`` kernel).
+    """
+    is_torch = isinstance(A, torch.Tensor)
+    a = _as_array(A, "A", "matmul")
+    b = _as_array(B, "B", "matmul")
+    dtype = _dtype_name(a, "A", "matmul")
+    if b.dtype != a.dtype:
+        raise TypeError(f"matmul: B has dtype {b.dtype} but A has {a.dtype}; they must match")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"matmul: A and B must be 2-D, got A.ndim={a.ndim}, B.ndim={b.ndim}")
+    tol_value = _tolerance(tol, "matmul")
+    key = ("matmul", a.shape, b.shape, dtype, rank_A, rank_B, tol_value, method)
+    fn = _bound.get(key)
+    if fn is None:
+        problem = MatmulProblem(tuple(a.shape), tuple(b.shape), dtype, rank_A, rank_B, tol_value)
+        if method is not None:
+            fn = _forced(*_parse_method(method, "matmul"), problem)
+        else:
+            fn = resolve(problem)
+        _bound[key] = fn
+    c = fn(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    return torch.from_numpy(c) if is_torch else c
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline tuning.
+
+
+def tune(
+    problems: Iterable[Problem | str],
+    *,
+    force: bool = False,
+    budget_s: float = tuner.DEFAULT_BUDGET_S,
+    on_result: Callable[[Problem, dict[str, Any], bool], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Tune each problem (a Problem or its text form) into the database; return the entries.
+
+    Already-cached problems are skipped unless ``force``. Each result is written as soon as it
+    is measured, so an interruption keeps everything finished so far. ``on_result(problem,
+    entry, cached)`` is called after each problem (progress reporting).
+    """
+    db = cache.database()
+    entries = []
+    for item in problems:
+        problem = parse_problem(item) if isinstance(item, str) else item
+        entry = None if force else db.lookup(problem.key)
+        cached = entry is not None
+        if entry is None:
+            try:
+                result = tuner.tune_problem(problem, budget_s=budget_s)
+            except RuntimeError as exc:
+                raise _no_kernel_error(problem, exc) from None
+            entry = result.to_entry()
+            db.store({problem.key: entry})
+            if force:
+                _bound.clear()  # a re-tune must not leave a stale bound kernel behind
+        entries.append(entry)
+        if on_result is not None:
+            on_result(problem, entry, cached)
+    return entries

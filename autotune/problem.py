@@ -1,0 +1,353 @@
+"""Problem: the canonical, hashable description of one call — the tuning database's key.
+
+Two problems that may want different kernels differ here; two calls that must share a choice map
+to the same problem. Each problem has a stable one-line text form, used as the key in the YAML
+file and accepted on the command line:
+
+    conv2d x=1x64x56x56 w=64x64x3x3 stride=1 pad=1 dilation=1 groups=1 float32
+    matmul a=64x784 b=784x512 float32
+    matmul a=64x784 b=784x512 rank_b=32 float32 tol=0.01 weight=3f2a9c01d4e5b6a7
+
+Fields left out of a text spec take their defaults (stride 1, pad 0, dilation 1, groups 1,
+float32). Pairs print as ``2,1`` and collapse to one number when equal; padding is
+(top, bottom, left, right) and prints as ``pad=1`` / ``pad=1,2`` (rows, columns) / ``pad=0,1,0,1``.
+``tol`` is present only when the caller overrode the default tolerance (a looser tolerance may
+admit approximate kernels, so it is a different problem); ``weight`` (a digest of the right
+operand's contents) only when approximate kernels are eligible, because their error depends on
+the data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+Pair = tuple[int, int]
+Quad = tuple[int, int, int, int]
+DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
+class ProblemSyntaxError(ValueError):
+    """A problem spec that cannot be parsed; the message says which token and why."""
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _pair_text(pair: Pair) -> str:
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]},{pair[1]}"
+
+
+def _pad_text(pad: Quad) -> str:
+    top, bottom, left, right = pad
+    if top == bottom and left == right:
+        return _pair_text((top, left))
+    return ",".join(str(p) for p in pad)
+
+
+def _tol_text(tol: float | None) -> str:
+    return "" if tol is None else f" tol={tol:g}"
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """One conv2d call: x (N, C, H, W) ⊛ w (K, C/groups, kh, kw)."""
+
+    x_shape: tuple[int, int, int, int]
+    w_shape: tuple[int, int, int, int]
+    stride: Pair = (1, 1)
+    padding: Quad = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    dtype: str = "float32"
+    tol: float | None = None
+    op: ClassVar[Literal["conv2d"]] = "conv2d"
+
+    def __post_init__(self) -> None:
+        check_conv_geometry(self)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        """(N, K, Ho, Wo)."""
+        n, _, h, w = self.x_shape
+        k, _, kh, kw = self.w_shape
+        pt, pb, pl, pr = self.padding
+        ho = (h + pt + pb - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + pl + pr - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        return (n, k, ho, wo)
+
+    @property
+    def flops(self) -> int:
+        """Direct-equivalent FLOPs (2 per multiply-add), the yardstick for GFLOP/s."""
+        n, k, ho, wo = self.out_shape
+        _, c_per_group, kh, kw = self.w_shape
+        return 2 * n * k * ho * wo * c_per_group * kh * kw
+
+    @property
+    def key(self) -> str:
+        """The canonical text form (see the module docstring)."""
+        return (
+            f"conv2d x={_dims(self.x_shape)} w={_dims(self.w_shape)} "
+            f"stride={_pair_text(self.stride)} pad={_pad_text(self.padding)} "
+            f"dilation={_pair_text(self.dilation)} groups={self.groups} {self.dtype}"
+            f"{_tol_text(self.tol)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for the YAML entry."""
+        record = {"op": self.op, **asdict(self)}
+        for name in ("x_shape", "w_shape", "stride", "padding", "dilation"):
+            record[name] = list(record[name])
+        if self.tol is None:
+            record.pop("tol")
+        return record
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True)
+class MatmulProblem:
+    """One matmul call: a (m, k) @ b (k, n), optionally with truncated-SVD ranks."""
+
+    a_shape: Pair
+    b_shape: Pair
+    dtype: str = "float32"
+    rank_a: int | None = None
+    rank_b: int | None = None
+    tol: float | None = None
+    weight: str | None = field(default=None)
+    op: ClassVar[Literal["matmul"]] = "matmul"
+
+    def __post_init__(self) -> None:
+        check_matmul_geometry(self)
+
+    @property
+    def out_shape(self) -> Pair:
+        return (self.a_shape[0], self.b_shape[1])
+
+    @property
+    def flops(self) -> int:
+        m, k = self.a_shape
+        return 2 * m * k * self.b_shape[1]
+
+    @property
+    def key(self) -> str:
+        ranks = "".join(
+            f" {name}={value}"
+            for name, value in (("rank_a", self.rank_a), ("rank_b", self.rank_b))
+            if value is not None
+        )
+        weight = "" if self.weight is None else f" weight={self.weight}"
+        return (
+            f"matmul a={_dims(self.a_shape)} b={_dims(self.b_shape)}{ranks} {self.dtype}"
+            f"{_tol_text(self.tol)}{weight}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        record = {"op": self.op, **asdict(self)}
+        record["a_shape"] = list(self.a_shape)
+        record["b_shape"] = list(self.b_shape)
+        return {k: v for k, v in record.items() if v is not None}
+
+    def __str__(self) -> str:
+        return self.key
+
+
+Problem = ConvProblem | MatmulProblem
+
+
+def check_conv_geometry(p: ConvProblem) -> None:
+    """Raise ValueError unless the shapes, stride, padding, dilation and groups are consistent."""
+    if len(p.x_shape) != 4 or len(p.w_shape) != 4:
+        raise ValueError(f"conv2d: x and w must be 4-D, got x={p.x_shape} w={p.w_shape}")
+    if min(p.x_shape) < 1 or min(p.w_shape) < 1:
+        raise ValueError(f"conv2d: shapes must be positive, got x={p.x_shape} w={p.w_shape}")
+    if p.groups < 1:
+        raise ValueError(f"conv2d: groups must be a positive int, got {p.groups}")
+    c_in, k_out, c_per_group = p.x_shape[1], p.w_shape[0], p.w_shape[1]
+    if c_in % p.groups or k_out % p.groups:
+        raise ValueError(
+            f"conv2d: groups={p.groups} must divide both x's {c_in} input channels and w's "
+            f"{k_out} output channels"
+        )
+    if c_per_group * p.groups != c_in:
+        raise ValueError(
+            f"conv2d: w has {c_per_group} input channels per group but x has {c_in} "
+            f"(groups={p.groups}); expected w.shape[1] == x.shape[1] // groups == "
+            f"{c_in // p.groups}"
+        )
+    if min(p.stride) < 1 or min(p.dilation) < 1:
+        raise ValueError(
+            f"conv2d: stride and dilation must be >= 1, got stride={p.stride} dilation={p.dilation}"
+        )
+    if min(p.padding) < 0:
+        raise ValueError(f"conv2d: padding must be >= 0, got {p.padding}")
+    if p.dtype not in DTYPES:
+        raise TypeError(f"conv2d: dtype must be one of {DTYPES}, got {p.dtype!r}")
+    _, _, ho, wo = p.out_shape
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"conv2d: the (dilated) kernel {p.w_shape[2:]} does not fit the padded input "
+            f"{p.x_shape[2:]} with padding {p.padding} and dilation {p.dilation}; "
+            f"output would be {ho}x{wo}"
+        )
+
+
+def check_matmul_geometry(p: MatmulProblem) -> None:
+    """Raise ValueError unless a @ b is defined and the ranks are in range."""
+    if len(p.a_shape) != 2 or len(p.b_shape) != 2:
+        raise ValueError(f"matmul: a and b must be 2-D, got a={p.a_shape} b={p.b_shape}")
+    if min(p.a_shape) < 1 or min(p.b_shape) < 1:
+        raise ValueError(f"matmul: shapes must be positive, got a={p.a_shape} b={p.b_shape}")
+    if p.a_shape[1] != p.b_shape[0]:
+        raise ValueError(
+            f"matmul: a is {p.a_shape[0]}x{p.a_shape[1]} and b is {p.b_shape[0]}x{p.b_shape[1]}; "
+            f"expected a.shape[1] == b.shape[0]"
+        )
+    if p.dtype not in DTYPES:
+        raise TypeError(f"matmul: dtype must be one of {DTYPES}, got {p.dtype!r}")
+    for name, rank, shape in (("rank_A", p.rank_a, p.a_shape), ("rank_B", p.rank_b, p.b_shape)):
+        if rank is not None and not 1 <= rank <= min(shape):
+            raise ValueError(f"matmul: {name} must be in 1..{min(shape)}, got {rank}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing the text form.
+
+_TOKEN = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>\S+)$")
+
+
+def _parse_ints(text: str, sep: str, token: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(sep))
+    except ValueError:
+        raise ProblemSyntaxError(f"{token!r}: expected integers separated by {sep!r}") from None
+    return values
+
+
+def _parse_pair(text: str, token: str) -> Pair:
+    values = _parse_ints(text, ",", token)
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) == 2:
+        return (values[0], values[1])
+    raise ProblemSyntaxError(f"{token!r}: expected one or two integers")
+
+
+def _parse_pad(text: str, token: str) -> Quad:
+    values = _parse_ints(text, ",", token)
+    if len(values) in (1, 2):
+        rows, cols = _parse_pair(text, token)
+        return (rows, rows, cols, cols)
+    if len(values) == 4:
+        return (values[0], values[1], values[2], values[3])
+    raise ProblemSyntaxError(f"{token!r}: expected 1, 2 or 4 integers")
+
+
+def _parse_shape(text: str, ndim: int, token: str) -> tuple[int, ...]:
+    values = _parse_ints(text, "x", token)
+    if len(values) != ndim:
+        raise ProblemSyntaxError(f"{token!r}: expected {ndim} dimensions like {'x'.join('N' * ndim)}")
+    return values
+
+
+_CONV_FIELDS = {"x", "w", "stride", "pad", "padding", "dilation", "groups", "tol"}
+_MATMUL_FIELDS = {"a", "b", "rank_a", "rank_b", "tol", "weight"}
+
+
+def parse_problem(spec: str) -> Problem:
+    """Parse the text form (see the module docstring); ProblemSyntaxError names the bad token."""
+    tokens = spec.split()
+    if not tokens:
+        raise ProblemSyntaxError("empty problem spec; expected e.g. 'conv2d x=1x3x32x32 w=8x3x3x3'")
+    op, rest = tokens[0], tokens[1:]
+    if op not in ("conv2d", "matmul"):
+        raise ProblemSyntaxError(f"unknown op {op!r}; expected 'conv2d' or 'matmul'")
+    fields: dict[str, str] = {}
+    dtype = "float32"
+    allowed = _CONV_FIELDS if op == "conv2d" else _MATMUL_FIELDS
+    for token in rest:
+        if token in DTYPES:
+            dtype = token
+            continue
+        match = _TOKEN.match(token)
+        if not match or match["name"] not in allowed:
+            raise ProblemSyntaxError(
+                f"unexpected token {token!r} in a {op} spec; expected one of "
+                f"{', '.join(sorted(allowed))} as name=value, or a dtype ({', '.join(DTYPES)})"
+            )
+        fields[match["name"]] = match["value"]
+    try:
+        tol = float(fields["tol"]) if "tol" in fields else None
+    except ValueError:
+        raise ProblemSyntaxError(f"tol={fields['tol']!r}: expected a number") from None
+    try:
+        return _build(op, fields, dtype, tol)
+    except ProblemSyntaxError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ProblemSyntaxError(str(exc)) from None
+
+
+def _build(op: str, fields: dict[str, str], dtype: str, tol: float | None) -> Problem:
+    if op == "conv2d":
+        for required in ("x", "w"):
+            if required not in fields:
+                raise ProblemSyntaxError(f"conv2d spec needs {required}=...; e.g. x=1x64x56x56")
+        pad_text = fields.get("pad", fields.get("padding", "0"))
+        return ConvProblem(
+            x_shape=_parse_shape(fields["x"], 4, f"x={fields['x']}"),  # type: ignore[arg-type]
+            w_shape=_parse_shape(fields["w"], 4, f"w={fields['w']}"),  # type: ignore[arg-type]
+            stride=_parse_pair(fields.get("stride", "1"), "stride"),
+            padding=_parse_pad(pad_text, f"pad={pad_text}"),
+            dilation=_parse_pair(fields.get("dilation", "1"), "dilation"),
+            groups=_parse_ints(fields.get("groups", "1"), ",", "groups")[0],
+            dtype=dtype,
+            tol=tol,
+        )
+    for required in ("a", "b"):
+        if required not in fields:
+            raise ProblemSyntaxError(f"matmul spec needs {required}=...; e.g. a=64x784 b=784x512")
+    ranks = {
+        name: _parse_ints(fields[name], ",", name)[0] if name in fields else None
+        for name in ("rank_a", "rank_b")
+    }
+    return MatmulProblem(
+        a_shape=_parse_shape(fields["a"], 2, f"a={fields['a']}"),  # type: ignore[arg-type]
+        b_shape=_parse_shape(fields["b"], 2, f"b={fields['b']}"),  # type: ignore[arg-type]
+        dtype=dtype,
+        tol=tol,
+        weight=fields.get("weight"),
+        **ranks,
+    )
+
+
+def problem_from_dict(record: dict[str, Any]) -> Problem:
+    """Inverse of ``to_dict`` (used when reading the YAML file)."""
+    data = dict(record)
+    op = data.pop("op")
+    if op == "conv2d":
+        return ConvProblem(
+            x_shape=tuple(data["x_shape"]),
+            w_shape=tuple(data["w_shape"]),
+            stride=tuple(data.get("stride", (1, 1))),
+            padding=tuple(data.get("padding", (0, 0, 0, 0))),
+            dilation=tuple(data.get("dilation", (1, 1))),
+            groups=int(data.get("groups", 1)),
+            dtype=str(data.get("dtype", "float32")),
+            tol=data.get("tol"),
+        )
+    if op == "matmul":
+        return MatmulProblem(
+            a_shape=tuple(data["a_shape"]),
+            b_shape=tuple(data["b_shape"]),
+            dtype=str(data.get("dtype", "float32")),
+            rank_a=data.get("rank_a"),
+            rank_b=data.get("rank_b"),
+            tol=data.get("tol"),
+            weight=data.get("weight"),
+        )
+    raise ValueError(f"unknown op {op!r} in a problem record")

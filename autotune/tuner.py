@@ -1,0 +1,382 @@
+"""Measure every applicable candidate of one problem, check its accuracy, choose.
+
+The tuner never knows what a kernel computes. It gets the problem, asks the registry which
+kernels apply, runs each on the same seeded inputs, compares each output with the float64
+reference (``rel_err = max|y − ref| / max|ref|``, plus relative L2), times it (:mod:`timing`), and
+keeps a verdict for every candidate:
+
+* ``ok: true`` — accurate within the tolerance and fully timed: eligible;
+* ``ok: false`` with a ``reason`` — raised an exception, produced a wrong shape/dtype or a
+  non-finite value, missed the tolerance, was approximate without a tolerance that admits it, did
+  not apply, or was cut early as hopelessly slow.
+
+The choice is the fastest eligible candidate, except that near-ties — candidates whose medians are
+within the measured spread of the fastest (capped at :data:`TIE_CAP`) — go to the most accurate
+one, so a re-tune on a noisy machine does not flip the choice and the numerics with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autotune import timing
+from autotune.cache import now_iso
+from autotune.problem import ConvProblem, Problem
+from kernels import registry
+from kernels.registry import KernelSpec
+
+log = logging.getLogger("autotune.tuner")
+
+#: Default relative max-error tolerance per dtype (DESIGN.md §4); see :func:`set_tolerance`.
+DEFAULT_TOL: dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
+#: A candidate whose first timed runs all exceed this multiple of the best median is cut.
+CUT_FACTOR = 4.0
+#: Near-ties are resolved by accuracy only within this relative distance of the fastest.
+TIE_CAP = 0.05
+#: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
+DEFAULT_BUDGET_S = 5.0
+
+#: How many problems this process has tuned (tests use it to prove a cache hit timed nothing).
+TUNE_COUNT = 0
+
+
+def set_tolerance(dtype: str, tol: float) -> None:
+    """Change the default tolerance for ``dtype`` in this process."""
+    if dtype not in DEFAULT_TOL:
+        raise ValueError(f"set_tolerance: dtype must be one of {sorted(DEFAULT_TOL)}, got {dtype!r}")
+    if not tol > 0:
+        raise ValueError(f"set_tolerance: tol must be > 0, got {tol!r}")
+    DEFAULT_TOL[dtype] = float(tol)
+
+
+def tolerance(problem: Problem) -> float:
+    """The tolerance a problem is tuned to: its own ``tol`` or the dtype default."""
+    return problem.tol if problem.tol is not None else DEFAULT_TOL[problem.dtype]
+
+
+def label(name: str, params: dict[str, Any]) -> str:
+    """``winograd(tile=4)``: how a kernel + parameter setting is named in reports and the file."""
+    if not params:
+        return name
+    return f"{name}({','.join(f'{k}={v}' for k, v in params.items())})"
+
+
+@dataclass
+class Verdict:
+    """One candidate's outcome."""
+
+    kernel: str
+    params: dict[str, Any] = field(default_factory=dict)
+    median_us: float | None = None
+    min_us: float | None = None
+    spread_us: float | None = None
+    runs: int = 0
+    rel_err: float | None = None
+    rel_l2: float | None = None
+    ok: bool = False
+    reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        return label(self.kernel, self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"kernel": self.kernel}
+        if self.params:
+            record["params"] = dict(self.params)
+        for name in ("median_us", "min_us", "spread_us"):
+            value = getattr(self, name)
+            if value is not None:
+                record[name] = float(f"{value:.4g}")
+        if self.runs:
+            record["runs"] = self.runs
+        for name in ("rel_err", "rel_l2"):
+            value = getattr(self, name)
+            if value is not None:
+                record[name] = float(f"{value:.3e}")
+        record["ok"] = self.ok
+        if self.reason:
+            record["reason"] = self.reason
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> Verdict:
+        known = {k: record.get(k) for k in ("median_us", "min_us", "spread_us", "rel_err", "rel_l2")}
+        return cls(
+            kernel=str(record["kernel"]),
+            params=dict(record.get("params") or {}),
+            runs=int(record.get("runs") or 0),
+            ok=bool(record.get("ok")),
+            reason=record.get("reason"),
+            **known,
+        )
+
+
+@dataclass
+class TuneResult:
+    """Everything learned about one problem: the choice and every candidate's verdict."""
+
+    problem: Problem
+    choice: str
+    params: dict[str, Any]
+    tol: float
+    candidates: list[Verdict]
+    tuned_at: str
+    tuning_s: float
+    why: str = ""
+
+    def to_entry(self) -> dict[str, Any]:
+        """The YAML entry (see :mod:`autotune.cache`)."""
+        return {
+            "problem": self.problem.to_dict(),
+            "choice": self.choice,
+            "params": dict(self.params),
+            "tol": float(f"{self.tol:.3g}"),
+            "tuned_at": self.tuned_at,
+            "tuning_s": round(self.tuning_s, 3),
+            "why": self.why,
+            "candidates": {v.label: v.to_dict() for v in self.candidates},
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and error metrics.
+
+
+def problem_seed(problem: Problem) -> int:
+    """A stable seed per problem, so every run (and process) tunes on the same inputs."""
+    return zlib.crc32(problem.key.encode())
+
+
+def random_inputs(problem: Problem, seed: int | None = None) -> tuple[np.ndarray, ...]:
+    """Seeded standard-normal operands of the problem's shapes and dtype."""
+    rng = np.random.default_rng(problem_seed(problem) if seed is None else seed)
+    dtype = np.dtype(problem.dtype)
+
+    def normal(shape: Sequence[int]) -> np.ndarray:
+        return rng.standard_normal(tuple(shape)).astype(dtype)
+
+    if isinstance(problem, ConvProblem):
+        return normal(problem.x_shape), normal(problem.w_shape), normal(problem.w_shape[:1])
+    return normal(problem.a_shape), normal(problem.b_shape)
+
+
+def rel_max_error(y: np.ndarray, ref: np.ndarray) -> float:
+    """``max|y − ref| / max(max|ref|, tiny)`` in float64."""
+    diff = np.abs(np.asarray(y, dtype=np.float64) - ref)
+    return float(diff.max() / max(float(np.abs(ref).max()), np.finfo(np.float64).tiny))
+
+
+def rel_l2_error(y: np.ndarray, ref: np.ndarray) -> float:
+    """``‖y − ref‖₂ / max(‖ref‖₂, tiny)`` in float64."""
+    diff = np.linalg.norm(np.asarray(y, dtype=np.float64) - ref)
+    return float(diff / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny))
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates.
+
+
+def call_args(problem: Problem, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+    """Positional arguments of a kernel call for this problem."""
+    if isinstance(problem, ConvProblem):
+        x, w, b = inputs
+        return (x, w, b, problem.stride, problem.padding, problem.dilation, problem.groups)
+    return tuple(inputs)
+
+
+def bind(spec: KernelSpec, params: dict[str, Any]) -> Callable[..., Any]:
+    """The kernel function with its parameters fixed (what the dispatcher calls)."""
+    if not params:
+        return spec.fn
+    fn = spec.fn
+
+    def bound(*args: Any) -> Any:
+        return fn(*args, **params)
+
+    bound.__name__ = label(spec.name, params)
+    return bound
+
+
+def _exclusion(spec: KernelSpec, problem: Problem) -> str | None:
+    """Why ``spec`` is not a candidate for ``problem`` (None if it is)."""
+    if problem.dtype not in spec.dtypes:
+        return f"not applicable: {problem.dtype} not supported"
+    if not spec.applies(problem):
+        doc = (spec.applies.__doc__ or "").strip().splitlines()
+        return "not applicable" + (f": needs {doc[0][0].lower()}{doc[0][1:]}" if doc else "")
+    if not spec.exact and problem.tol is None:
+        return "approximate: eligible only with an explicit tol= (or forced with method=)"
+    return None
+
+
+def _order(spec_list: list[KernelSpec]) -> list[KernelSpec]:
+    """Vendor first (a strong early baseline makes early cuts effective), reference last."""
+    return sorted(spec_list, key=lambda s: (s.name != "torch", s.reference))
+
+
+@dataclass
+class _Search:
+    """State shared by the candidates of one problem while tuning."""
+
+    problem: Problem
+    args: tuple[Any, ...]
+    ref: np.ndarray
+    tol: float
+    budget_s: float
+    min_runs: int
+    min_time_s: float
+    started: float = field(default_factory=time.perf_counter)
+    best_us: float = float("inf")
+
+    def over_budget(self) -> bool:
+        return time.perf_counter() - self.started > self.budget_s
+
+
+def _run_once(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> tuple[Verdict, Any]:
+    """Warm-up/accuracy call; returns the verdict so far and the bound function (None if failed)."""
+    verdict = Verdict(kernel=spec.name, params=dict(params))
+    fn = bind(spec, params)
+    try:
+        y = fn(*search.args)
+    except Exception as exc:  # a failing candidate is data, never an escaping exception
+        verdict.reason = f"failed: {type(exc).__name__}: {exc}"[:300]
+        return verdict, None
+    expected_shape = search.problem.out_shape
+    if not isinstance(y, np.ndarray) or y.shape != tuple(expected_shape):
+        got = getattr(y, "shape", type(y).__name__)
+        verdict.reason = f"wrong output: shape {got}, expected {tuple(expected_shape)}"
+        return verdict, None
+    if y.dtype != np.dtype(search.problem.dtype):
+        verdict.reason = f"wrong output dtype {y.dtype}, expected {search.problem.dtype}"
+        return verdict, None
+    if not np.all(np.isfinite(y)):
+        verdict.reason = "non-finite output (inf/nan)"
+        verdict.rel_err = float("inf")
+        return verdict, fn
+    verdict.rel_err = rel_max_error(y, search.ref)
+    verdict.rel_l2 = rel_l2_error(y, search.ref)
+    if verdict.rel_err > search.tol:
+        verdict.reason = f"inaccurate: rel_err {verdict.rel_err:.2e} > tol {search.tol:.0e}"
+    return verdict, fn
+
+
+def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
+    args = search.args
+    quick = search.over_budget()
+    cut_after = CUT_FACTOR * search.best_us if np.isfinite(search.best_us) else None
+    result = timing.measure(
+        lambda: fn(*args),
+        min_runs=1 if quick else search.min_runs,
+        min_time_s=0.0 if quick else search.min_time_s,
+        max_time_s=max(0.2, search.budget_s / 4),
+        cut_after_us=cut_after,
+    )
+    verdict.median_us, verdict.min_us = result.median_us, result.min_us
+    verdict.spread_us, verdict.runs = result.spread_us, result.runs
+    if result.cut and verdict.reason is None:
+        verdict.reason = (
+            f"slow: {result.runs} runs, fastest {result.min_us:.0f} us > {CUT_FACTOR:g}x the best "
+            f"{search.best_us:.0f} us (cut early)"
+        )
+    verdict.ok = verdict.reason is None
+    if verdict.ok:
+        search.best_us = min(search.best_us, result.median_us)
+
+
+def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
+    """Every verdict of one kernel (one per parameter setting tried)."""
+    grid = spec.param_grid(search.problem)
+    verdicts = []
+    if spec.search == "first_accurate":
+        for params in grid:
+            verdict, fn = _run_once(search, spec, params)
+            verdicts.append(verdict)
+            if fn is not None and verdict.reason is None:
+                _time(search, verdict, fn)
+                break
+        return verdicts
+    for params in grid:
+        verdict, fn = _run_once(search, spec, params)
+        if fn is not None:
+            _time(search, verdict, fn)
+        verdicts.append(verdict)
+    return verdicts
+
+
+def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
+    """The fastest eligible verdict (near-ties to the most accurate) and a sentence saying why."""
+    eligible = sorted((v for v in candidates if v.ok), key=lambda v: v.median_us)
+    if not eligible:
+        raise RuntimeError("no candidate passed: " + "; ".join(f"{v.label}: {v.reason}" for v in candidates))
+    fastest = eligible[0]
+    band = min(TIE_CAP, max(fastest.spread_us or 0.0, 0.0) / fastest.median_us)
+    tied = [v for v in eligible if v.median_us <= fastest.median_us * (1 + band)]
+    winner = min(tied, key=lambda v: (v.rel_err, v.median_us))
+    others = [v for v in eligible if v is not winner]
+    if winner is not fastest:
+        why = (
+            f"{winner.label}: within the timing spread ({band:.1%}) of {fastest.label} and more "
+            f"accurate (rel_err {winner.rel_err:.1e} vs {fastest.rel_err:.1e}); tol {tol:.0e}"
+        )
+    elif others:
+        runner_up = others[0]
+        why = (
+            f"{winner.label}: {runner_up.median_us / winner.median_us:.2f}x faster than "
+            f"{runner_up.label}, rel_err {winner.rel_err:.1e} <= tol {tol:.0e}"
+        )
+    else:
+        why = f"{winner.label}: the only candidate within tol {tol:.0e}"
+    return winner, why
+
+
+def tune_problem(
+    problem: Problem,
+    *,
+    inputs: tuple[np.ndarray, ...] | None = None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    min_runs: int = 5,
+    min_time_s: float = 0.05,
+) -> TuneResult:
+    """Time and check every applicable kernel for ``problem``; return the verdicts and the choice.
+
+    ``inputs`` defaults to seeded random-normal operands; pass the real ones when approximate
+    kernels are eligible, because their error depends on the data.
+    """
+    global TUNE_COUNT
+    TUNE_COUNT += 1
+    log.info("tuning %s", problem.key)
+    inputs = random_inputs(problem) if inputs is None else inputs
+    args = call_args(problem, inputs)
+    reference = registry.reference(problem.op)
+    ref_args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)
+    ref = np.asarray(reference.fn(*ref_args), dtype=np.float64)
+    tol = tolerance(problem)
+    search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s)
+
+    verdicts: list[Verdict] = []
+    for spec in _order(registry.specs(problem.op)):
+        excluded = _exclusion(spec, problem)
+        if excluded:
+            verdicts.append(Verdict(kernel=spec.name, reason=excluded))
+            continue
+        verdicts.extend(_candidates(search, spec))
+    winner, why = choose(verdicts, tol)
+    verdicts.sort(key=lambda v: (not v.ok, v.median_us if v.median_us is not None else np.inf))
+    return TuneResult(
+        problem=problem,
+        choice=winner.kernel,
+        params=winner.params,
+        tol=tol,
+        candidates=verdicts,
+        tuned_at=now_iso(),
+        tuning_s=time.perf_counter() - search.started,
+        why=why,
+    )

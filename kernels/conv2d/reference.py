@@ -1,0 +1,79 @@
+"""The float64 reference conv2d (``method="naive"``): the oracle every candidate is checked against.
+
+Deliberately independent of the candidates: plain loops straight from the definition, padding by
+bounds checks instead of a padded copy, float64 accumulation, no BLAS, no shared helpers.
+Parallel over (batch, output channel) only so that tuning large problems stays affordable.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from kernels.registry import KernelSpec, register
+
+
+@numba.njit(cache=True, parallel=True)
+def _correlate_f64(x, w, b, sh, sw, pt, pl, dh, dw, groups, ho, wo):  # pragma: no cover - jitted
+    n_batch, _, h, wd = x.shape
+    k_out, c_per_group, kh, kw = w.shape
+    k_per_group = k_out // groups
+    y = np.empty((n_batch, k_out, ho, wo), dtype=np.float64)
+    for job in numba.prange(n_batch * k_out):
+        n = job // k_out
+        k = job % k_out
+        g = k // k_per_group
+        for oh in range(ho):
+            for ow in range(wo):
+                acc = b[k]
+                for c in range(c_per_group):
+                    ci = g * c_per_group + c
+                    for i in range(kh):
+                        ih = oh * sh - pt + i * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        for j in range(kw):
+                            iw = ow * sw - pl + j * dw
+                            if iw < 0 or iw >= wd:
+                                continue
+                            acc += x[n, ci, ih, iw] * w[k, c, i, j]
+                y[n, k, oh, ow] = acc
+    return y
+
+
+def conv2d_reference(x, w, b, stride, padding, dilation, groups):
+    """Direct-definition conv2d in float64; returns float64 (the oracle), or ``x.dtype`` via naive.
+
+    ``y[n,k,oh,ow] = b[k] + Σ_{c,i,j} x[n, g·C/G + c, oh·sh − pt + i·dh, ow·sw − pl + j·dw] · w[k,c,i,j]``
+    with out-of-range input positions reading as zero (padding).
+    """
+    sh, sw = stride
+    pt, pb, pl, pr = padding
+    dh, dw = dilation
+    _, _, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    bias = np.zeros(w.shape[0]) if b is None else np.asarray(b, dtype=np.float64)
+    return _correlate_f64(
+        np.asarray(x, dtype=np.float64),
+        np.asarray(w, dtype=np.float64),
+        bias,
+        sh,
+        sw,
+        pt,
+        pl,
+        dh,
+        dw,
+        groups,
+        ho,
+        wo,
+    )
+
+
+def naive(x, w, b, stride, padding, dilation, groups):
+    """Float64 reference loops, result cast to the input dtype (slow; for checking, not speed)."""
+    return conv2d_reference(x, w, b, stride, padding, dilation, groups).astype(x.dtype, copy=False)
+
+
+register(KernelSpec(name="naive", op="conv2d", fn=naive, reference=True))

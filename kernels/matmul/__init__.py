@@ -1,0 +1,1 @@
+"""matmul kernels: ``C = A @ B`` for 2-D float arrays."""

@@ -1,0 +1,151 @@
+"""The kernel registry: the only thing ``autotune`` needs from ``kernels``.
+
+A kernel module describes each of its kernels with a :class:`KernelSpec` and calls
+:func:`register` at import time. :func:`specs` imports every module under ``kernels.conv2d`` and
+``kernels.matmul`` first, so adding a kernel means adding one file — the tuner never imports a
+kernel module by name.
+
+Kernels see problems only through duck typing (``kernels`` never imports ``autotune``). The
+attributes an ``applies``/``param_grid`` callable may read are:
+
+* conv2d: ``x_shape`` (N, C, H, W), ``w_shape`` (K, C/groups, kh, kw), ``stride`` (sh, sw),
+  ``padding`` (top, bottom, left, right), ``dilation`` (dh, dw), ``groups``, ``dtype`` (str),
+  ``out_shape`` (N, K, Ho, Wo);
+* matmul: ``a_shape`` (m, k), ``b_shape`` (k, n), ``dtype``, ``rank_a``, ``rank_b`` (int or None).
+
+Call conventions (arrays are C-contiguous numpy arrays of one float dtype):
+
+* conv2d: ``fn(x, w, b, stride, padding, dilation, groups, **params) -> y`` (``b`` may be None);
+* matmul: ``fn(a, b, **params) -> c``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Op = Literal["conv2d", "matmul"]
+OPS: tuple[Op, ...] = ("conv2d", "matmul")
+FLOAT_DTYPES = frozenset({"float32", "float64"})
+
+Params = Mapping[str, Any]
+
+
+def _always(problem: Any) -> bool:
+    return True
+
+
+def _no_params(problem: Any) -> list[dict[str, Any]]:
+    return [{}]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What the tuner knows about one kernel.
+
+    Attributes:
+        name: the public method name (``method=`` in the API, ``choice`` in the database).
+        op: ``"conv2d"`` or ``"matmul"``.
+        fn: the kernel function (see the module docstring for the call convention).
+        dtypes: dtype names the kernel accepts.
+        exact: True if the algorithm is exact in real arithmetic (only rounding differs from the
+            reference). Inexact kernels (truncated SVD, approximate log accumulation) are eligible
+            only when the caller's tolerance admits them or they are forced with ``method=``.
+        applies: ``applies(problem) -> bool``; False means "this kernel cannot do this problem".
+        param_grid: ``param_grid(problem) -> list[dict]``: the tunable-parameter settings the tuner
+            may try, in order of preference. ``[{}]`` for kernels without parameters.
+        search: ``"all"`` times every setting and keeps the fastest accurate one;
+            ``"first_accurate"`` walks the grid in order (e.g. increasing SVD rank), stops at the
+            first setting within tolerance and times only that one.
+        reference: True for the float64 oracle every candidate is checked against.
+        aliases: other names accepted for ``method=`` (e.g. ``pytorch`` for ``torch``).
+        defaults: parameters used when the kernel is forced with ``method=`` and none are given.
+    """
+
+    name: str
+    op: Op
+    fn: Callable[..., Any]
+    dtypes: frozenset[str] = FLOAT_DTYPES
+    exact: bool = True
+    applies: Callable[[Any], bool] = _always
+    param_grid: Callable[[Any], list[dict[str, Any]]] = _no_params
+    search: Literal["all", "first_accurate"] = "all"
+    reference: bool = False
+    aliases: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        """First line of the kernel function's docstring."""
+        doc = (self.fn.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+_REGISTRY: dict[tuple[str, str], KernelSpec] = {}
+_ALIASES: dict[tuple[str, str], str] = {}
+_loaded = False
+
+
+def register(spec: KernelSpec) -> KernelSpec:
+    """Add ``spec`` to the registry (a later registration under the same name replaces it)."""
+    if spec.op not in OPS:
+        raise ValueError(f"register: op must be one of {OPS}, got {spec.op!r}")
+    _REGISTRY[(spec.op, spec.name)] = spec
+    for alias in spec.aliases:
+        _ALIASES[(spec.op, alias)] = spec.name
+    return spec
+
+
+def unregister(op: str, name: str) -> None:
+    """Remove a kernel (used by tests that register a throw-away candidate)."""
+    spec = _REGISTRY.pop((op, name), None)
+    if spec is not None:
+        for alias in spec.aliases:
+            _ALIASES.pop((op, alias), None)
+
+
+def load_all() -> None:
+    """Import every kernel module so that each registers its specs (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    for package_name in (f"kernels.{op}" for op in OPS):
+        package = importlib.import_module(package_name)
+        for module in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
+            if not module.name.rsplit(".", 1)[-1].startswith("_"):
+                importlib.import_module(module.name)
+    _loaded = True
+
+
+def specs(op: str) -> list[KernelSpec]:
+    """All registered kernels of ``op``, reference first, then in registration order."""
+    load_all()
+    found = [spec for (spec_op, _), spec in _REGISTRY.items() if spec_op == op]
+    return sorted(found, key=lambda spec: not spec.reference)
+
+
+def names(op: str) -> list[str]:
+    """The method names of ``op`` (without aliases)."""
+    return [spec.name for spec in specs(op)]
+
+
+def get(op: str, name: str) -> KernelSpec:
+    """The spec called ``name`` (or one of its aliases) for ``op``; KeyError if unknown."""
+    load_all()
+    canonical = _ALIASES.get((op, name), name)
+    try:
+        return _REGISTRY[(op, canonical)]
+    except KeyError:
+        known = ", ".join(sorted(names(op)))
+        raise KeyError(f"no {op} kernel named {name!r}; known: {known}") from None
+
+
+def reference(op: str) -> KernelSpec:
+    """The float64 reference kernel of ``op``."""
+    for spec in specs(op):
+        if spec.reference:
+            return spec
+    raise LookupError(f"no reference kernel registered for {op}")

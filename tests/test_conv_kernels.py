@@ -1,0 +1,141 @@
+"""Every conv2d kernel against the float64 reference and against torch in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from autotune.problem import ConvProblem
+from autotune.tuner import DEFAULT_TOL, rel_max_error
+from kernels import registry
+from kernels.conv2d.reference import conv2d_reference
+from kernels.conv2d.winograd import TILE_SIZES
+
+GENERAL_KERNELS = ["naive", "direct", "im2col", "fft", "torch"]
+
+
+def torch_f64(x, w, b, stride, padding, dilation, groups) -> np.ndarray:
+    """Independent oracle: torch's conv2d in float64 (asymmetric padding applied explicitly)."""
+    pt, pb, pl, pr = padding
+    xt = F.pad(torch.from_numpy(x.astype(np.float64)), (pl, pr, pt, pb))
+    bt = None if b is None else torch.from_numpy(b.astype(np.float64))
+    return F.conv2d(xt, torch.from_numpy(w.astype(np.float64)), bt, stride, 0, dilation, groups).numpy()
+
+
+@st.composite
+def conv_problems(draw, winograd_geometry: bool = False) -> ConvProblem:
+    """Random small problems: batch, channels, groups, kernel size, stride, padding, dilation."""
+    groups = draw(st.integers(1, 3))
+    if winograd_geometry:
+        kh = kw = 3
+        stride = dilation = (1, 1)
+    else:
+        kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    h, w = draw(st.integers(1, 14)), draw(st.integers(1, 14))
+    assume(h + padding[0] + padding[1] >= dilation[0] * (kh - 1) + 1)
+    assume(w + padding[2] + padding[3] >= dilation[1] * (kw - 1) + 1)
+    c_per_group = draw(st.integers(1, 3))
+    return ConvProblem(
+        x_shape=(draw(st.integers(1, 2)), groups * c_per_group, h, w),
+        w_shape=(groups * draw(st.integers(1, 3)), c_per_group, kh, kw),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+
+
+def operands(problem: ConvProblem, dtype: str, seed: int, with_bias: bool):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(problem.x_shape).astype(dtype)
+    w = rng.standard_normal(problem.w_shape).astype(dtype)
+    b = rng.standard_normal(problem.w_shape[0]).astype(dtype) if with_bias else None
+    return x, w, b
+
+
+def run_kernel(name: str, params: dict, problem: ConvProblem, x, w, b) -> np.ndarray:
+    spec = registry.get("conv2d", name)
+    return spec.fn(x, w, b, problem.stride, problem.padding, problem.dilation, problem.groups, **params)
+
+
+def check_against_oracles(name: str, params: dict, problem, dtype, seed, with_bias) -> None:
+    x, w, b = operands(problem, dtype, seed, with_bias)
+    args = (problem.stride, problem.padding, problem.dilation, problem.groups)
+    ref = conv2d_reference(x, w, b, *args)
+    # An output made only of padding is exactly zero: any rounding is then an infinite relative error.
+    assume(np.abs(ref).max() > 0)
+    oracle = torch_f64(x, w, b, *args)
+    assert rel_max_error(ref, oracle) < 1e-12, "reference disagrees with torch float64"
+    y = run_kernel(name, params, problem, x, w, b)
+    assert y.shape == problem.out_shape and y.dtype == np.dtype(dtype)
+    tol = DEFAULT_TOL[dtype]
+    assert rel_max_error(y, ref) <= tol, f"{name}{params} vs reference"
+    assert rel_max_error(y, oracle) <= tol, f"{name}{params} vs torch float64"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", GENERAL_KERNELS)
+@given(problem=conv_problems(), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_general_kernels_match_oracles(name, dtype, problem, seed, with_bias):
+    check_against_oracles(name, {}, problem, dtype, seed, with_bias)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("tile", TILE_SIZES)
+@given(problem=conv_problems(winograd_geometry=True), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_winograd_matches_oracles(tile, dtype, problem, seed, with_bias):
+    check_against_oracles("winograd", {"tile": tile}, problem, dtype, seed, with_bias)
+
+
+def test_every_registered_conv_kernel_is_covered():
+    assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd"}
+
+
+def test_winograd_declares_its_geometry():
+    spec = registry.get("conv2d", "winograd")
+    ok = ConvProblem((1, 2, 8, 8), (2, 2, 3, 3), padding=(1, 1, 1, 1))
+    assert spec.applies(ok)
+    assert not spec.applies(ConvProblem((1, 2, 8, 8), (2, 2, 5, 5)))
+    assert not spec.applies(ConvProblem((1, 2, 8, 8), (2, 2, 3, 3), stride=(2, 2)))
+    assert not spec.applies(ConvProblem((1, 2, 8, 8), (2, 2, 3, 3), dilation=(2, 1)))
+
+
+@pytest.mark.parametrize("tile", TILE_SIZES)
+def test_winograd_matrices_are_exact_in_rationals(tile):
+    """Aᵀ[(G g) ⊙ (Bᵀ d)] equals the 1-D correlation exactly, in Fractions."""
+    from fractions import Fraction
+
+    from kernels.conv2d.winograd import winograd_matrices_exact
+
+    a_t, g_mat, b_t = winograd_matrices_exact(tile)
+    rng = np.random.default_rng(tile)
+    d = [Fraction(int(v)) for v in rng.integers(-9, 10, tile + 2)]
+    g = [Fraction(int(v)) for v in rng.integers(-9, 10, 3)]
+    u = [sum(row[j] * g[j] for j in range(3)) for row in g_mat]
+    v = [sum(row[j] * d[j] for j in range(tile + 2)) for row in b_t]
+    y = [sum(a_t[i][j] * u[j] * v[j] for j in range(tile + 2)) for i in range(tile)]
+    assert y == [sum(d[i + k] * g[k] for k in range(3)) for i in range(tile)]
+
+
+def test_f2x2_3x3_is_lavins_up_to_signs_that_cancel():
+    """Row j of G, row j of Bᵀ and column j of Aᵀ may flip sign, as long as the flips cancel."""
+    from kernels.conv2d.winograd import winograd_matrices
+
+    a_t, g, b_t = winograd_matrices(2)
+    lavin_at = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+    lavin_g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    lavin_bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+    for j in range(4):
+        flips = []
+        for ours, theirs in ((g[j], lavin_g[j]), (b_t[j], lavin_bt[j]), (a_t[:, j], lavin_at[:, j])):
+            sign = 1.0 if np.array_equal(ours, theirs) else -1.0
+            np.testing.assert_array_equal(ours * sign, theirs)
+            flips.append(sign)
+        assert np.prod(flips) == 1.0
