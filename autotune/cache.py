@@ -267,8 +267,17 @@ class Database:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return empty_document()
-        except (OSError, UnicodeDecodeError) as exc:
-            return self._set_aside(f"cannot be read ({exc})")
+        except UnicodeDecodeError:
+            return self._set_aside("is not UTF-8 text")
+        except OSError as exc:  # e.g. permissions: leave the file alone, work in memory
+            if not self.read_only:
+                warnings.warn(
+                    f"{self.path} cannot be read ({exc}); choices are kept in memory only",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+            self.read_only = True
+            return empty_document()
         try:
             doc = parse_document(text, str(self.path))
         except ValueError as exc:

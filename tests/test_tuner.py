@@ -1,0 +1,162 @@
+"""The tuner: every candidate measured and checked, inaccurate and failing ones recorded, never chosen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+import autotune
+from autotune import tuner
+from autotune.problem import ConvProblem, MatmulProblem
+from autotune.tuner import Verdict, choose
+from kernels import registry
+from kernels.registry import KernelSpec
+
+SMALL = ConvProblem((1, 4, 12, 12), (4, 4, 3, 3), padding=(1, 1, 1, 1))
+
+
+@pytest.fixture
+def throwaway_kernels():
+    """Register kernels for one test only."""
+    names = []
+
+    def add(spec: KernelSpec) -> KernelSpec:
+        names.append((spec.op, spec.name))
+        return registry.register(spec)
+
+    yield add
+    for op, name in names:
+        registry.unregister(op, name)
+
+
+def test_every_applicable_kernel_is_measured_and_checked(fast_tuning):
+    result = tuner.tune_problem(SMALL)
+    by_name = {v.label: v for v in result.candidates}
+    assert {"naive", "direct", "im2col", "fft", "torch", "winograd(tile=2)"} <= set(by_name)
+    for verdict in result.candidates:
+        if verdict.ok:
+            assert verdict.median_us > 0 and verdict.min_us <= verdict.median_us
+            assert verdict.rel_err <= 1e-4 and verdict.runs >= 1
+    chosen = [v for v in result.candidates if v.kernel == result.choice and v.params == result.params]
+    assert chosen and chosen[0].ok
+
+
+def test_inaccurate_candidate_is_fastest_but_never_chosen(fast_tuning, throwaway_kernels, isolated_cache):
+    def zeros(x, w, b, stride, padding, dilation, groups):
+        """Returns zeros of the right shape: instant, and wrong."""
+        n, k = x.shape[0], w.shape[0]
+        return np.zeros((n, k, x.shape[2], x.shape[3]), dtype=x.dtype)
+
+    throwaway_kernels(KernelSpec(name="zeros", op="conv2d", fn=zeros))
+    x = np.random.default_rng(0).standard_normal(SMALL.x_shape).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal(SMALL.w_shape).astype(np.float32)
+    autotune.conv2d(x, w, padding=1)
+
+    entry = yaml.safe_load((isolated_cache / "autotune.yaml").read_text())
+    (section,) = entry["machines"].values()
+    record = section["entries"][SMALL.key]
+    assert record["choice"] != "zeros"
+    zeros_verdict = record["candidates"]["zeros"]
+    assert zeros_verdict["ok"] is False
+    assert "inaccurate" in zeros_verdict["reason"] and zeros_verdict["rel_err"] > 0.5
+    timed = [c["median_us"] for c in record["candidates"].values() if "median_us" in c]
+    assert zeros_verdict["median_us"] == min(timed)
+
+
+def test_a_candidate_that_raises_is_recorded_and_the_others_still_run(fast_tuning, throwaway_kernels):
+    def broken(*args):
+        """Always fails."""
+        raise RuntimeError("boom")
+
+    throwaway_kernels(KernelSpec(name="broken", op="conv2d", fn=broken))
+    result = tuner.tune_problem(SMALL)
+    verdict = next(v for v in result.candidates if v.kernel == "broken")
+    assert not verdict.ok and verdict.reason.startswith("failed: RuntimeError: boom")
+    assert result.choice != "broken"
+    assert sum(v.ok for v in result.candidates) >= 3
+
+
+def test_wrong_shape_and_non_finite_outputs_are_rejected(fast_tuning, throwaway_kernels):
+    throwaway_kernels(KernelSpec(name="wrong_shape", op="conv2d", fn=lambda x, *a: x[:, :1]))
+    throwaway_kernels(
+        KernelSpec(name="nan", op="conv2d", fn=lambda x, w, *a: np.full((1, 4, 12, 12), np.nan, x.dtype))
+    )
+    verdicts = {v.kernel: v for v in tuner.tune_problem(SMALL).candidates}
+    assert "wrong output: shape" in verdicts["wrong_shape"].reason
+    assert "non-finite" in verdicts["nan"].reason
+
+
+def test_inapplicable_and_approximate_kernels_are_recorded_not_run(throwaway_kernels, fast_tuning):
+    calls = []
+
+    def approx(x, w, b, *args):
+        """Never called without a tolerance."""
+        calls.append(1)
+        return np.zeros(1)
+
+    throwaway_kernels(KernelSpec(name="approx", op="conv2d", fn=approx, exact=False))
+    problem = ConvProblem((1, 2, 9, 9), (2, 2, 5, 5))
+    verdicts = {v.kernel: v for v in tuner.tune_problem(problem).candidates}
+    assert verdicts["winograd"].reason.startswith("not applicable")
+    assert verdicts["approx"].reason.startswith("approximate")
+    assert calls == []
+
+
+def test_hopelessly_slow_candidate_is_cut_early(fast_tuning, throwaway_kernels):
+    import time
+
+    def sleepy(x, w, b, stride, padding, dilation, groups):
+        """Correct but 50 ms slow."""
+        time.sleep(0.05)
+        return registry.get("conv2d", "im2col").fn(x, w, b, stride, padding, dilation, groups)
+
+    throwaway_kernels(KernelSpec(name="sleepy", op="conv2d", fn=sleepy))
+    verdict = next(v for v in tuner.tune_problem(SMALL).candidates if v.kernel == "sleepy")
+    assert not verdict.ok and "cut early" in verdict.reason and verdict.runs == 2
+
+
+def _verdict(name, median, spread, err):
+    return Verdict(kernel=name, median_us=median, min_us=median, spread_us=spread, rel_err=err, ok=True)
+
+
+def test_choose_prefers_accuracy_within_a_near_tie():
+    fast_noisy = _verdict("a", 100.0, 4.0, 1e-5)
+    close_accurate = _verdict("b", 103.0, 4.0, 1e-7)
+    far = _verdict("c", 200.0, 1.0, 1e-9)
+    winner, why = choose([fast_noisy, close_accurate, far], tol=1e-4)
+    assert winner is close_accurate and "more accurate" in why
+
+
+def test_choose_takes_the_fastest_outside_the_spread():
+    fast = _verdict("a", 100.0, 1.0, 1e-5)
+    slower = _verdict("b", 120.0, 1.0, 1e-7)
+    winner, why = choose([slower, fast], tol=1e-4)
+    assert winner is fast and why.startswith("a: 1.20x faster than b")
+
+
+def test_tie_band_is_capped_so_the_choice_stays_within_five_percent():
+    very_noisy = _verdict("a", 100.0, 80.0, 1e-5)
+    accurate = _verdict("b", 130.0, 1.0, 1e-8)
+    winner, _ = choose([very_noisy, accurate], tol=1e-4)
+    assert winner is very_noisy
+
+
+def test_no_acceptable_candidate_is_a_clear_error(fast_tuning):
+    x = np.ones((1, 1, 6, 6), np.float32)
+    w = np.ones((1, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="no kernel meets tol=1e-15"):
+        autotune.conv2d(x, w, tol=1e-15)
+
+
+def test_matmul_exact_kernels_are_tuned(fast_tuning):
+    result = tuner.tune_problem(MatmulProblem((16, 32), (32, 8)))
+    ok = {v.kernel for v in result.candidates if v.ok}
+    assert {"blas", "torch"} <= ok
+
+
+def test_same_problem_same_inputs_in_every_process():
+    first = tuner.random_inputs(SMALL)
+    second = tuner.random_inputs(SMALL)
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
