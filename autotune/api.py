@@ -78,9 +78,12 @@ def _as_array(value: Any, name: str, op: str) -> np.ndarray:
     if type(value) is np.ndarray:
         return value
     if isinstance(value, torch.Tensor):
-        if value.device.type != "cpu":
+        if not value.is_cpu:
             raise ValueError(f"{op}: {name} is on {value.device}; autotune runs on the CPU only")
-        return value.detach().resolve_conj().resolve_neg().numpy()
+        try:
+            return value.numpy()  # zero-copy; the common case costs < 1 us
+        except RuntimeError:  # requires grad, or a lazily negated/conjugated view
+            return value.detach().resolve_conj().resolve_neg().numpy()
     if isinstance(value, np.ndarray):
         return np.asarray(value)
     raise TypeError(f"{op}: {name} must be a numpy array or a torch tensor, got {type(value).__name__}")
