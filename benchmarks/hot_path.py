@@ -19,8 +19,8 @@ import torch
 
 os.environ.setdefault("AUTOTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="autotune-hot-"))
 
-import autotune  # noqa: E402
-from autotune import api  # noqa: E402
+import autotune
+from autotune import api
 
 CALLS = 2000
 
@@ -55,7 +55,8 @@ def matmul_case(m, k, n):
     direct = best_us(lambda: kernel(a, b))
     via_numpy = best_us(lambda: autotune.matmul(a, b))
     via_torch = best_us(lambda: autotune.matmul(at, bt))
-    return f"matmul a={m}x{k} b={k}x{n}", getattr(kernel, "__name__", str(kernel)), direct, via_numpy, via_torch
+    name = getattr(kernel, "__name__", str(kernel))
+    return f"matmul a={m}x{k} b={k}x{n}", name, direct, via_numpy, via_torch
 
 
 def main() -> None:
@@ -68,9 +69,7 @@ def main() -> None:
     print(f"database: {os.environ['AUTOTUNE_CACHE_DIR']}; {CALLS} calls x best of 7")
     print(f"{'problem':44} {'kernel':18} {'direct us':>10} {'numpy +us':>10} {'torch +us':>10}")
     for label, kernel, direct, via_numpy, via_torch in rows:
-        print(
-            f"{label:44} {kernel:18} {direct:10.2f} {via_numpy - direct:10.2f} {via_torch - direct:10.2f}"
-        )
+        print(f"{label:44} {kernel:18} {direct:10.2f} {via_numpy - direct:10.2f} {via_torch - direct:10.2f}")
 
 
 if __name__ == "__main__":
