@@ -2,8 +2,8 @@
 
 For every (batch, output channel) pair — the parallel axis — the output plane starts at the bias
 and receives ``w[k,c,i,j] · x_pad[c, oh·sh + i·dh, ow·sw + j·dw]`` for each tap; the innermost
-loop runs along an output row (contiguous input when the stride is 1), so LLVM emits SIMD
-multiply-adds. Accumulation is in the input dtype — this is "direct at the same precision".
+loop runs along an output row (contiguous input when the stride is 1, written as its own loop so
+LLVM emits SIMD multiply-adds). Accumulation is in the input dtype — this is "direct at the same precision".
 """
 
 from __future__ import annotations
@@ -15,29 +15,47 @@ from kernels.conv2d._common import output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"})
+def _accumulate_plane(out, src, taps, sh, sw, dh, dw):  # pragma: no cover - jitted
+    """``out[oh, ow] += Σ_ij taps[i, j] · src[oh·sh + i·dh, ow·sw + j·dw]`` for one channel pair."""
+    ho, wo = out.shape
+    kh, kw = taps.shape
+    for oh in range(ho):
+        dst = out[oh]
+        for i in range(kh):
+            row = src[oh * sh + i * dh]
+            for j in range(kw):
+                tap = taps[i, j]
+                start = j * dw
+                # Index only with the loop variable: Numba wraps negative indices, and an index
+                # that *might* be negative (start + ow with a runtime start) keeps LLVM from
+                # vectorising. A contiguous slice also keeps the unit stride known (3.6 us vs
+                # 14 us per 56×56 plane); the two branches keep the two slice layouts apart.
+                if sw == 1:
+                    contiguous = row[start : start + wo]
+                    for ow in range(wo):
+                        dst[ow] += tap * contiguous[ow]
+                else:
+                    strided = row[start : start + (wo - 1) * sw + 1 : sw]
+                    for ow in range(wo):
+                        dst[ow] += tap * strided[ow]
+
+
+@numba.njit(cache=True, parallel=True)
 def _direct(xp, w, bias, sh, sw, dh, dw, groups, ho, wo):  # pragma: no cover - jitted
     n_batch = xp.shape[0]
-    k_out, c_per_group, kh, kw = w.shape
+    k_out, c_per_group = w.shape[0], w.shape[1]
     k_per_group = k_out // groups
     y = np.empty((n_batch, k_out, ho, wo), dtype=xp.dtype)
     for job in numba.prange(n_batch * k_out):
         n = job // k_out
         k = job % k_out
         c0 = (k // k_per_group) * c_per_group
-        plane = y[n, k]
-        plane[:, :] = bias[k]
+        y[n, k] = bias[k]
+        # The per-plane work lives in its own function so that its loops are compiled (and
+        # vectorised) as ordinary loops, not as part of the outlined prange body.
         for c in range(c_per_group):
-            src = xp[n, c0 + c]
-            for i in range(kh):
-                for j in range(kw):
-                    tap = w[k, c, i, j]
-                    for oh in range(ho):
-                        row = src[oh * sh + i * dh]
-                        out = plane[oh]
-                        base = j * dw
-                        for ow in range(wo):
-                            out[ow] += tap * row[base + ow * sw]
+            _accumulate_plane(y[n, k], xp[n, c0 + c], w[k, c], sh, sw, dh, dw)
     return y
 
 

@@ -15,25 +15,42 @@ from kernels.conv2d._common import add_bias, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 
+@numba.njit(cache=True)
+def _gather_plane(src, col_rows, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover - jitted
+    """Columns of one input channel: ``col_rows[i·kw + j, oh·Wo + ow] = src[oh·sh + i·dh, ow·sw + j·dw]``.
+
+    Copies index contiguous views with the loop variable only (see direct.py: a possibly
+    negative index keeps Numba's loops scalar).
+    """
+    for i in range(kh):
+        for j in range(kw):
+            dst = col_rows[i * kw + j]
+            for oh in range(ho):
+                out = dst[oh * wo : oh * wo + wo]
+                row = src[oh * sh + i * dh]
+                start = j * dw
+                if sw == 1:
+                    contiguous = row[start : start + wo]
+                    for ow in range(wo):
+                        out[ow] = contiguous[ow]
+                else:
+                    strided = row[start : start + (wo - 1) * sw + 1 : sw]
+                    for ow in range(wo):
+                        out[ow] = strided[ow]
+
+
 @numba.njit(cache=True, parallel=True)
 def _gather_columns(xp, groups, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover - jitted
     n_batch, c_in = xp.shape[0], xp.shape[1]
     c_per_group = c_in // groups
-    col = np.empty((n_batch, groups, c_per_group * kh * kw, ho * wo), dtype=xp.dtype)
+    taps = kh * kw
+    col = np.empty((n_batch, groups, c_per_group * taps, ho * wo), dtype=xp.dtype)
     for job in numba.prange(n_batch * c_in):
         n = job // c_in
         c = job % c_in
         g = c // c_per_group
-        c_local = c % c_per_group
-        src = xp[n, c]
-        for i in range(kh):
-            for j in range(kw):
-                dst = col[n, g, (c_local * kh + i) * kw + j]
-                for oh in range(ho):
-                    row = src[oh * sh + i * dh]
-                    offset = oh * wo
-                    for ow in range(wo):
-                        dst[offset + ow] = row[ow * sw + j * dw]
+        first = (c % c_per_group) * taps
+        _gather_plane(xp[n, c], col[n, g, first : first + taps], kh, kw, sh, sw, dh, dw, ho, wo)
     return col
 
 

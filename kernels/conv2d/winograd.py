@@ -110,53 +110,136 @@ def winograd_matrices(m: int, dtype: str = "float64") -> tuple[np.ndarray, np.nd
     return tuple(arrays)
 
 
-def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
-    """``U[ξ, ν, k, c] = (G w[k, c] Gᵀ)[ξ, ν]`` reshaped to (α², K, C/groups), C-contiguous.
+@numba.njit(cache=True, parallel=True)
+def _filter_transform(w, g):  # pragma: no cover - jitted
+    """u[ξ·α + ν, k, c] = Σ_ij G[ξ, i] w[k, c, i, j] G[ν, j], accumulated in float64."""
+    k_out, c_per_group, kh, kw = w.shape
+    alpha = g.shape[0]
+    u = np.empty((alpha * alpha, k_out, c_per_group), dtype=w.dtype)
+    for k in numba.prange(k_out):
+        half = np.empty((alpha, kw), dtype=np.float64)  # G g, one filter at a time
+        for c in range(c_per_group):
+            for xi in range(alpha):
+                for j in range(kw):
+                    acc = 0.0
+                    for i in range(kh):
+                        acc += g[xi, i] * w[k, c, i, j]
+                    half[xi, j] = acc
+            for xi in range(alpha):
+                for nu in range(alpha):
+                    acc = 0.0
+                    for j in range(kw):
+                        acc += half[xi, j] * g[nu, j]
+                    u[xi * alpha + nu, k, c] = acc
+    return u
 
-    Computed in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight.
+
+def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
+    """``U[ξ·α + ν, k, c] = (G w[k, c] Gᵀ)[ξ, ν]``, shape (α², K, C/groups), C-contiguous.
+
+    Accumulated in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight.
     """
     _, g, _ = winograd_matrices(m)
-    alpha = m + 2
-    u = np.einsum("xi,kcij,yj->xykc", g, w.astype(np.float64), g, optimize=True)
-    return np.ascontiguousarray(u.reshape(alpha * alpha, w.shape[0], w.shape[1]), dtype=w.dtype)
+    return _filter_transform(w, g)
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+# The transforms below keep every innermost loop indexed by its own loop variable over
+# contiguous views: Numba wraps negative indices, and an index that might be negative keeps LLVM
+# from vectorising; per-band work sits in plain functions called from the prange body so that
+# their loops are compiled as ordinary, vectorisable loops.
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _input_band(band, b_t, m, rows, phases, out, first):  # pragma: no cover - jitted
+    """Bᵀ d B for the tiles of one band of α input rows of one channel.
+
+    ``band`` (α, width) input rows; ``rows`` (α, width) and ``phases`` (α, m, tiles_w + 1)
+    scratch; writes ``out[ξ·α + ν, first + tw]`` for the band's tiles.
+    """
+    alpha, width = band.shape
+    tiles_w = phases.shape[2] - 1
+    for xi in range(alpha):  # vertical pass, contiguous along the width
+        acc = rows[xi]
+        acc[:] = 0.0
+        for i in range(alpha):
+            coef = b_t[xi, i]
+            if coef != 0.0:
+                src = band[i]
+                for col in range(width):
+                    acc[col] += coef * src[col]
+    # Phase-major copy: rows[ξ, t·m + r] → phases[ξ, r, t], so that the horizontal pass reads
+    # tile columns j = r + m·s contiguously as phases[ξ, r, s + tw].
+    for xi in range(alpha):
+        for r in range(m):
+            dst = phases[xi, r]
+            for t in range(tiles_w + 1):
+                col = t * m + r
+                dst[t] = rows[xi, col] if col < width else 0.0
+    for xi in range(alpha):  # horizontal pass, contiguous along the tiles
+        for nu in range(alpha):
+            dst = out[xi * alpha + nu, first : first + tiles_w]
+            dst[:] = 0.0
+            for j in range(alpha):
+                coef = b_t[nu, j]
+                if coef != 0.0:
+                    src = phases[xi, j % m, j // m : j // m + tiles_w]
+                    for tw in range(tiles_w):
+                        dst[tw] += coef * src[tw]
+
+
+@numba.njit(cache=True, parallel=True)
 def _input_transform(xp, b_t, m, tiles_h, tiles_w):  # pragma: no cover - jitted
     """V[ξ·α + ν, c, (n·tiles_h + th)·tiles_w + tw] = (Bᵀ d B)[ξ, ν] for every tile d."""
     n_batch, channels, _, width = xp.shape
     alpha = b_t.shape[0]
-    n_tiles = n_batch * tiles_h * tiles_w
-    v = np.empty((alpha * alpha, channels, n_tiles), dtype=xp.dtype)
+    v = np.empty((alpha * alpha, channels, n_batch * tiles_h * tiles_w), dtype=xp.dtype)
     for job in numba.prange(n_batch * channels):
         n = job // channels
         c = job % channels
-        rows = np.empty((alpha, width), dtype=xp.dtype)  # Bᵀ applied down a band of α rows
+        rows = np.empty((alpha, width), dtype=xp.dtype)
+        phases = np.empty((alpha, m, tiles_w + 1), dtype=xp.dtype)
         for th in range(tiles_h):
-            top = th * m
-            for xi in range(alpha):
-                rows[xi, :] = 0.0
-                for i in range(alpha):
-                    coef = b_t[xi, i]
-                    if coef != 0.0:
-                        src = xp[n, c, top + i]
-                        for col in range(width):
-                            rows[xi, col] += coef * src[col]
-            first = (n * tiles_h + th) * tiles_w
-            for xi in range(alpha):
-                for nu in range(alpha):
-                    dst = v[xi * alpha + nu, c]
-                    for tw in range(tiles_w):
-                        dst[first + tw] = 0.0
-                    for j in range(alpha):
-                        coef = b_t[nu, j]
-                        if coef != 0.0:
-                            for tw in range(tiles_w):
-                                dst[first + tw] += coef * rows[xi, tw * m + j]
+            band = xp[n, c, th * m : th * m + alpha]
+            _input_band(band, b_t, m, rows, phases, v[:, c], (n * tiles_h + th) * tiles_w)
     return v
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+@numba.njit(cache=True, fastmath={"contract"})
+def _output_band(mm_k, a_t, bias_k, first, cols, line, out_rows):  # pragma: no cover - jitted
+    """Aᵀ M A + bias for one tile row of one output channel, cropped into ``out_rows``.
+
+    ``mm_k`` (α², tiles) GEMM results of this channel; ``cols`` (α, m, tiles_w) and ``line``
+    (tiles_w,) scratch; ``out_rows`` (≤ m, Wo) the output rows this tile row covers.
+    """
+    m, alpha = a_t.shape
+    tiles_w = line.shape[0]
+    wo = out_rows.shape[1]
+    for xi in range(alpha):  # horizontal pass: M A along the tiles
+        for e in range(m):
+            dst = cols[xi, e]
+            dst[:] = 0.0
+            for nu in range(alpha):
+                coef = a_t[e, nu]
+                if coef != 0.0:
+                    src = mm_k[xi * alpha + nu, first : first + tiles_w]
+                    for tw in range(tiles_w):
+                        dst[tw] += coef * src[tw]
+    for a in range(out_rows.shape[0]):  # vertical pass, then scatter into the output row
+        for e in range(m):
+            line[:] = bias_k
+            for xi in range(alpha):
+                coef = a_t[a, xi]
+                if coef != 0.0:
+                    src = cols[xi, e]
+                    for tw in range(tiles_w):
+                        line[tw] += coef * src[tw]
+            valid = (wo - e + m - 1) // m  # tiles whose column e falls inside the output
+            dst = out_rows[a, e : e + (valid - 1) * m + 1 : m]
+            for tw in range(valid):
+                dst[tw] = line[tw]
+
+
+@numba.njit(cache=True, parallel=True)
 def _output_transform(mm, a_t, bias, n_batch, tiles_h, tiles_w, ho, wo):  # pragma: no cover
     """y[n, k, th·m + a, tw·m + e] = (Aᵀ M A)[a, e] + bias[k], cropped to (Ho, Wo)."""
     m, alpha = a_t.shape
@@ -165,32 +248,14 @@ def _output_transform(mm, a_t, bias, n_batch, tiles_h, tiles_w, ho, wo):  # prag
     for job in numba.prange(n_batch * k_out):
         n = job // k_out
         k = job % k_out
-        cols = np.empty((alpha, m, tiles_w), dtype=mm.dtype)  # M A for one tile row
+        cols = np.empty((alpha, m, tiles_w), dtype=mm.dtype)
+        line = np.empty(tiles_w, dtype=mm.dtype)
         for th in range(tiles_h):
-            first = (n * tiles_h + th) * tiles_w
-            for xi in range(alpha):
-                for e in range(m):
-                    for tw in range(tiles_w):
-                        cols[xi, e, tw] = 0.0
-                    for nu in range(alpha):
-                        coef = a_t[e, nu]
-                        if coef != 0.0:
-                            src = mm[xi * alpha + nu, k]
-                            for tw in range(tiles_w):
-                                cols[xi, e, tw] += coef * src[first + tw]
-            for a in range(m):
-                oh = th * m + a
-                if oh >= ho:
-                    break
-                out = y[n, k, oh]
-                for e in range(m):
-                    for tw in range(tiles_w):
-                        ow = tw * m + e
-                        if ow < wo:
-                            acc = bias[k]
-                            for xi in range(alpha):
-                                acc += a_t[a, xi] * cols[xi, e, tw]
-                            out[ow] = acc
+            top = th * m
+            rows = min(m, ho - top)
+            _output_band(
+                mm[:, k], a_t, bias[k], (n * tiles_h + th) * tiles_w, cols, line, y[n, k, top : top + rows]
+            )
     return y
 
 
