@@ -16,10 +16,14 @@ __version__ = "0.1.0"
 from autotune.api import conv2d, get_mode, matmul, reset, set_mode, tune
 from autotune.problem import ConvProblem, MatmulProblem, parse_problem
 from autotune.tuner import set_tolerance
+from autotune.weights import Weight
+from kernels.matmul.lowrank import LowRank
 
 __all__ = [
     "ConvProblem",
+    "LowRank",
     "MatmulProblem",
+    "Weight",
     "__version__",
     "conv2d",
     "get_mode",

@@ -24,9 +24,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from autotune import cache, heuristics, tuner
+from autotune import cache, heuristics, tuner, weights
 from autotune.problem import ConvProblem, MatmulProblem, Problem, parse_problem
+from autotune.weights import Weight
 from kernels import registry
+from kernels.matmul.lowrank import LowRank
 
 Mode = Literal["tune", "heuristic", "off"]
 MODES: tuple[str, ...] = ("tune", "heuristic", "off")
@@ -324,6 +326,79 @@ def conv2d(
 # matmul.
 
 
+def _matmul_operand(value: Any, name: str) -> np.ndarray | LowRank:
+    """A numpy array (torch and Weight unwrapped) or a LowRank; TypeError for anything else."""
+    if isinstance(value, LowRank):
+        return value
+    if isinstance(value, Weight):
+        if name == "A":
+            raise TypeError("matmul: A is a Weight; Weight handles are for the right operand B (the weight)")
+        return value.array
+    return _as_array(value, name, "matmul")
+
+
+def _matmul_rank(value: Any, name: str, operand: np.ndarray | LowRank) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"matmul: {name} must be a positive int or None, got {value!r}")
+    if isinstance(operand, LowRank) and not 1 <= value <= operand.rank:
+        raise ValueError(
+            f"matmul: {name} must be in 1..{operand.rank} (its operand is a LowRank of rank "
+            f"{operand.rank}), got {value}"
+        )
+    return int(value)
+
+
+def _shape_text(operand: np.ndarray | LowRank) -> str:
+    kind = f"a LowRank (rank {operand.rank}) " if isinstance(operand, LowRank) else ""
+    return f"{kind}{operand.shape[0]}x{operand.shape[1]}"
+
+
+def _check_matmul_operands(a: np.ndarray | LowRank, b: np.ndarray | LowRank) -> str:
+    """Validate dtypes and shapes; return the dtype name."""
+    dtype = _dtype_name(a, "A", "matmul")  # type: ignore[arg-type]
+    if b.dtype != a.dtype:
+        raise TypeError(f"matmul: B has dtype {b.dtype} but A has {a.dtype}; they must match")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"matmul: A and B must be 2-D, got A.ndim={a.ndim}, B.ndim={b.ndim}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"matmul: A is {_shape_text(a)} and B is {_shape_text(b)}; expected A.shape[1] == B.shape[0]"
+        )
+    return dtype
+
+
+def _matmul_kernel(
+    problem: MatmulProblem, method: str | None, inputs: tuple[np.ndarray, np.ndarray] | None
+) -> Callable[..., Any]:
+    """The bound kernel: forced by ``method`` (ranks become svd's parameters) or resolved."""
+    if method is None:
+        return resolve(problem, inputs)
+    spec, params = _parse_method(method, "matmul")
+    ranks = {"rank_a": problem.rank_a, "rank_b": problem.rank_b}
+    if spec.name == "svd":
+        params.update({name: rank for name, rank in ranks.items() if rank is not None})
+    elif any(rank is not None for rank in ranks.values()):
+        raise ValueError(f"matmul: rank_A/rank_B are truncation ranks of method='svd', not of {method!r}")
+    return _forced(spec, params, problem)
+
+
+def _weight_for_call(
+    fn: Callable[..., Any], B: Any, b: np.ndarray | LowRank, state: weights.WeightState | None
+) -> Any:
+    """The weight argument of the call: ``b`` prepared by the chosen kernel's ``prepare`` hook and
+    reused while B is unchanged, else ``b`` itself, C-contiguous (copied only when it is used)."""
+    if isinstance(b, LowRank):
+        return b
+    spec, params = getattr(fn, "spec", None), getattr(fn, "params", None)
+    if spec is None or spec.prepare is None or weights.prepare_is_noop(spec, params):
+        return np.ascontiguousarray(b)
+    if state is None:
+        state = weights.state_of(B, b)
+    return state.prepared(spec, params, b)
+
+
 def matmul(
     A: Any,
     B: Any,
@@ -336,32 +411,51 @@ def matmul(
     """``A @ B`` for 2-D float32/float64 operands, dispatched like :func:`conv2d`.
 
     Args:
-        A: (m, k) numpy array or torch tensor.
-        B: (k, n) numpy array or torch tensor.
-        method: force a kernel (``naive``, ``blas``, ``torch``/``pytorch``, and the approximate
-            ones when registered); None dispatches by the tuning database and the mode.
-        tol: relative max-error tolerance for tuning.
-        rank_A, rank_B: truncate that operand to this SVD rank (``svd`` kernel).
+        A: (m, k) numpy array, torch tensor, or :class:`~kernels.matmul.lowrank.LowRank`.
+        B: (k, n) numpy array, torch tensor, :class:`~autotune.weights.Weight` or LowRank — the
+            weight: its digest and prepared forms (SVD factors, LNS encoding) are computed once
+            while it is unchanged (see :mod:`autotune.weights`).
+        method: force a kernel: ``naive``, ``blas``, ``torch``/``pytorch``, ``svd``,
+            ``log``/``logmatmul``, ``log_approx`` (parameters as ``"log_approx(f=6)"``); None
+            dispatches by the tuning database and the mode.
+        tol: relative max-error tolerance for tuning. Given with ``method=None``, it also admits
+            the approximate kernels (``svd`` with the smallest rank that meets it, ``log_approx``
+            with the fewest fraction bits); their error depends on the data, so the choice is
+            keyed on B's content digest and tuned on the actual operands.
+        rank_A, rank_B: truncate that operand to its rank-r SVD (the ``svd`` kernel, which they
+            imply when ``method`` is None). A LowRank operand also implies ``svd``; its rank
+            argument truncates it further.
+
+    Returns:
+        (m, n) numpy array, or torch tensor when A (or B, if A is a LowRank) is one; A's dtype.
     """
-    is_torch = isinstance(A, torch.Tensor)
-    a = _as_array(A, "A", "matmul")
-    b = _as_array(B, "B", "matmul")
-    dtype = _dtype_name(a, "A", "matmul")
-    if b.dtype != a.dtype:
-        raise TypeError(f"matmul: B has dtype {b.dtype} but A has {a.dtype}; they must match")
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"matmul: A and B must be 2-D, got A.ndim={a.ndim}, B.ndim={b.ndim}")
+    is_torch = isinstance(A, torch.Tensor) or (isinstance(A, LowRank) and isinstance(B, torch.Tensor))
+    a = _matmul_operand(A, "A")
+    b = _matmul_operand(B, "B")
+    dtype = _check_matmul_operands(a, b)
     tol_value = _tolerance(tol, "matmul")
-    key = ("matmul", a.shape, b.shape, dtype, rank_A, rank_B, tol_value, method)
+    rank_a = _matmul_rank(rank_A, "rank_A", a)
+    rank_b = _matmul_rank(rank_B, "rank_B", b)
+    factored = isinstance(a, LowRank) or isinstance(b, LowRank)
+    if method is None and (factored or rank_a is not None or rank_b is not None):
+        method = "svd"  # ranks and factors are svd's parameters: there is nothing left to choose
+    elif factored and _parse_method(method, "matmul")[0].name != "svd":  # type: ignore[arg-type]
+        raise ValueError(f"matmul: a LowRank operand needs method='svd' (or None), got {method!r}")
+    a_arg = a if isinstance(a, LowRank) else np.ascontiguousarray(a)
+    state = weight = None
+    if method is None and tol_value is not None:
+        # Approximate kernels are eligible: their error depends on B's content, so it is in the key.
+        state = weights.state_of(B, b)
+        weight = state.digest(b)  # type: ignore[arg-type]
+
+    key = ("matmul", a.shape, b.shape, dtype, rank_a, rank_b, tol_value, method, weight)
     fn = _bound.get(key)
     if fn is None:
-        problem = MatmulProblem(tuple(a.shape), tuple(b.shape), dtype, rank_A, rank_B, tol_value)
-        if method is not None:
-            fn = _forced(*_parse_method(method, "matmul"), problem)
-        else:
-            fn = resolve(problem)
+        problem = MatmulProblem(tuple(a.shape), tuple(b.shape), dtype, rank_a, rank_b, tol_value, weight)
+        inputs = None if weight is None else (a_arg, np.ascontiguousarray(b))
+        fn = _matmul_kernel(problem, method, inputs)  # type: ignore[arg-type]
         _bound[key] = fn
-    c = fn(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    c = fn(a_arg, _weight_for_call(fn, B, b, state))
     return torch.from_numpy(c) if is_torch else c
 
 

@@ -16,7 +16,8 @@ attributes an ``applies``/``param_grid`` callable may read are:
 Call conventions (arrays are C-contiguous numpy arrays of one float dtype):
 
 * conv2d: ``fn(x, w, b, stride, padding, dilation, groups, **params) -> y`` (``b`` may be None);
-* matmul: ``fn(a, b, **params) -> c``.
+* matmul: ``fn(a, b, **params) -> c``; a kernel may also accept an operand in a factored or
+  encoded form (``kernels.matmul.lowrank.LowRank``, or what its spec's ``prepare`` returns).
 """
 
 from __future__ import annotations
@@ -63,6 +64,13 @@ class KernelSpec:
         reference: True for the float64 oracle every candidate is checked against.
         aliases: other names accepted for ``method=`` (e.g. ``pytorch`` for ``torch``).
         defaults: parameters used when the kernel is forced with ``method=`` and none are given.
+        prepare: optional ``prepare(weight, **params) -> prepared weight``: the once-per-weight
+            part of the kernel (truncated SVD factors, an LNS encoding, …). The weight is the
+            second positional argument of the call (matmul ``b``, conv2d ``w``). It is an
+            optimisation only — ``fn(x, prepare(w, **p), …, **p)`` equals ``fn(x, w, …, **p)``, so
+            ``fn`` accepts the raw weight too. The tuner prepares once per setting and times the
+            call with the prepared weight; ``autotune.matmul`` keeps prepared weights per
+            unchanged weight (``autotune.weights``).
     """
 
     name: str
@@ -76,6 +84,7 @@ class KernelSpec:
     reference: bool = False
     aliases: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    prepare: Callable[..., Any] | None = None
 
     @property
     def summary(self) -> str:

@@ -1,0 +1,185 @@
+"""Weights: the right operand of a matmul, whose derived forms are computed once per content.
+
+Two things about a weight are expensive and reusable: its content digest (part of the tuning key
+whenever approximate kernels are eligible, because their error depends on the data) and its
+prepared forms (a kernel spec's ``prepare``: truncated SVD factors, an LNS encoding). Both are kept
+in a :class:`WeightState` for as long as the weight is known to be **unchanged**, which is decided
+per kind of operand:
+
+* :class:`Weight` (numpy handle): owns a private copy of the array (``copy=False`` shares the
+  caller's array instead — a promise not to write to it). Unchanged by construction: digest and
+  prepared forms live on the handle.
+* torch tensor: unchanged while three things hold — it is a view of the same live base tensor
+  (held by a weak reference, so the cache never keeps a tensor alive; ``W.T`` is a fresh view
+  object on every evaluation but has the same base), the same view geometry (data pointer, shape,
+  strides), and the same ``_version`` — torch's counter that every in-place operation on the
+  tensor or any of its views bumps (optimiser steps included). Not seen, because torch does not
+  count them: writes through ``.data`` and through a numpy view (``t.numpy()[...] = …``).
+  Inference-mode tensors have no version counter and are treated like plain numpy arrays.
+* plain numpy array: nothing proves it unchanged, so its digest is recomputed on every call that
+  needs one (SHA-1 of the bytes, ~0.5 ms/MB) and the prepared forms are looked up by that digest
+  in a small LRU. Correct under any mutation; wrap the array in a :class:`Weight` to skip the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Prepared forms kept for plain numpy weights, by content digest (least recently used dropped).
+DIGEST_CACHE_SIZE = 8
+
+#: How many times a prepared form was computed in this process (tests use it to prove reuse).
+PREPARE_COUNT = 0
+
+#: (kernel, parameters) settings whose ``prepare`` returned the weight itself (e.g. svd without
+#: ``rank_b``): there is nothing to prepare, so callers skip even the weight's state lookup.
+_NOOP_PREPARES: set[tuple[Any, ...]] = set()
+
+
+def _prepare_key(spec: Any, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (spec.name, *sorted(params.items()))
+
+
+def prepare_is_noop(spec: Any, params: Mapping[str, Any]) -> bool:
+    """True once ``spec.prepare`` with ``params`` has returned its input unchanged."""
+    return _prepare_key(spec, params) in _NOOP_PREPARES
+
+
+def digest(array: np.ndarray) -> str:
+    """16 hex digits identifying the content: SHA-1 over dtype, shape and C-order bytes."""
+    contiguous = np.ascontiguousarray(array)
+    hasher = hashlib.sha1(f"{contiguous.dtype.str}{contiguous.shape}".encode(), usedforsecurity=False)
+    hasher.update(memoryview(contiguous).cast("B"))
+    return hasher.hexdigest()[:16]
+
+
+class WeightState:
+    """What is known about one unchanged weight content: its digest and its prepared forms."""
+
+    def __init__(self, known_digest: str | None = None) -> None:
+        self._digest = known_digest
+        self._prepared: dict[tuple[Any, ...], Any] = {}
+
+    def digest(self, array: np.ndarray) -> str:
+        """The content digest (computed from ``array`` on first use)."""
+        if self._digest is None:
+            self._digest = digest(array)
+        return self._digest
+
+    def prepared(self, spec: Any, params: Mapping[str, Any], array: np.ndarray) -> Any:
+        """``spec.prepare(array, **params)`` (on a C-contiguous ``array``), once per (kernel, params)."""
+        key = _prepare_key(spec, params)
+        found = self._prepared.get(key)
+        if found is None:
+            global PREPARE_COUNT
+            PREPARE_COUNT += 1
+            contiguous = np.ascontiguousarray(array)
+            found = spec.prepare(contiguous, **params)
+            if found is contiguous:  # nothing derived; never keep a reference to the caller's array
+                _NOOP_PREPARES.add(key)
+                return contiguous
+            self._prepared[key] = found
+        return found
+
+
+class Weight:
+    """A numpy weight that is promised not to change: its digest and prepared forms are kept.
+
+    ``autotune.matmul(x, Weight(w), tol=1e-2)`` hashes and factors ``w`` once, however often it is
+    called. Accepts a 2-D float32/float64 numpy array or torch tensor (copied to numpy).
+    """
+
+    def __init__(self, array: Any, *, copy: bool = True) -> None:
+        if isinstance(array, torch.Tensor):
+            array = array.detach().cpu().numpy()
+        if not isinstance(array, np.ndarray):
+            kind = type(array).__name__
+            raise TypeError(f"Weight: array must be a numpy array or a torch tensor, got {kind}")
+        if array.ndim != 2 or array.dtype not in (np.float32, np.float64):
+            raise TypeError(f"Weight: expected a 2-D float32/float64 array, got {array.ndim}-D {array.dtype}")
+        if copy:
+            # A private copy rather than a read-only flag: torch warns on every non-writable array
+            # it wraps, and nothing outside the handle holds a reference to write through.
+            array = np.array(array, order="C", copy=True)
+        self.array: np.ndarray = array
+        self.state = WeightState()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def digest(self) -> str:
+        return self.state.digest(self.array)
+
+    def __repr__(self) -> str:
+        return f"Weight({'x'.join(map(str, self.shape))} {self.dtype})"
+
+
+class _TrackedTensor:
+    """The states of the views of one torch base tensor, valid for one ``_version``."""
+
+    def __init__(self, base: torch.Tensor, on_death: Callable[[Any], None]) -> None:
+        self.base_ref = weakref.ref(base, on_death)
+        self.version = base._version
+        self.views: dict[tuple[Any, ...], WeightState] = {}
+
+
+_tracked: dict[int, _TrackedTensor] = {}
+_by_digest: OrderedDict[str, WeightState] = OrderedDict()
+
+
+def _tensor_state(tensor: torch.Tensor) -> WeightState:
+    base = tensor._base if tensor._base is not None else tensor
+    key = id(base)
+    tracked = _tracked.get(key)
+    if tracked is None or tracked.base_ref() is not base or tracked.version != tensor._version:
+        tracked = _TrackedTensor(base, lambda _ref, key=key: _tracked.pop(key, None))
+        _tracked[key] = tracked
+    geometry = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
+    state = tracked.views.get(geometry)
+    if state is None:
+        state = tracked.views[geometry] = WeightState()
+    return state
+
+
+def _content_state(array: np.ndarray) -> WeightState:
+    content = digest(array)
+    state = _by_digest.get(content)
+    if state is None:
+        state = _by_digest[content] = WeightState(content)
+        while len(_by_digest) > DIGEST_CACHE_SIZE:
+            _by_digest.popitem(last=False)
+    else:
+        _by_digest.move_to_end(content)
+    return state
+
+
+def state_of(value: Any, array: np.ndarray) -> WeightState:
+    """The state of the weight ``value`` (a Weight, torch tensor or numpy array) whose data is ``array``."""
+    if isinstance(value, Weight):
+        return value.state
+    if isinstance(value, torch.Tensor) and not value.is_inference():  # inference tensors have no _version
+        return _tensor_state(value)
+    return _content_state(array)
+
+
+def forget() -> None:
+    """Drop every tracked tensor and digest-keyed state (Weight handles keep their own)."""
+    _tracked.clear()
+    _by_digest.clear()
