@@ -225,11 +225,23 @@ def dump_document(doc: Document) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
 
 
+def _file_mode(path: Path) -> int:
+    """The existing file's permission bits, else 0666 minus the process umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; keep the mode an ordinary file would get (or had).
+        os.chmod(tmp_name, _file_mode(path))
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:
             tmp.write(text)
             tmp.flush()
@@ -410,9 +422,11 @@ def database() -> Database:
 
 
 def reset() -> None:
-    """Drop the process-wide database object (tests; after changing AUTOTUNE_CACHE_DIR)."""
+    """Drop the process-wide database object and fingerprint (after changing the cache dir or
+    the thread settings: the next lookup re-reads the file under the current fingerprint)."""
     global _database
     _database = None
+    fingerprint.cache_clear()
 
 
 def iter_sections(doc: Document) -> Iterable[tuple[str, dict[str, Any], dict[str, Entry]]]:
