@@ -275,7 +275,10 @@ def conv2d(
     """
     is_torch = isinstance(x, torch.Tensor)
     xa = _as_array(x, "x", "conv2d")
-    wa = _as_array(w, "w", "conv2d")
+    # A module parameter or a Weight handle is reused across calls: its transforms are prepared
+    # once (and tuned as such); any other weight is treated as new on every call.
+    fixed = isinstance(w, (Weight, torch.nn.Parameter))
+    wa = w.array if isinstance(w, Weight) else _as_array(w, "w", "conv2d")
     dtype = _dtype_name(xa, "x", "conv2d")
     if wa.dtype != xa.dtype:
         raise TypeError(f"conv2d: w has dtype {wa.dtype} but x has {xa.dtype}; they must match")
@@ -303,18 +306,27 @@ def conv2d(
     tol_value = _tolerance(tol, "conv2d")
     ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
 
-    key = ("conv2d", xa.shape, wa.shape, dtype, stride_hw, pad, dilation_hw, groups, tol_value, method)
+    key = ("conv2d", xa.shape, wa.shape, dtype, stride_hw, pad, dilation_hw, groups, tol_value, method, fixed)
     fn = _bound.get(key)
     if fn is None:
         problem = ConvProblem(
-            tuple(xa.shape), tuple(wa.shape), stride_hw, pad, dilation_hw, groups, dtype, tol_value
+            tuple(xa.shape),
+            tuple(wa.shape),
+            stride_hw,
+            pad,
+            dilation_hw,
+            groups,
+            dtype,
+            tol_value,
+            "fixed" if fixed else None,
         )
         if method is not None:
             fn = _forced(*_parse_method(method, "conv2d"), problem)
         else:
             fn = resolve(problem)
         _bound[key] = fn
-    y = fn(np.ascontiguousarray(xa), np.ascontiguousarray(wa), ba, stride_hw, pad, dilation_hw, groups)
+    weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
+    y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
     if seed_form:
         y = y[0, 0]
     elif unbatched:
@@ -387,8 +399,9 @@ def _matmul_kernel(
 def _weight_for_call(
     fn: Callable[..., Any], B: Any, b: np.ndarray | LowRank, state: weights.WeightState | None
 ) -> Any:
-    """The weight argument of the call: ``b`` prepared by the chosen kernel's ``prepare`` hook and
-    reused while B is unchanged, else ``b`` itself, C-contiguous (copied only when it is used)."""
+    """The weight argument of the call (matmul's B, conv2d's w): ``b`` prepared by the chosen
+    kernel's ``prepare`` hook and reused while B is unchanged, else ``b`` itself, C-contiguous
+    (copied only when it is used)."""
     if isinstance(b, LowRank):
         return b
     spec, params = getattr(fn, "spec", None), getattr(fn, "params", None)

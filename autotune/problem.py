@@ -12,9 +12,12 @@ Fields left out of a text spec take their defaults (stride 1, pad 0, dilation 1,
 float32). Pairs print as ``2,1`` and collapse to one number when equal; padding is
 (top, bottom, left, right) and prints as ``pad=1`` / ``pad=1,2`` (rows, columns) / ``pad=0,1,0,1``.
 ``tol`` is present only when the caller overrode the default tolerance (a looser tolerance may
-admit approximate kernels, so it is a different problem); ``weight`` (a digest of the right
-operand's contents) only when approximate kernels are eligible, because their error depends on
-the data.
+admit approximate kernels, so it is a different problem). ``weight`` says the weight is reused
+across calls, so its one-time transforms (a kernel spec's ``prepare``: Winograd ``U``, the FFT
+of the filter, SVD factors) are not part of each call's cost and are timed apart: for matmul it is
+a digest of the right operand's contents (present when approximate kernels are eligible, whose
+error depends on the data); for conv2d it is ``weight=fixed`` (a module parameter or an
+``autotune.Weight``).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class ConvProblem:
     groups: int = 1
     dtype: str = "float32"
     tol: float | None = None
+    weight: Literal["fixed"] | None = None
     op: ClassVar[Literal["conv2d"]] = "conv2d"
 
     def __post_init__(self) -> None:
@@ -92,7 +96,7 @@ class ConvProblem:
             f"conv2d x={_dims(self.x_shape)} w={_dims(self.w_shape)} "
             f"stride={_pair_text(self.stride)} pad={_pad_text(self.padding)} "
             f"dilation={_pair_text(self.dilation)} groups={self.groups} {self.dtype}"
-            f"{_tol_text(self.tol)}"
+            f"{_tol_text(self.tol)}{'' if self.weight is None else f' weight={self.weight}'}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,9 +104,7 @@ class ConvProblem:
         record = {"op": self.op, **asdict(self)}
         for name in ("x_shape", "w_shape", "stride", "padding", "dilation"):
             record[name] = list(record[name])
-        if self.tol is None:
-            record.pop("tol")
-        return record
+        return {k: v for k, v in record.items() if v is not None}
 
     def __str__(self) -> str:
         return self.key
@@ -187,6 +189,8 @@ def check_conv_geometry(p: ConvProblem) -> None:
         raise ValueError(f"conv2d: padding must be >= 0, got {p.padding}")
     if p.dtype not in DTYPES:
         raise TypeError(f"conv2d: dtype must be one of {DTYPES}, got {p.dtype!r}")
+    if p.weight not in (None, "fixed"):
+        raise ValueError(f"conv2d: weight must be 'fixed' or absent, got {p.weight!r}")
     _, _, ho, wo = p.out_shape
     if ho < 1 or wo < 1:
         raise ValueError(
@@ -254,7 +258,7 @@ def _parse_shape(text: str, ndim: int, token: str) -> tuple[int, ...]:
     return values
 
 
-_CONV_FIELDS = {"x", "w", "stride", "pad", "padding", "dilation", "groups", "tol"}
+_CONV_FIELDS = {"x", "w", "stride", "pad", "padding", "dilation", "groups", "tol", "weight"}
 _MATMUL_FIELDS = {"a", "b", "rank_a", "rank_b", "tol", "weight"}
 
 
@@ -307,6 +311,7 @@ def _build(op: str, fields: dict[str, str], dtype: str, tol: float | None) -> Pr
             groups=_parse_ints(fields.get("groups", "1"), ",", "groups")[0],
             dtype=dtype,
             tol=tol,
+            weight=fields.get("weight"),  # type: ignore[arg-type]
         )
     for required in ("a", "b"):
         if required not in fields:
@@ -339,6 +344,7 @@ def problem_from_dict(record: dict[str, Any]) -> Problem:
             groups=int(data.get("groups", 1)),
             dtype=str(data.get("dtype", "float32")),
             tol=data.get("tol"),
+            weight=data.get("weight"),
         )
     if op == "matmul":
         return MatmulProblem(

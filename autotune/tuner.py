@@ -10,9 +10,11 @@ keeps a verdict for every candidate:
   non-finite value, missed the tolerance, was approximate without a tolerance that admits it, did
   not apply, or was cut early as hopelessly slow.
 
-A kernel whose spec has a ``prepare`` hook (SVD factors, an LNS encoding of the weight) is
-prepared once per parameter setting and timed on the product with the prepared weight, as the
-dispatcher will call it; the one-time preparation is recorded as ``prepare_us``.
+A kernel whose spec has a ``prepare`` hook (Winograd's ``U``, the filter's FFT, SVD factors, an
+LNS encoding) is, for problems whose weight is reused across calls (``problem.weight`` set),
+prepared once per parameter setting and timed on the call with the prepared weight — as the
+dispatcher will make it; the one-time preparation is recorded as ``prepare_us``. For a one-off
+weight the transform is part of every call, so it is timed with the call.
 
 The choice is the fastest eligible candidate, except that near-ties — candidates whose medians are
 within the measured spread of the fastest (capped at :data:`TIE_CAP`) — go to the most accurate
@@ -271,7 +273,7 @@ def _run_once(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> tupl
     verdict = Verdict(kernel=spec.name, params=dict(params))
     fn = bind(spec, params)
     try:
-        if spec.prepare is not None:
+        if spec.prepare is not None and search.problem.weight is not None:
             fn = _with_prepared_weight(spec, params, fn, search.args, verdict)
         y = fn(*search.args)
     except Exception as exc:  # a failing candidate is data, never an escaping exception

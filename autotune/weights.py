@@ -93,7 +93,9 @@ class Weight:
     """A numpy weight that is promised not to change: its digest and prepared forms are kept.
 
     ``autotune.matmul(x, Weight(w), tol=1e-2)`` hashes and factors ``w`` once, however often it is
-    called. Accepts a 2-D float32/float64 numpy array or torch tensor (copied to numpy).
+    called; ``autotune.conv2d(x, Weight(w))`` transforms a filter once (Winograd ``U``, the FFT
+    spectrum) and is tuned as a fixed weight. Accepts a 2-D (matmul, or a 2-D conv kernel) or
+    4-D (conv2d) float32/float64 numpy array or torch tensor (copied to numpy).
     """
 
     def __init__(self, array: Any, *, copy: bool = True) -> None:
@@ -102,8 +104,10 @@ class Weight:
         if not isinstance(array, np.ndarray):
             kind = type(array).__name__
             raise TypeError(f"Weight: array must be a numpy array or a torch tensor, got {kind}")
-        if array.ndim != 2 or array.dtype not in (np.float32, np.float64):
-            raise TypeError(f"Weight: expected a 2-D float32/float64 array, got {array.ndim}-D {array.dtype}")
+        if array.ndim not in (2, 4) or array.dtype not in (np.float32, np.float64):
+            raise TypeError(
+                f"Weight: expected a 2-D or 4-D float32/float64 array, got {array.ndim}-D {array.dtype}"
+            )
         if copy:
             # A private copy rather than a read-only flag: torch warns on every non-writable array
             # it wraps, and nothing outside the handle holds a reference to write through.
@@ -112,8 +116,8 @@ class Weight:
         self.state = WeightState()
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.array.shape  # type: ignore[return-value]
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
 
     @property
     def dtype(self) -> np.dtype:
@@ -121,7 +125,7 @@ class Weight:
 
     @property
     def ndim(self) -> int:
-        return 2
+        return self.array.ndim
 
     @property
     def digest(self) -> str:

@@ -178,15 +178,22 @@ def test_tuner_prepares_each_setting_once_and_times_calls_with_the_prepared_weig
     )
     registry.register(spec)
     try:
-        problem = autotune.MatmulProblem((4, 6), (6, 5), tol=1e-3)
+        # weight= marks a weight reused across calls: its preparation is not per-call cost
+        problem = autotune.MatmulProblem((4, 6), (6, 5), tol=1e-3, weight="0123456789abcdef")
         result = tuner.tune_problem(problem)
+        probes = {v.label: v for v in result.candidates if v.kernel == "prepared_probe"}
+        assert calls == {"prepare": 2, "raw": 0}
+        assert probes["prepared_probe(scale=1)"].ok and probes["prepared_probe(scale=1)"].runs >= 3
+        assert probes["prepared_probe(scale=2)"].reason.startswith("inaccurate")
+        assert all(v.prepare_us is not None for v in probes.values())
+
+        # a one-off weight: the transform is part of every call, so the raw weight is timed
+        calls.update(prepare=0, raw=0)
+        one_off = tuner.tune_problem(autotune.MatmulProblem((4, 6), (6, 5), tol=1e-3))
+        assert calls["prepare"] == 0 and calls["raw"] >= 3
+        assert all(v.prepare_us is None for v in one_off.candidates)
     finally:
         registry.unregister("matmul", "prepared_probe")
-    probes = {v.label: v for v in result.candidates if v.kernel == "prepared_probe"}
-    assert calls == {"prepare": 2, "raw": 0}
-    assert probes["prepared_probe(scale=1)"].ok and probes["prepared_probe(scale=1)"].runs >= 3
-    assert probes["prepared_probe(scale=2)"].reason.startswith("inaccurate")
-    assert all(v.prepare_us is not None for v in probes.values())
 
 
 def test_ranks_of_the_activation_only_need_no_weight_preparation():

@@ -64,11 +64,42 @@ def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups):
     return add_bias(np.ascontiguousarray(y, dtype=x.dtype), b)
 
 
+class FftFilter:
+    """A weight whose spectra are kept: one per (dilation, FFT size), computed on first use.
+
+    The FFT size depends on the input's padded size, which is unknown when the weight is
+    prepared, so spectra are filled in lazily by the first call of each geometry.
+    """
+
+    def __init__(self, w: np.ndarray) -> None:
+        self.w = np.array(w, order="C", copy=True)  # private: the caller's array may change
+        self._spectra: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = {}
+
+    def spectrum(self, dilation, shape: tuple[int, int]) -> np.ndarray:
+        key = (tuple(dilation), tuple(shape))
+        found = self._spectra.get(key)
+        if found is None:
+            found = self._spectra[key] = transform_filter(self.w, dilation, shape)
+        return found
+
+
+def prepare(w: np.ndarray) -> FftFilter:
+    """The once-per-weight part of :func:`fft`: filter spectra, kept per geometry."""
+    return FftFilter(w)
+
+
 def fft(x, w, b, stride, padding, dilation, groups):
-    """FFT convolution (scipy.fft) with a batched complex GEMM over frequencies; any geometry."""
+    """FFT convolution (scipy.fft) with a batched complex GEMM over frequencies; any geometry.
+
+    ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`.
+    """
     padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
-    w_hat = transform_filter(w, dilation, fft_shape(padded_hw))
-    return fft_with_filter(x, w_hat, w.shape[0], w.shape[2:], b, stride, padding, dilation, groups)
+    shape = fft_shape(padded_hw)
+    if isinstance(w, FftFilter):
+        w_hat, raw = w.spectrum(dilation, shape), w.w
+    else:
+        w_hat, raw = transform_filter(w, dilation, shape), w
+    return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups)
 
 
-register(KernelSpec(name="fft", op="conv2d", fn=fft))
+register(KernelSpec(name="fft", op="conv2d", fn=fft, prepare=prepare))

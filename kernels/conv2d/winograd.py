@@ -22,6 +22,7 @@ tuner's accuracy check decides whether a tile size is acceptable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
 
@@ -285,11 +286,38 @@ def winograd_with_filter(x, u, b, padding, groups, m):
     return _output_transform(mm, a_t, bias, n_batch, tiles_h, tiles_w, ho, wo)
 
 
-def winograd(x, w, b, stride, padding, dilation, groups, tile=2):
-    """Winograd F(m×m, 3×3) with batched BLAS GEMMs in the transformed domain (m = ``tile``)."""
+@dataclass(frozen=True)
+class WinogradFilter:
+    """A weight pre-transformed for F(tile×tile, 3×3): ``u`` (α², K, C/groups) = G w Gᵀ."""
+
+    u: np.ndarray
+    tile: int
+
+
+def prepare(w: np.ndarray, tile: int = 2) -> WinogradFilter:
+    """The once-per-weight part of :func:`winograd`: the filter transform."""
+    _check_tile(tile)
+    return WinogradFilter(transform_filter(w, tile), tile)
+
+
+def _check_tile(tile: int) -> None:
     if tile not in POINTS:
         raise ValueError(f"winograd: tile must be one of {TILE_SIZES}, got {tile!r}")
-    return winograd_with_filter(x, transform_filter(w, tile), b, padding, groups, tile)
+
+
+def winograd(x, w, b, stride, padding, dilation, groups, tile=2):
+    """Winograd F(m×m, 3×3) with batched BLAS GEMMs in the transformed domain (m = ``tile``).
+
+    ``w`` is the raw weight (K, C/groups, 3, 3) or a :class:`WinogradFilter` from :func:`prepare`.
+    """
+    _check_tile(tile)
+    if isinstance(w, WinogradFilter):
+        if w.tile != tile:
+            raise ValueError(f"winograd: weight prepared for tile={w.tile}, called with tile={tile}")
+        u = w.u
+    else:
+        u = transform_filter(w, tile)
+    return winograd_with_filter(x, u, b, padding, groups, tile)
 
 
 def applies(problem) -> bool:
@@ -316,5 +344,6 @@ register(
         applies=applies,
         param_grid=tile_grid,
         defaults={"tile": 2},
+        prepare=prepare,
     )
 )
