@@ -242,6 +242,9 @@ def _exclusion(spec: KernelSpec, problem: Problem) -> str | None:
         return "not applicable" + (f": needs {doc[0][0].lower()}{doc[0][1:]}" if doc else "")
     if not spec.exact and problem.tol is None:
         return "approximate: eligible only with an explicit tol= (or forced with method=)"
+    if not spec.worth_tuning(problem):
+        doc = (spec.worth_tuning.__doc__ or "").strip().splitlines()
+        return "not tried: " + (doc[0] if doc else "cannot win at this size") + " (method= forces it)"
     return None
 
 
@@ -263,6 +266,7 @@ class _Search:
     min_time_s: float
     started: float = field(default_factory=time.perf_counter)
     best_us: float = float("inf")
+    cut: list[tuple[Verdict, Callable[..., Any]]] = field(default_factory=list)
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started > self.budget_s
@@ -316,9 +320,24 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
             f"slow: {result.runs} runs, fastest {result.min_us:.0f} us > {CUT_FACTOR:g}x the best "
             f"{search.best_us:.0f} us (cut early)"
         )
+        search.cut.append((verdict, fn))
     verdict.ok = verdict.reason is None
     if verdict.ok:
         search.best_us = min(search.best_us, result.median_us)
+
+
+def _second_chance(search: _Search) -> None:
+    """Re-time, once the best is known, the candidates cut early.
+
+    A burst of load from another process (or a descheduled BLAS thread) can make two runs of a
+    good kernel look hopeless; a cut that holds up against the final best stays, one that does
+    not gets a full measurement. Within the budget only.
+    """
+    for verdict, fn in list(search.cut):
+        if search.over_budget():
+            return
+        verdict.reason = None
+        _time(search, verdict, fn)
 
 
 def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
@@ -404,6 +423,7 @@ def tune_problem(
             verdicts.append(Verdict(kernel=spec.name, reason=excluded))
             continue
         verdicts.extend(_candidates(search, spec))
+    _second_chance(search)
     winner, why = choose(verdicts, tol)
     verdicts.sort(key=lambda v: (not v.ok, v.median_us if v.median_us is not None else np.inf))
     return TuneResult(

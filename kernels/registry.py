@@ -64,6 +64,9 @@ class KernelSpec:
         reference: True for the float64 oracle every candidate is checked against.
         aliases: other names accepted for ``method=`` (e.g. ``pytorch`` for ``torch``).
         defaults: parameters used when the kernel is forced with ``method=`` and none are given.
+        worth_tuning: ``worth_tuning(problem) -> bool``; False keeps the tuner from trying a kernel
+            that applies but cannot win at this size (its docstring's first line says why, in
+            the entry); ``method=`` still forces it.
         prepare: optional ``prepare(weight, **params) -> prepared weight``: the once-per-weight
             part of the kernel (truncated SVD factors, an LNS encoding, …). The weight is the
             second positional argument of the call (matmul ``b``, conv2d ``w``). It is an
@@ -84,6 +87,7 @@ class KernelSpec:
     reference: bool = False
     aliases: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    worth_tuning: Callable[[Any], bool] = _always
     prepare: Callable[..., Any] | None = None
 
     @property

@@ -63,6 +63,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from kernels.matmul.logdomain import small_enough
 from kernels.registry import KernelSpec, register
 
 #: Largest supported fraction bits (2^f accumulator pairs per output).
@@ -380,5 +381,6 @@ register(
         param_grid=lns_param_grid,
         search="first_accurate",
         prepare=prepare_lns,
+        worth_tuning=small_enough,
     )
 )
