@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kernels.conv2d._common import output_hw, pad_nchw
+from kernels.conv2d._common import PARALLEL_MIN_WORK, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 
@@ -41,30 +41,43 @@ def _accumulate_plane(out, src, taps, sh, sw, dh, dw):  # pragma: no cover - jit
                         dst[ow] += tap * strided[ow]
 
 
-@numba.njit(cache=True, parallel=True)
-def _direct(xp, w, bias, sh, sw, dh, dw, groups, ho, wo):  # pragma: no cover - jitted
-    n_batch = xp.shape[0]
+@numba.njit(cache=True)
+def _direct_job(y, xp, w, bias, job, sh, sw, dh, dw, groups):  # pragma: no cover - jitted
+    """One (batch, output channel) plane: bias, then every input channel of its group."""
     k_out, c_per_group = w.shape[0], w.shape[1]
-    k_per_group = k_out // groups
-    y = np.empty((n_batch, k_out, ho, wo), dtype=xp.dtype)
-    for job in numba.prange(n_batch * k_out):
-        n = job // k_out
-        k = job % k_out
-        c0 = (k // k_per_group) * c_per_group
-        y[n, k] = bias[k]
-        # The per-plane work lives in its own function so that its loops are compiled (and
-        # vectorised) as ordinary loops, not as part of the outlined prange body.
-        for c in range(c_per_group):
-            _accumulate_plane(y[n, k], xp[n, c0 + c], w[k, c], sh, sw, dh, dw)
-    return y
+    n = job // k_out
+    k = job % k_out
+    c0 = (k // (k_out // groups)) * c_per_group
+    y[n, k] = bias[k]
+    for c in range(c_per_group):
+        _accumulate_plane(y[n, k], xp[n, c0 + c], w[k, c], sh, sw, dh, dw)
+
+
+# Two drivers over the same job: the per-plane work lives in plain functions so that its loops
+# are compiled (and vectorised) as ordinary loops, not as part of an outlined prange body.
+@numba.njit(cache=True, parallel=True)
+def _direct_parallel(y, xp, w, bias, sh, sw, dh, dw, groups):  # pragma: no cover - jitted
+    for job in numba.prange(y.shape[0] * y.shape[1]):
+        _direct_job(y, xp, w, bias, job, sh, sw, dh, dw, groups)
+
+
+@numba.njit(cache=True)
+def _direct_serial(y, xp, w, bias, sh, sw, dh, dw, groups):  # pragma: no cover - jitted
+    for job in range(y.shape[0] * y.shape[1]):
+        _direct_job(y, xp, w, bias, job, sh, sw, dh, dw, groups)
 
 
 def direct(x, w, b, stride, padding, dilation, groups):
     """Direct convolution with Numba ``prange`` over (batch, output channel); any geometry."""
+    n_batch, k_out = x.shape[0], w.shape[0]
     ho, wo = output_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)
-    bias = np.zeros(w.shape[0], dtype=x.dtype) if b is None else b
+    bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
     xp = pad_nchw(x, padding)
-    return _direct(xp, w, bias, stride[0], stride[1], dilation[0], dilation[1], groups, ho, wo)
+    y = np.empty((n_batch, k_out, ho, wo), dtype=x.dtype)
+    macs = y.size * w[0].size
+    driver = _direct_parallel if macs >= PARALLEL_MIN_WORK else _direct_serial
+    driver(y, xp, w, bias, stride[0], stride[1], dilation[0], dilation[1], groups)
+    return y
 
 
 register(KernelSpec(name="direct", op="conv2d", fn=direct))

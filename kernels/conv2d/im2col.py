@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kernels.conv2d._common import add_bias, output_hw, pad_nchw
+from kernels.conv2d._common import PARALLEL_MIN_WORK, add_bias, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 
@@ -39,18 +39,36 @@ def _gather_plane(src, col_rows, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no 
                         out[ow] = strided[ow]
 
 
+@numba.njit(cache=True)
+def _gather_job(xp, col, job, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover - jitted
+    """The columns of one (batch, input channel) plane into its rows of ``col``."""
+    c_in = xp.shape[1]
+    c_per_group = c_in // col.shape[1]
+    n = job // c_in
+    c = job % c_in
+    first = (c % c_per_group) * kh * kw
+    rows = col[n, c // c_per_group, first : first + kh * kw]
+    _gather_plane(xp[n, c], rows, kh, kw, sh, sw, dh, dw, ho, wo)
+
+
 @numba.njit(cache=True, parallel=True)
-def _gather_columns(xp, groups, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover - jitted
+def _gather_parallel(xp, col, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover - jitted
+    for job in numba.prange(xp.shape[0] * xp.shape[1]):
+        _gather_job(xp, col, job, kh, kw, sh, sw, dh, dw, ho, wo)
+
+
+@numba.njit(cache=True)
+def _gather_serial(xp, col, kh, kw, sh, sw, dh, dw, ho, wo):  # pragma: no cover - jitted
+    for job in range(xp.shape[0] * xp.shape[1]):
+        _gather_job(xp, col, job, kh, kw, sh, sw, dh, dw, ho, wo)
+
+
+def gather_columns(xp, groups, kh, kw, stride, dilation, ho, wo) -> np.ndarray:
+    """``col`` (N, G, C/G·kh·kw, Ho·Wo) from the padded input (serially when small)."""
     n_batch, c_in = xp.shape[0], xp.shape[1]
-    c_per_group = c_in // groups
-    taps = kh * kw
-    col = np.empty((n_batch, groups, c_per_group * taps, ho * wo), dtype=xp.dtype)
-    for job in numba.prange(n_batch * c_in):
-        n = job // c_in
-        c = job % c_in
-        g = c // c_per_group
-        first = (c % c_per_group) * taps
-        _gather_plane(xp[n, c], col[n, g, first : first + taps], kh, kw, sh, sw, dh, dw, ho, wo)
+    col = np.empty((n_batch, groups, c_in // groups * kh * kw, ho * wo), dtype=xp.dtype)
+    driver = _gather_parallel if col.size >= PARALLEL_MIN_WORK else _gather_serial
+    driver(xp, col, kh, kw, *stride, *dilation, ho, wo)
     return col
 
 
@@ -59,8 +77,7 @@ def im2col(x, w, b, stride, padding, dilation, groups):
     n_batch = x.shape[0]
     k_out, c_per_group, kh, kw = w.shape
     ho, wo = output_hw(x.shape[2:], (kh, kw), stride, padding, dilation)
-    xp = pad_nchw(x, padding)
-    col = _gather_columns(xp, groups, kh, kw, *stride, *dilation, ho, wo)
+    col = gather_columns(pad_nchw(x, padding), groups, kh, kw, stride, dilation, ho, wo)
     w_groups = w.reshape(groups, k_out // groups, c_per_group * kh * kw)
     y = np.matmul(w_groups, col)  # (N, G, K/G, Ho·Wo): NCHW once reshaped
     return add_bias(y.reshape(n_batch, k_out, ho, wo), b)

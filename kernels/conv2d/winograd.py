@@ -29,7 +29,7 @@ from functools import cache
 import numba
 import numpy as np
 
-from kernels.conv2d._common import output_hw, pad_nchw
+from kernels.conv2d._common import PARALLEL_MIN_WORK, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 #: Interpolation points (∞ is implicit) for each output tile size m with a 3-tap filter.
@@ -47,6 +47,8 @@ POINTS: dict[int, tuple[Fraction, ...]] = {
     ),
 }
 TILE_SIZES: tuple[int, ...] = tuple(POINTS)
+#: Transforms do a few flops per element they write; below this size they run serially.
+TRANSFORM_PARALLEL_MIN = PARALLEL_MIN_WORK // 4
 
 
 def _evaluation_matrix(points: tuple[Fraction, ...], columns: int) -> list[list[Fraction]]:
@@ -111,28 +113,39 @@ def winograd_matrices(m: int, dtype: str = "float64") -> tuple[np.ndarray, np.nd
     return tuple(arrays)
 
 
-@numba.njit(cache=True, parallel=True)
-def _filter_transform(w, g):  # pragma: no cover - jitted
-    """u[ξ·α + ν, k, c] = Σ_ij G[ξ, i] w[k, c, i, j] G[ν, j], accumulated in float64."""
-    k_out, c_per_group, kh, kw = w.shape
+@numba.njit(cache=True)
+def _filter_job(w, g, u, k):  # pragma: no cover - jitted
+    """u[ξ·α + ν, k, c] = Σ_ij G[ξ, i] w[k, c, i, j] G[ν, j] for one output channel, in float64."""
+    _, c_per_group, kh, kw = w.shape
     alpha = g.shape[0]
-    u = np.empty((alpha * alpha, k_out, c_per_group), dtype=w.dtype)
-    for k in numba.prange(k_out):
-        half = np.empty((alpha, kw), dtype=np.float64)  # G g, one filter at a time
-        for c in range(c_per_group):
-            for xi in range(alpha):
+    half = np.empty((alpha, kw), dtype=np.float64)  # G g, one filter at a time
+    for c in range(c_per_group):
+        for xi in range(alpha):
+            for j in range(kw):
+                acc = 0.0
+                for i in range(kh):
+                    acc += g[xi, i] * w[k, c, i, j]
+                half[xi, j] = acc
+        for xi in range(alpha):
+            for nu in range(alpha):
+                acc = 0.0
                 for j in range(kw):
-                    acc = 0.0
-                    for i in range(kh):
-                        acc += g[xi, i] * w[k, c, i, j]
-                    half[xi, j] = acc
-            for xi in range(alpha):
-                for nu in range(alpha):
-                    acc = 0.0
-                    for j in range(kw):
-                        acc += half[xi, j] * g[nu, j]
-                    u[xi * alpha + nu, k, c] = acc
-    return u
+                    acc += half[xi, j] * g[nu, j]
+                u[xi * alpha + nu, k, c] = acc
+
+
+# Every transform has a serial and a parallel driver over the same job function (see
+# PARALLEL_MIN_WORK: waking threads costs more than a small transform).
+@numba.njit(cache=True, parallel=True)
+def _filter_parallel(w, g, u):  # pragma: no cover - jitted
+    for k in numba.prange(w.shape[0]):
+        _filter_job(w, g, u, k)
+
+
+@numba.njit(cache=True)
+def _filter_serial(w, g, u):  # pragma: no cover - jitted
+    for k in range(w.shape[0]):
+        _filter_job(w, g, u, k)
 
 
 def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
@@ -141,7 +154,10 @@ def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
     Accumulated in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight.
     """
     _, g, _ = winograd_matrices(m)
-    return _filter_transform(w, g)
+    alpha = m + 2
+    u = np.empty((alpha * alpha, w.shape[0], w.shape[1]), dtype=w.dtype)
+    (_filter_parallel if u.size >= TRANSFORM_PARALLEL_MIN else _filter_serial)(w, g, u)
+    return u
 
 
 # The transforms below keep every innermost loop indexed by its own loop variable over
@@ -188,20 +204,44 @@ def _input_band(band, b_t, m, rows, phases, out, first):  # pragma: no cover - j
                         dst[tw] += coef * src[tw]
 
 
-@numba.njit(cache=True, parallel=True)
-def _input_transform(xp, b_t, m, tiles_h, tiles_w):  # pragma: no cover - jitted
-    """V[ξ·α + ν, c, (n·tiles_h + th)·tiles_w + tw] = (Bᵀ d B)[ξ, ν] for every tile d."""
+@numba.njit(cache=True)
+def _input_job(xp, b_t, m, v, job):  # pragma: no cover - jitted
+    """Every tile of one (batch, channel) plane: V[:, c, tiles of this plane]."""
     n_batch, channels, _, width = xp.shape
     alpha = b_t.shape[0]
+    tiles_w = (width - 2) // m
+    tiles_h = v.shape[2] // (n_batch * tiles_w)
+    n = job // channels
+    c = job % channels
+    rows = np.empty((alpha, width), dtype=xp.dtype)
+    phases = np.empty((alpha, m, tiles_w + 1), dtype=xp.dtype)
+    for th in range(tiles_h):
+        band = xp[n, c, th * m : th * m + alpha]
+        _input_band(band, b_t, m, rows, phases, v[:, c], (n * tiles_h + th) * tiles_w)
+
+
+@numba.njit(cache=True, parallel=True)
+def _input_parallel(xp, b_t, m, v):  # pragma: no cover - jitted
+    for job in numba.prange(xp.shape[0] * xp.shape[1]):
+        _input_job(xp, b_t, m, v, job)
+
+
+@numba.njit(cache=True)
+def _input_serial(xp, b_t, m, v):  # pragma: no cover - jitted
+    for job in range(xp.shape[0] * xp.shape[1]):
+        _input_job(xp, b_t, m, v, job)
+
+
+def input_transform(xp: np.ndarray, b_t: np.ndarray, m: int, tiles_h: int, tiles_w: int) -> np.ndarray:
+    """V[ξ·α + ν, c, (n·tiles_h + th)·tiles_w + tw] = (Bᵀ d B)[ξ, ν] for every tile d.
+
+    ``xp`` must be padded so that its width is exactly ``tiles_w·m + 2`` and its height at least
+    ``tiles_h·m + 2``.
+    """
+    n_batch, channels = xp.shape[0], xp.shape[1]
+    alpha = b_t.shape[0]
     v = np.empty((alpha * alpha, channels, n_batch * tiles_h * tiles_w), dtype=xp.dtype)
-    for job in numba.prange(n_batch * channels):
-        n = job // channels
-        c = job % channels
-        rows = np.empty((alpha, width), dtype=xp.dtype)
-        phases = np.empty((alpha, m, tiles_w + 1), dtype=xp.dtype)
-        for th in range(tiles_h):
-            band = xp[n, c, th * m : th * m + alpha]
-            _input_band(band, b_t, m, rows, phases, v[:, c], (n * tiles_h + th) * tiles_w)
+    (_input_parallel if v.size >= TRANSFORM_PARALLEL_MIN else _input_serial)(xp, b_t, m, v)
     return v
 
 
@@ -240,23 +280,39 @@ def _output_band(mm_k, a_t, bias_k, first, cols, line, out_rows):  # pragma: no 
                 dst[tw] = line[tw]
 
 
-@numba.njit(cache=True, parallel=True)
-def _output_transform(mm, a_t, bias, n_batch, tiles_h, tiles_w, ho, wo):  # pragma: no cover
-    """y[n, k, th·m + a, tw·m + e] = (Aᵀ M A)[a, e] + bias[k], cropped to (Ho, Wo)."""
+@numba.njit(cache=True)
+def _output_job(mm, a_t, bias, y, job):  # pragma: no cover - jitted
+    """Every tile row of one (batch, output channel) plane of ``y``."""
     m, alpha = a_t.shape
-    k_out = mm.shape[1]
-    y = np.empty((n_batch, k_out, ho, wo), dtype=mm.dtype)
-    for job in numba.prange(n_batch * k_out):
-        n = job // k_out
-        k = job % k_out
-        cols = np.empty((alpha, m, tiles_w), dtype=mm.dtype)
-        line = np.empty(tiles_w, dtype=mm.dtype)
-        for th in range(tiles_h):
-            top = th * m
-            rows = min(m, ho - top)
-            _output_band(
-                mm[:, k], a_t, bias[k], (n * tiles_h + th) * tiles_w, cols, line, y[n, k, top : top + rows]
-            )
+    k_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    tiles_w = -(-wo // m)
+    tiles_h = -(-ho // m)
+    n = job // k_out
+    k = job % k_out
+    cols = np.empty((alpha, m, tiles_w), dtype=mm.dtype)
+    line = np.empty(tiles_w, dtype=mm.dtype)
+    for th in range(tiles_h):
+        top = th * m
+        first = (n * tiles_h + th) * tiles_w
+        _output_band(mm[:, k], a_t, bias[k], first, cols, line, y[n, k, top : top + min(m, ho - top)])
+
+
+@numba.njit(cache=True, parallel=True)
+def _output_parallel(mm, a_t, bias, y):  # pragma: no cover - jitted
+    for job in numba.prange(y.shape[0] * y.shape[1]):
+        _output_job(mm, a_t, bias, y, job)
+
+
+@numba.njit(cache=True)
+def _output_serial(mm, a_t, bias, y):  # pragma: no cover - jitted
+    for job in range(y.shape[0] * y.shape[1]):
+        _output_job(mm, a_t, bias, y, job)
+
+
+def output_transform(mm: np.ndarray, a_t: np.ndarray, bias: np.ndarray, out_shape) -> np.ndarray:
+    """y[n, k, th·m + a, tw·m + e] = (Aᵀ M A)[a, e] + bias[k], cropped to ``out_shape``."""
+    y = np.empty(out_shape, dtype=mm.dtype)
+    (_output_parallel if mm.size >= TRANSFORM_PARALLEL_MIN else _output_serial)(mm, a_t, bias, y)
     return y
 
 
@@ -272,7 +328,7 @@ def winograd_with_filter(x, u, b, padding, groups, m):
     extra_h = tiles_h * m + 2 - (h + padding[0] + padding[1])
     extra_w = tiles_w * m + 2 - (w + padding[2] + padding[3])
     xp = pad_nchw(x, padding, max(extra_h, 0), max(extra_w, 0))
-    v = _input_transform(xp, b_t, m, tiles_h, tiles_w)
+    v = input_transform(xp, b_t, m, tiles_h, tiles_w)
     if groups == 1:
         mm = np.matmul(u, v)  # α² GEMMs of (K × C)·(C × tiles), batched so BLAS sees big operands
     else:
@@ -283,7 +339,7 @@ def winograd_with_filter(x, u, b, padding, groups, m):
             cs = slice(g * c_per_group, (g + 1) * c_per_group)
             mm[:, ks] = np.matmul(u[:, ks], v[:, cs])
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
-    return _output_transform(mm, a_t, bias, n_batch, tiles_h, tiles_w, ho, wo)
+    return output_transform(mm, a_t, bias, (n_batch, k_out, ho, wo))
 
 
 @dataclass(frozen=True)
