@@ -1,0 +1,248 @@
+"""The LNS study: its oracles and helpers against independent computations, and a quick run's numbers."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autotune import studies
+from autotune.studies import _tables
+from autotune.studies import lns as study
+from kernels.matmul import lns
+
+
+def randn(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Oracles and helpers
+
+
+@pytest.mark.parametrize("f", range(7))
+def test_quantisation_model_matches_numerical_integration(f):
+    # E[(2^((δa+δb)/n) − 1)²] over δa, δb ~ U(−½, ½) by the midpoint rule on a 2000x2000 grid
+    n = 2**f
+    delta = (np.arange(2000) + 0.5) / 2000 - 0.5
+    eps = np.exp2((delta[:, None] + delta[None, :]) / n) - 1
+    assert study.quantisation_l2_model(f) == pytest.approx(math.sqrt(np.mean(eps**2)), rel=1e-5)
+
+
+@pytest.mark.parametrize("f", [0, 3, 6])
+def test_output_conversion_bound_is_reached_just_below_a_midpoint(f):
+    n = 2**f
+    midpoint = (1 + 2 ** (1 / n)) / 2
+    c = np.array([[midpoint * (1 - 1e-12)]])
+    converted = lns.to_log_format(c, f)
+    assert converted[0, 0] == 1.0  # rounds down to the level 2^0
+    assert (c[0, 0] - converted[0, 0]) / c[0, 0] == pytest.approx(study.output_conversion_bound(f), rel=1e-9)
+
+
+def test_accumulator_pairs_and_worst_case_width():
+    assert [study.accumulator_pairs(f) for f in range(4)] == [1, 2, 4, 8]
+    assert study.accumulator_pairs(6, 2) == 16 and study.accumulator_pairs(5, 5) == 1
+    assert study.worst_case_acc_bits(64, 4) == 32 + 6
+    assert study.worst_case_acc_bits(1000, 4) == 32 + 10
+    assert study.worst_case_acc_bits(64, 4, hybrid_bits=2) == 32 + 6 + 5
+    assert study.accumulator_bits(1024, 4) == 2 * 16 * 42
+    assert study.accumulator_bits(1024, 6, 2) == 2 * 16 * (42 + 7)
+
+
+@pytest.mark.parametrize("f", [2, 4])
+def test_largest_magnitudes_need_exactly_the_worst_case_width(f):
+    # every operand at the top of the format: each product adds 2^31 units to one accumulator
+    a = np.full((2, 64), 0.999)
+    ea, ebt = study.encode_pair(a, a.T.copy(), f)
+    run = study.run_lns(ea, ebt)
+    assert run.max_bits_used == study.worst_case_acc_bits(64, f) == (64 * 2**31).bit_length()
+    assert not run.overflow.any()
+
+
+def test_run_lns_in_row_blocks_equals_one_pass(monkeypatch):
+    a, b = randn((37, 50), 0), randn((50, 9), 1)
+    ea, ebt = study.encode_pair(a, b, 3)
+    one = lns.lns_matmul_detailed(ea, ebt, f=3, keep_partials=True)
+    monkeypatch.setattr(study, "PARTIALS_BYTES", 9 * 8 * 2 * 8 * 5)  # five rows per block
+    blocked = study.run_lns(ea, ebt)
+    np.testing.assert_array_equal(blocked.c, one.c)
+    expected_bits = [[int(v).bit_length() for v in row] for row in one.partials.max(axis=(2, 3))]
+    np.testing.assert_array_equal(blocked.bits_used, expected_bits)
+
+
+def test_stage_three_is_what_out_log_returns():
+    a, b = randn((12, 40), 2), randn((40, 7), 3)
+    for f in (0, 2, 5):
+        ea, ebt = study.encode_pair(a, b, f)
+        converted = lns.to_log_format(study.run_lns(ea, ebt).c, f)
+        np.testing.assert_array_equal(converted, lns.log_approx(a, b, f=f, out_log=1))
+
+
+def test_hybrid_grid():
+    assert study.hybrid_grid(0, True) == [] and study.hybrid_grid(4, True) == [1, 2, 3, 4]
+    assert study.hybrid_grid(4, False) == [1, 4] and study.hybrid_grid(1, False) == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The study, quick
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    target = study.run(tmp_path_factory.mktemp("studies"), quick=True)
+    return target, _tables.read_csv(target / "lns_errors.csv"), _tables.read_csv(target / "lns_mlp.csv")
+
+
+def _rows(rows, **match):
+    selected = [r for r in rows if all(r[k] == str(v) for k, v in match.items())]
+    assert selected, match
+    return selected
+
+
+def _median(rows, field="rel_max", **match):
+    return float(np.median([float(r[field]) for r in _rows(rows, **match)]))
+
+
+STAGES = {"experiment": "stages", "source": "gaussian"}
+
+
+def test_quick_run_writes_csvs_plots_and_summary(quick_run):
+    target, _, _ = quick_run
+    assert target.name == "lns"
+    pngs = {p.name for p in target.glob("*.png")}
+    assert pngs == {
+        "lns_error_vs_f.png",
+        "lns_error_sources.png",
+        "lns_accumulator_width.png",
+        "lns_hybrid.png",
+        "lns_mlp.png",
+    }
+    for name in pngs:
+        with Image.open(target / name) as image:
+            assert image.width > 800 and image.height > 400
+    summary = (target / "summary.md").read_text()
+    assert "autotune study lns --quick" in summary
+    assert "every run" in summary and "give the same test accuracy at every f: yes" in summary
+
+
+def test_error_falls_with_f_and_halves_per_bit(quick_run):
+    _, rows, _ = quick_run
+    for variant in (study.QUANTISED, study.LNS, study.OUT_LOG):
+        medians = [_median(rows, **STAGES, variant=variant, f=f) for f in study.F_VALUES]
+        assert all(b < a for a, b in itertools.pairwise(medians)), variant
+        assert 0.1 < medians[0] < 0.6 and 2e-3 < medians[-1] < 1e-2, variant
+    # one more fraction bit halves the log step and, on average, the error
+    q = [_median(rows, **STAGES, variant=study.QUANTISED, f=f) for f in study.F_VALUES]
+    assert 1.6 < (q[1] / q[-1]) ** (1 / 5) < 2.5
+
+
+def test_quantisation_error_matches_the_model(quick_run):
+    _, rows, _ = quick_run
+    for r in _rows(rows, **STAGES, variant=study.QUANTISED):
+        model = study.quantisation_l2_model(int(r["f"]))
+        assert 0.85 < float(r["rel_l2"]) / model < 1.15, (r["subject"], r["f"])
+
+
+def test_wide_accumulators_add_nothing_to_the_quantised_product(quick_run):
+    _, rows, _ = quick_run
+    wide = _rows(rows, experiment="stages", variant=study.LNS)
+    assert {r["source"] for r in wide} == {"gaussian", "mlp"}
+    for r in wide:
+        assert float(r["own_rel_max"]) < 1e-14 and r["own_of"] == study.QUANTISED
+        assert r["overflow_outputs"] == "0"
+        assert float(r["rel_max"]) == pytest.approx(
+            float(
+                _rows(
+                    rows,
+                    experiment="stages",
+                    subject=r["subject"],
+                    seed=r["seed"],
+                    f=r["f"],
+                    variant=study.QUANTISED,
+                )[0]["rel_max"]
+            ),
+            rel=1e-9,
+        )
+        assert int(r["acc_bits_used"]) <= int(r["acc_bits_worst_case"])
+
+
+def test_narrow_accumulators_raise_the_overflow_flag_exactly_where_they_saturate(quick_run):
+    _, rows, _ = quick_run
+    width = _rows(rows, experiment="width")
+    assert all(r["flags_match_bits_needed"] == "True" for r in width)
+    assert all(float(r["unflagged_deviation"]) == 0.0 for r in width)
+    for subject in {r["subject"] for r in width}:
+        used = int(
+            _rows(rows, experiment="stages", subject=subject, seed=0, f=4, variant=study.LNS)[0][
+                "acc_bits_used"
+            ]
+        )
+        for r in _rows(width, subject=subject):
+            bits, flagged = int(r["acc_bits"]), int(r["overflow_outputs"])
+            if bits >= used:
+                assert flagged == 0 and float(r["own_rel_max"]) < 1e-14, (subject, bits)
+            else:
+                assert flagged > 0 and float(r["own_rel_max"]) > 1e-2, (subject, bits)
+        narrowest = _rows(width, subject=subject, acc_bits=min(int(r["acc_bits"]) for r in width))[0]
+        assert narrowest["overflow_fraction"] == "1.0" and float(narrowest["rel_max"]) > 0.5
+
+
+def test_output_conversion_stays_within_its_bound(quick_run):
+    _, rows, _ = quick_run
+    for r in _rows(rows, experiment="stages", variant=study.OUT_LOG):
+        bound = study.output_conversion_bound(int(r["f"]))
+        assert bound / 4 < float(r["own_rel_max"]) <= bound * (1 + 1e-12), (r["subject"], r["f"])
+
+
+def test_hybrid_saves_accumulators_at_a_cost_in_error(quick_run):
+    _, rows, _ = quick_run
+    hybrid = _rows(rows, **STAGES, variant=study.HYBRID)
+    for r in hybrid:
+        f, h = int(r["f"]), int(r["hybrid_bits"])
+        assert int(r["acc_pairs"]) == 2 ** (f - h)
+        assert int(r["acc_bits_worst_case"]) == study.worst_case_acc_bits(int(r["k"]), f, h)
+        assert r["overflow_outputs"] == "0"
+    # Mitchell on all bits levels off at a few percent; pure LNS keeps halving
+    mitchell = _median(rows, **STAGES, variant=study.HYBRID, f=6, hybrid_bits=6)
+    assert 0.02 < mitchell < 0.08
+    assert mitchell > 5 * _median(rows, **STAGES, variant=study.LNS, f=6)
+    # one Mitchell bit on top of f beats f − 1 pure with the same accumulator count
+    for f in range(2, 7):
+        assert _median(rows, **STAGES, variant=study.HYBRID, f=f, hybrid_bits=1) < _median(
+            rows, **STAGES, variant=study.LNS, f=f - 1
+        )
+
+
+def test_baselines_are_float32_accurate(quick_run):
+    _, rows, _ = quick_run
+    for variant in (study.BLAS32, study.LOG32):
+        assert _median(rows, experiment="baseline", source="gaussian", variant=variant) < 2e-6
+
+
+def test_mlp_accuracy_approaches_float32_as_f_grows(quick_run):
+    _, _, accuracy = quick_run
+
+    def acc(variant, f=""):
+        (row,) = _rows(accuracy, variant=variant, f=f)  # one row per variant and f (hybrids aside)
+        return float(row["accuracy"])
+
+    float32 = acc(study.BLAS32)
+    assert float32 > 0.9 and abs(acc(study.FLOAT64) - float32) <= 2 / 360
+    assert abs(acc(study.LNS, 6) - float32) <= 0.01
+    assert abs(acc(study.OUT_LOG, 6) - float32) <= 0.01
+    assert acc(study.LNS, 0) > 0.8  # powers of two still classify most digits
+    for f in study.F_VALUES:  # stage (1) and (2) compute the same numbers up to float64 rounding
+        assert acc(study.QUANTISED, f) == acc(study.LNS, f)
+
+
+def test_options_and_registration(tmp_path):
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    assert parser.parse_args(["--epochs", "7"]).epochs == 7
+    assert studies.load("lns") is study
+    with pytest.raises(ValueError, match="epochs"):
+        study.run(tmp_path, epochs=0)
