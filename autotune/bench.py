@@ -35,6 +35,7 @@ import numpy as np
 
 from autotune import api, cache, report, shapes, timing, tuner
 from autotune.problem import ConvProblem, Problem
+from autotune.weights import Weight
 from kernels import registry
 from kernels.registry import KernelSpec
 
@@ -149,6 +150,8 @@ def _dispatch_call(problem: Problem, inputs: tuple[np.ndarray, ...]) -> Callable
         if top != bottom or left != right:
             return None
         x, w, b = inputs
+        if problem.weight is not None:
+            w = Weight(w)  # dispatched as a fixed weight, like a module parameter
         options = {
             "stride": problem.stride,
             "padding": (top, left),
@@ -157,6 +160,8 @@ def _dispatch_call(problem: Problem, inputs: tuple[np.ndarray, ...]) -> Callable
         }
         return lambda: api.conv2d(x, w, b, **options)
     a, b = inputs
+    if problem.weight is not None:
+        b = Weight(b)
     return lambda: api.matmul(a, b)
 
 
@@ -196,12 +201,13 @@ def _warm_up(
 
 
 def _kernel_call(
-    spec: KernelSpec, params: dict[str, Any], args: tuple[Any, ...], record: CandidateTime
+    spec: KernelSpec, params: dict[str, Any], args: tuple[Any, ...], record: CandidateTime, fixed: bool
 ) -> Callable[[], Any] | None:
-    """The call to time: as the dispatcher makes it, with the weight prepared once if the spec
-    has a ``prepare`` hook (its cost goes to ``record.prepare_us``); None if preparing failed."""
+    """The call to time, as the dispatcher makes it: for a fixed weight (``problem.weight``) with
+    the weight prepared once if the spec has a ``prepare`` hook (its cost goes to
+    ``record.prepare_us``), else with the transform in every call; None if preparing failed."""
     fn = tuner.bind(spec, params)
-    if spec.prepare is None:
+    if spec.prepare is None or not fixed:
         return lambda: fn(*args)
     started = time.perf_counter()
     try:
@@ -229,7 +235,7 @@ def _kernel_runners(
         for params in spec.param_grid(problem):
             record = CandidateTime(tuner.label(spec.name, params), spec.name, dict(params))
             records.append(record)
-            call = _kernel_call(spec, params, args, record)
+            call = _kernel_call(spec, params, args, record, problem.weight is not None)
             if call is None:
                 continue
             # The reference is timed once (a zero cap): it is the slowest by design and only a

@@ -423,7 +423,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     command = "autotune " + " ".join(args.argv)
     try:
-        shape_list = shapes.load_preset(args.suite)
+        shape_list = shapes.load_shapes(Path(args.shapes)) if args.shapes else shapes.load_preset(args.suite)
     except shapes.ShapesError as exc:
         raise UsageError(str(exc)) from None
     result = bench.run(
@@ -620,7 +620,9 @@ def _add_reports(subparsers: Any) -> None:
         "equivalent FLOPs; the peak is a large float32 GEMM through BLAS measured in the same run.\n"
         "The dispatcher's pick comes from the database (problems not yet tuned are tuned first).",
     )
-    bench.add_argument("--suite", choices=preset_names(), default="seed", help="problem list (a preset)")
+    suite = bench.add_mutually_exclusive_group()
+    suite.add_argument("--suite", choices=preset_names(), default="seed", help="problem list (a preset)")
+    suite.add_argument("--shapes", metavar="FILE.yaml", help="a problem list file (as for tune)")
     bench.add_argument("--out", default="reports", metavar="DIR", help="output root")
     bench.add_argument("--batch", type=_batch_list, metavar="1,8", help="batch sizes replacing the suite's")
     bench.add_argument(
