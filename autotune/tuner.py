@@ -16,9 +16,11 @@ prepared once per parameter setting and timed on the call with the prepared weig
 dispatcher will make it; the one-time preparation is recorded as ``prepare_us``. For a one-off
 weight the transform is part of every call, so it is timed with the call.
 
-The choice is the fastest eligible candidate, except that near-ties — candidates whose medians are
-within the measured spread of the fastest (capped at :data:`TIE_CAP`) — go to the most accurate
-one, so a re-tune on a noisy machine does not flip the choice and the numerics with it.
+The choice is the fastest eligible candidate. Two leaders within 10% of each other are first
+re-timed in interleaved rounds (a burst of load then hits both); near-ties that remain —
+candidates whose medians are within the measured spread of the fastest (capped at
+:data:`TIE_CAP`) — go to the most accurate one, so a re-tune on a noisy machine does not flip the
+choice and the numerics with it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ DEFAULT_TOL: dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
 CUT_FACTOR = 4.0
 #: Near-ties are resolved by accuracy only within this relative distance of the fastest.
 TIE_CAP = 0.05
+#: Two leaders whose medians are within this fraction are re-timed interleaved before choosing.
+RACE_MARGIN = 0.10
+#: Interleaved rounds of such a close race (each round times both leaders back to back).
+RACE_ROUNDS = 7
 #: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
 DEFAULT_BUDGET_S = 5.0
 
@@ -267,6 +273,7 @@ class _Search:
     started: float = field(default_factory=time.perf_counter)
     best_us: float = float("inf")
     cut: list[tuple[Verdict, Callable[..., Any]]] = field(default_factory=list)
+    timed: dict[int, Callable[..., Any]] = field(default_factory=dict)  # id(verdict) -> its call
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started > self.budget_s
@@ -324,6 +331,7 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
     verdict.ok = verdict.reason is None
     if verdict.ok:
         search.best_us = min(search.best_us, result.median_us)
+        search.timed[id(verdict)] = fn
 
 
 def _second_chance(search: _Search) -> None:
@@ -338,6 +346,36 @@ def _second_chance(search: _Search) -> None:
             return
         verdict.reason = None
         _time(search, verdict, fn)
+
+
+def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
+    """Re-time the two fastest accepted candidates interleaved when they are close.
+
+    Each was measured in its own stretch of time, so a burst of load during one of them can swap
+    their order. When their medians are within :data:`RACE_MARGIN`, both are timed again in
+    alternating rounds — any burst now hits both — and their statistics become the median of
+    the round medians (min over all runs, spread = interquartile range of round medians).
+    """
+    leaders = sorted((v for v in verdicts if v.ok), key=lambda v: v.median_us)[:2]
+    if len(leaders) < 2 or leaders[1].median_us > leaders[0].median_us * (1 + RACE_MARGIN):
+        return
+    args = search.args
+    rounds: dict[int, list[timing.Timing]] = {id(v): [] for v in leaders}
+    for _ in range(RACE_ROUNDS):
+        if search.over_budget() and all(len(r) >= 3 for r in rounds.values()):
+            break
+        for verdict in leaders:
+            fn = search.timed[id(verdict)]
+            rounds[id(verdict)].append(
+                timing.measure(lambda fn=fn: fn(*args), min_runs=2, min_time_s=0.01, max_time_s=0.2)
+            )
+    for verdict in leaders:
+        medians = [t.median_us for t in rounds[id(verdict)]]
+        summary = timing.summarize(medians)
+        verdict.median_us = summary.median_us
+        verdict.spread_us = summary.spread_us
+        verdict.min_us = min(verdict.min_us, *(t.min_us for t in rounds[id(verdict)]))
+        verdict.runs += sum(t.runs for t in rounds[id(verdict)])
 
 
 def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
@@ -424,6 +462,7 @@ def tune_problem(
             continue
         verdicts.extend(_candidates(search, spec))
     _second_chance(search)
+    _settle_close_race(search, verdicts)
     winner, why = choose(verdicts, tol)
     verdicts.sort(key=lambda v: (not v.ok, v.median_us if v.median_us is not None else np.inf))
     return TuneResult(

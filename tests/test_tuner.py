@@ -177,3 +177,24 @@ def test_a_candidate_cut_during_a_burst_of_load_gets_a_second_chance(fast_tuning
     throwaway_kernels(KernelSpec(name="bursty", op="conv2d", fn=bursty))
     verdict = next(v for v in tuner.tune_problem(SMALL).candidates if v.kernel == "bursty")
     assert verdict.ok and verdict.reason is None and verdict.median_us < 50_000
+
+
+def test_close_leaders_are_re_timed_interleaved_before_choosing():
+    import time
+
+    def steady():
+        time.sleep(0.002)
+
+    def lucky():  # measured fast once, slower from then on
+        time.sleep(0.003)
+
+    steady_v = Verdict(
+        kernel="steady", median_us=2000.0, min_us=2000.0, spread_us=50.0, rel_err=1e-7, ok=True
+    )
+    lucky_v = Verdict(kernel="lucky", median_us=1900.0, min_us=1900.0, spread_us=50.0, rel_err=1e-7, ok=True)
+    search = tuner._Search(SMALL, (), np.zeros(1), 1e-4, budget_s=5.0, min_runs=3, min_time_s=0.0)
+    search.timed = {id(steady_v): steady, id(lucky_v): lucky}
+    tuner._settle_close_race(search, [steady_v, lucky_v])
+    assert lucky_v.median_us > steady_v.median_us
+    assert choose([steady_v, lucky_v], tol=1e-4)[0] is steady_v
+    assert steady_v.runs >= 2 * tuner.RACE_ROUNDS
