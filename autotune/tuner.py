@@ -16,8 +16,8 @@ prepared once per parameter setting and timed on the call with the prepared weig
 dispatcher will make it; the one-time preparation is recorded as ``prepare_us``. For a one-off
 weight the transform is part of every call, so it is timed with the call.
 
-The choice is the fastest eligible candidate. Two leaders within 10% of each other are first
-re-timed in interleaved rounds (a burst of load then hits both); near-ties that remain —
+The choice is the fastest eligible candidate. Two leaders within 10% of each other (the
+runner-up's fastest run vs the leader's median) are first re-timed in interleaved rounds (a burst of load then hits both); near-ties that remain —
 candidates whose medians are within the measured spread of the fastest (capped at
 :data:`TIE_CAP`) — go to the most accurate one, so a re-tune on a noisy machine does not flip the
 choice and the numerics with it.
@@ -48,7 +48,7 @@ DEFAULT_TOL: dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
 CUT_FACTOR = 4.0
 #: Near-ties are resolved by accuracy only within this relative distance of the fastest.
 TIE_CAP = 0.05
-#: Two leaders whose medians are within this fraction are re-timed interleaved before choosing.
+#: Two leaders this close (runner-up's min vs leader's median) are re-timed interleaved.
 RACE_MARGIN = 0.10
 #: Interleaved rounds of such a close race (each round times both leaders back to back).
 RACE_ROUNDS = 7
@@ -352,12 +352,14 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     """Re-time the two fastest accepted candidates interleaved when they are close.
 
     Each was measured in its own stretch of time, so a burst of load during one of them can swap
-    their order. When their medians are within :data:`RACE_MARGIN`, both are timed again in
+    their order. When the runner-up's fastest run is within :data:`RACE_MARGIN` of the leader's
+    median, both are timed again in
     alternating rounds — any burst now hits both — and their statistics become the median of
     the round medians (min over all runs, spread = interquartile range of round medians).
     """
     leaders = sorted((v for v in verdicts if v.ok), key=lambda v: v.median_us)[:2]
-    if len(leaders) < 2 or leaders[1].median_us > leaders[0].median_us * (1 + RACE_MARGIN):
+    # Close: the runner-up's best run came within the margin of the leader's typical run.
+    if len(leaders) < 2 or leaders[1].min_us > leaders[0].median_us * (1 + RACE_MARGIN):
         return
     args = search.args
     rounds: dict[int, list[timing.Timing]] = {id(v): [] for v in leaders}
