@@ -17,10 +17,10 @@ dispatcher will make it; the one-time preparation is recorded as ``prepare_us``.
 weight the transform is part of every call, so it is timed with the call.
 
 The choice is the fastest eligible candidate. Two leaders within 10% of each other (the
-runner-up's fastest run vs the leader's median) are first re-timed in interleaved rounds (a burst of load then hits both); near-ties that remain —
-candidates whose medians are within the measured spread of the fastest (capped at
-:data:`TIE_CAP`) — go to the most accurate one, so a re-tune on a noisy machine does not flip the
-choice and the numerics with it.
+runner-up's fastest run vs the leader's median) are first re-timed in interleaved rounds, so a
+burst of load hits both; near-ties that remain — candidates whose medians are within the measured
+spread of the fastest (capped at :data:`TIE_CAP`) — go to the most accurate one, so a re-tune on
+a noisy machine does not flip the choice and the numerics with it.
 """
 
 from __future__ import annotations
