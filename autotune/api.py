@@ -215,7 +215,7 @@ def _applies(spec: registry.KernelSpec, problem: Problem) -> bool:
     return problem.dtype in spec.dtypes and bool(spec.applies(problem))
 
 
-def _forced(spec: registry.KernelSpec, params: dict[str, Any], problem: Problem):
+def _forced(spec: registry.KernelSpec, params: dict[str, Any], problem: Problem) -> Callable[..., Any]:
     if not _applies(spec, problem):
         doc = (spec.applies.__doc__ or "").strip().splitlines()
         needs = f" (needs {doc[0][0].lower()}{doc[0][1:].rstrip('.')})" if doc else ""
