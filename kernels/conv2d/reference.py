@@ -76,4 +76,10 @@ def naive(x, w, b, stride, padding, dilation, groups):
     return conv2d_reference(x, w, b, stride, padding, dilation, groups).astype(x.dtype, copy=False)
 
 
-register(KernelSpec(name="naive", op="conv2d", fn=naive, reference=True))
+def small_enough(problem) -> bool:
+    """float64 loops only win on tiny problems; tried up to 2^24 multiply-adds"""
+    n, k, ho, wo = problem.out_shape
+    return n * k * ho * wo * int(np.prod(problem.w_shape[1:])) <= 2**24
+
+
+register(KernelSpec(name="naive", op="conv2d", fn=naive, reference=True, worth_tuning=small_enough))
