@@ -137,6 +137,7 @@ def fingerprint() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "threads": {
             "numba": numba.get_num_threads(),
+            "numba_layer": numba.threading_layer(),  # "omp": PyTorch's pool (kernels/pool.py)
             "torch": torch.get_num_threads(),
             "blas": blas_threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),

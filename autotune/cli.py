@@ -418,10 +418,63 @@ def cmd_clear(args: argparse.Namespace) -> int:
 # bench and study
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected positive sizes joined by x (e.g. 1x3x224x224), got {text!r}"
+        )
+    return dims
+
+
+def _model_spec(text: str) -> str:
+    path, sep, name = text.rpartition(":")
+    if not sep or not name.isidentifier() or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"expected FILE.py:FACTORY with an existing file, got {text!r}")
+    return text
+
+
+def cmd_versus(args: argparse.Namespace, command: str) -> int:
+    from autotune import versus
+
+    if args.model:
+        if not args.input:
+            raise UsageError("--model needs --input NxCxHxW")
+        name, items = Path(args.model.rpartition(":")[0]).stem, []
+    else:
+        try:
+            shape_list = (
+                shapes.load_shapes(Path(args.shapes)) if args.shapes else shapes.load_preset(args.suite)
+            )
+        except shapes.ShapesError as exc:
+            raise UsageError(str(exc)) from None
+        name, items = shape_list.name, shapes.expand(shape_list, args.batch, args.dtype)
+        if any(item.problem.op != "conv2d" for item in items):
+            raise UsageError("--vs-torch compares conv2d problems (or a --model)")
+    result = versus.run(
+        items=items,
+        model=args.model,
+        input_shape=args.input or (),
+        import_first=args.import_first,
+        rounds=args.rounds,
+        suite=name,
+        command=command,
+    )
+    paths = versus.write(result, Path(args.out) / f"versus-{name}-{args.import_first}-first")
+    print(versus.summary_text(result))
+    _note("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from autotune import bench
 
     command = "autotune " + " ".join(args.argv)
+    if args.vs_torch or args.model:
+        return cmd_versus(args, command)
     try:
         shape_list = shapes.load_shapes(Path(args.shapes)) if args.shapes else shapes.load_preset(args.suite)
     except shapes.ShapesError as exc:
@@ -632,6 +685,26 @@ def _add_reports(subparsers: Any) -> None:
         "--cap", type=_seconds, default=1.0, metavar="SECONDS", help="timing cap per candidate"
     )
     _add_budget(bench)
+    versus = bench.add_argument_group(
+        "side by side with plain PyTorch, each in a process of its own (alternating rounds)"
+    )
+    versus.add_argument(
+        "--vs-torch", action="store_true", help="compare autotune.conv2d with F.conv2d in another process"
+    )
+    versus.add_argument(
+        "--model",
+        type=_model_spec,
+        metavar="FILE.py:FACTORY",
+        help="compare a whole model (implies --vs-torch)",
+    )
+    versus.add_argument("--input", type=_shape, metavar="1x3x224x224", help="the model's input shape")
+    versus.add_argument(
+        "--import-first",
+        choices=["torch", "autotune"],
+        default="torch",
+        help="import order on autotune's side",
+    )
+    versus.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
 
     study = _verb(
         subparsers,

@@ -1,24 +1,49 @@
-"""Wall-clock measurement of one candidate: repeats, robust statistics, early cut.
+"""Wall-clock measurement of one candidate: repeats, preemption detection, a robust statistic.
 
 The caller warms the candidate up first (its first call compiles Numba code and doubles as the
-accuracy check), so nothing measured here includes compilation. Runs repeat until both
-``min_runs`` and ``min_time_s`` are reached (or ``max_time_s`` is spent); the statistic is the
-median, with the minimum and the interquartile range recorded beside it. A candidate whose first
-two timed runs are both slower than ``cut_after_us`` stops there: it cannot win, and timing it
-further would only spend the tuning budget (two runs, because a first run may still pay for page
-faults of fresh buffers or waking threads).
+accuracy check), so nothing measured here includes compilation.
+
+**Preempted runs.** On a shared machine another process can take a core in the middle of a run;
+the run then measures the scheduler, not the kernel (a 2-thread kernel waits for its descheduled
+worker for a whole time slice, several milliseconds). Every run therefore records the process's
+involuntary context switches (``getrusage``: any of its threads was switched out while still
+runnable) and is *clean* when there were none. Clean runs alone count towards ``min_runs``, so a
+measurement hit by load keeps going (up to ``max_time_s``) until it has enough clean runs.
+
+**The statistic.** The choice rests on :attr:`Timing.score_us`, the 20th percentile of the clean
+runs (of all runs when fewer than :data:`MIN_CLEAN` are clean): unlike the mean or the median it
+ignores the slow tail that load and page faults add, and unlike the minimum it is not one lucky
+run. The median, minimum and interquartile range of all runs are recorded beside it, with the
+number of preempted runs.
+
+**Early cut.** A candidate whose first two timed runs are both slower than ``cut_after_us``
+stops there: it cannot win, and timing it further would only spend the tuning budget (two runs,
+because a first run may still pay for page faults of fresh buffers or waking threads).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 CUT_RUNS = 2
+#: Percentile of the clean runs that a choice rests on.
+SCORE_PERCENTILE = 20.0
+#: With fewer clean runs than this, the score falls back to all runs (and is flagged).
+MIN_CLEAN = 3
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run: wall time and whether the process was preempted during it."""
+
+    wall_us: float
+    preempted: bool
 
 
 @dataclass(frozen=True)
@@ -27,9 +52,20 @@ class Timing:
 
     median_us: float
     min_us: float
-    spread_us: float  # interquartile range (p75 − p25); 0 with fewer than 4 runs
+    spread_us: float  # interquartile range (p75 − p25) of all runs; 0 with fewer than 4 runs
     runs: int
     cut: bool = False  # stopped after CUT_RUNS runs because it could not win
+    score_us: float = 0.0  # SCORE_PERCENTILE of the clean runs: what the choice rests on
+    preempted: int = 0  # runs during which a thread of this process was switched out
+
+    @property
+    def clean(self) -> int:
+        return self.runs - self.preempted
+
+    @property
+    def contaminated(self) -> bool:
+        """Too few clean runs to trust the score: the measurement should be repeated."""
+        return self.clean < MIN_CLEAN and not self.cut
 
     @property
     def rel_spread(self) -> float:
@@ -37,14 +73,49 @@ class Timing:
         return self.spread_us / self.median_us if self.median_us > 0 else 0.0
 
 
-def summarize(samples_us: list[float], cut: bool = False) -> Timing:
-    """Median, minimum and interquartile range of raw samples."""
-    arr = np.asarray(samples_us, dtype=np.float64)
-    spread = float(np.subtract(*np.percentile(arr, [75, 25]))) if arr.size >= 4 else 0.0
-    return Timing(float(np.median(arr)), float(arr.min()), spread, int(arr.size), cut)
+try:
+    import resource
+
+    def _involuntary_switches() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+except ImportError:  # not on POSIX: no preemption signal, every run counts as clean
+
+    def _involuntary_switches() -> int:
+        return 0
 
 
-def measure(
+def run_once(run: Callable[[], Any]) -> Sample:
+    """Time one call of ``run`` and note whether this process was preempted meanwhile."""
+    switches = _involuntary_switches()
+    t0 = time.perf_counter_ns()
+    run()
+    t1 = time.perf_counter_ns()
+    return Sample((t1 - t0) / 1e3, _involuntary_switches() != switches)
+
+
+def summarize(samples: Sequence[Sample | float], cut: bool = False) -> Timing:
+    """Median, minimum, interquartile range and the robust score of raw samples.
+
+    Plain numbers are taken as clean runs.
+    """
+    runs = [s if isinstance(s, Sample) else Sample(float(s), False) for s in samples]
+    wall = np.asarray([s.wall_us for s in runs], dtype=np.float64)
+    clean = np.asarray([s.wall_us for s in runs if not s.preempted], dtype=np.float64)
+    basis = clean if clean.size >= MIN_CLEAN else wall
+    spread = float(np.subtract(*np.percentile(wall, [75, 25]))) if wall.size >= 4 else 0.0
+    return Timing(
+        median_us=float(np.median(wall)),
+        min_us=float(wall.min()),
+        spread_us=spread,
+        runs=int(wall.size),
+        cut=cut,
+        score_us=float(np.percentile(basis, SCORE_PERCENTILE)),
+        preempted=int(wall.size - clean.size),
+    )
+
+
+def collect(
     run: Callable[[], Any],
     *,
     min_runs: int = 5,
@@ -52,24 +123,41 @@ def measure(
     max_time_s: float = 1.0,
     max_runs: int = 10_000,
     cut_after_us: float | None = None,
-) -> Timing:
-    """Time ``run()`` repeatedly (already warmed up) and summarise.
+) -> tuple[list[Sample], bool]:
+    """Raw samples of ``run()`` (already warmed up) and whether the measurement was cut.
 
-    Stops once ``min_runs`` runs and ``min_time_s`` seconds are both reached, or ``max_time_s``
-    (after at least one run) or ``max_runs`` is hit. With ``cut_after_us``, a first run slower
-    than that ends the measurement at once (``Timing.cut``).
+    Stops once ``min_runs`` clean runs and ``min_time_s`` seconds are both reached, or
+    ``max_time_s`` (after at least one run) or ``max_runs`` is hit. With ``cut_after_us``, two
+    first runs both slower than that end the measurement at once.
     """
-    samples_us: list[float] = []
-    clock = time.perf_counter_ns
-    start = clock()
+    samples: list[Sample] = []
+    clean = 0
+    start = time.perf_counter()
     while True:
-        t0 = clock()
-        run()
-        t1 = clock()
-        samples_us.append((t1 - t0) / 1e3)
-        if cut_after_us is not None and len(samples_us) == CUT_RUNS and min(samples_us) > cut_after_us:
-            return summarize(samples_us, cut=True)
-        elapsed_s = (t1 - start) / 1e9
-        enough = len(samples_us) >= min_runs and elapsed_s >= min_time_s
-        if enough or elapsed_s >= max_time_s or len(samples_us) >= max_runs:
-            return summarize(samples_us)
+        sample = run_once(run)
+        samples.append(sample)
+        clean += not sample.preempted
+        if (
+            cut_after_us is not None
+            and len(samples) == CUT_RUNS
+            and min(s.wall_us for s in samples) > cut_after_us
+        ):
+            return samples, True
+        elapsed_s = time.perf_counter() - start
+        enough = clean >= min_runs and elapsed_s >= min_time_s
+        if enough or elapsed_s >= max_time_s or len(samples) >= max_runs:
+            return samples, False
+
+
+def measure(run: Callable[[], Any], **options: Any) -> Timing:
+    """Time ``run()`` repeatedly (already warmed up) and summarise (options as :func:`collect`)."""
+    samples, cut = collect(run, **options)
+    return summarize(samples, cut=cut)
+
+
+def load_average() -> float:
+    """The 1-minute load average (recorded with a tuning result: how busy the machine was)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return float("nan")

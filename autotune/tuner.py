@@ -16,11 +16,19 @@ prepared once per parameter setting and timed on the call with the prepared weig
 dispatcher will make it; the one-time preparation is recorded as ``prepare_us``. For a one-off
 weight the transform is part of every call, so it is timed with the call.
 
-The choice is the fastest eligible candidate. The leaders, when close (a contender's fastest run
-within 50% of the leader's median), are first re-timed in interleaved rounds, so a burst of load
-hits all of them; near-ties that remain — candidates whose medians are within the measured
-spread of the fastest (capped at :data:`TIE_CAP`) — go to the most accurate one, so a re-tune on
-a noisy machine does not flip the choice and the numerics with it.
+The choice is the fastest eligible candidate by its *score* — the 20th percentile of the runs
+during which no thread of this process was preempted (:mod:`timing`): a measurement hit by load
+keeps going until it has enough clean runs, and one that never gets them is re-timed once the
+others are done. The leaders, when close (a contender's fastest run within 50% of the leader's
+score), are re-timed in interleaved rounds, so a burst of load hits all of them; near-ties that
+remain — candidates whose scores are within the measured spread of the fastest (capped at
+:data:`TIE_CAP`) — go to the most accurate one, so a re-tune on a noisy machine does not flip the
+choice and the numerics with it. The entry records, per candidate, how many runs were preempted,
+and the machine's load average while tuning.
+
+All candidates run on one thread pool, PyTorch's (``kernels/pool.py``), with the process's own
+thread settings: PyTorch timed here runs as fast as in a process of its own, and every kernel is
+timed as the dispatcher will run it.
 """
 
 from __future__ import annotations
@@ -42,15 +50,14 @@ from kernels.registry import KernelSpec
 
 log = logging.getLogger("autotune.tuner")
 
-#: Default relative max-error tolerance per dtype (DESIGN.md §4); see :func:`set_tolerance`.
+#: Default relative max-error tolerance per dtype; see :func:`set_tolerance`.
 DEFAULT_TOL: dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
 #: A candidate whose first timed runs all exceed this multiple of the best median is cut.
 CUT_FACTOR = 4.0
 #: Near-ties are resolved by accuracy only within this relative distance of the fastest.
 TIE_CAP = 0.05
-#: Leaders this close (a contender's fastest run vs the leader's median) are re-timed interleaved.
-#: Wide on purpose: on a 2-core machine a kernel that mixes Numba and BLAS threads measured 1.7 ms
-#: in one process and 3.9 ms in the next when timed alone, so separate stretches of timing mislead.
+#: Leaders this close (a contender's fastest run vs the leader's score) are re-timed interleaved.
+#: Wide on purpose: separate stretches of timing on a shared machine see different load.
 RACE_MARGIN = 0.5
 #: How many of the fastest candidates may enter a race.
 RACE_SIZE = 3
@@ -93,8 +100,10 @@ class Verdict:
     median_us: float | None = None
     min_us: float | None = None
     spread_us: float | None = None
+    score_us: float | None = None  # 20th percentile of the clean runs: what the choice rests on
     prepare_us: float | None = None  # one-time cost of the spec's ``prepare`` (not in median_us)
     runs: int = 0
+    preempted: int = 0  # timed runs during which this process was preempted (excluded from score)
     rel_err: float | None = None
     rel_l2: float | None = None
     ok: bool = False
@@ -104,16 +113,29 @@ class Verdict:
     def label(self) -> str:
         return label(self.kernel, self.params)
 
+    @property
+    def time_us(self) -> float:
+        """The time the choice compares: the score (entries from before it: the median)."""
+        if self.score_us is not None:
+            return self.score_us
+        return self.median_us if self.median_us is not None else float("inf")
+
+    def record(self, result: timing.Timing) -> None:
+        """Take a measurement's statistics."""
+        self.median_us, self.min_us, self.score_us = result.median_us, result.min_us, result.score_us
+        self.spread_us, self.runs, self.preempted = result.spread_us, result.runs, result.preempted
+
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"kernel": self.kernel}
         if self.params:
             record["params"] = dict(self.params)
-        for name in ("median_us", "min_us", "spread_us", "prepare_us"):
+        for name in ("median_us", "min_us", "score_us", "spread_us", "prepare_us"):
             value = getattr(self, name)
             if value is not None:
                 record[name] = float(f"{value:.4g}")
         if self.runs:
             record["runs"] = self.runs
+            record["preempted"] = self.preempted
         for name in ("rel_err", "rel_l2"):
             value = getattr(self, name)
             if value is not None:
@@ -125,12 +147,13 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> Verdict:
-        names = ("median_us", "min_us", "spread_us", "prepare_us", "rel_err", "rel_l2")
+        names = ("median_us", "min_us", "score_us", "spread_us", "prepare_us", "rel_err", "rel_l2")
         known = {k: record.get(k) for k in names}
         return cls(
             kernel=str(record["kernel"]),
             params=dict(record.get("params") or {}),
             runs=int(record.get("runs") or 0),
+            preempted=int(record.get("preempted") or 0),
             ok=bool(record.get("ok")),
             reason=record.get("reason"),
             **known,
@@ -149,6 +172,7 @@ class TuneResult:
     tuned_at: str
     tuning_s: float
     why: str = ""
+    load: tuple[float, float] = (float("nan"), float("nan"))  # 1-min load average before, after
 
     def to_entry(self) -> dict[str, Any]:
         """The YAML entry (see :mod:`autotune.cache`)."""
@@ -159,6 +183,7 @@ class TuneResult:
             "tol": float(f"{self.tol:.3g}"),
             "tuned_at": self.tuned_at,
             "tuning_s": round(self.tuning_s, 3),
+            "load": [round(value, 2) for value in self.load],
             "why": self.why,
             "candidates": {v.label: v.to_dict() for v in self.candidates},
         }
@@ -277,6 +302,7 @@ class _Search:
     started: float = field(default_factory=time.perf_counter)
     best_us: float = float("inf")
     cut: list[tuple[Verdict, Callable[..., Any]]] = field(default_factory=list)
+    contaminated: list[Verdict] = field(default_factory=list)  # too few clean runs: re-time
     timed: dict[int, Callable[..., Any]] = field(default_factory=dict)  # id(verdict) -> its call
     warm_up_s: float = 0.0  # first calls (Numba compilation on a fresh install) are not budgeted
 
@@ -328,68 +354,80 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
         max_time_s=max(0.2, search.budget_s / 4),
         cut_after_us=cut_after,
     )
-    verdict.median_us, verdict.min_us = result.median_us, result.min_us
-    verdict.spread_us, verdict.runs = result.spread_us, result.runs
+    verdict.record(result)
     if result.cut and verdict.reason is None:
         verdict.reason = (
             f"slow: {result.runs} runs, fastest {result.min_us:.0f} us > {CUT_FACTOR:g}x the best "
             f"{search.best_us:.0f} us (cut early)"
         )
         search.cut.append((verdict, fn))
+    elif result.contaminated and not quick:
+        search.contaminated.append(verdict)
     verdict.ok = verdict.reason is None
     if verdict.ok:
-        search.best_us = min(search.best_us, result.median_us)
+        search.best_us = min(search.best_us, result.score_us)
         search.timed[id(verdict)] = fn
 
 
 def _second_chance(search: _Search) -> None:
-    """Re-time, once the best is known, the candidates cut early.
+    """Re-time, once the best is known, the candidates cut early or measured under load.
 
-    A burst of load from another process (or a descheduled BLAS thread) can make two runs of a
-    good kernel look hopeless; a cut that holds up against the final best stays, one that does
-    not gets a full measurement. Within the budget only.
+    A burst of load from another process can make two runs of a good kernel look hopeless, or
+    leave a measurement without enough clean runs; a cut that holds up against the final best
+    stays, one that does not gets a full measurement, and a contaminated measurement is taken
+    again (once). Within the budget only.
     """
     for verdict, fn in list(search.cut):
         if search.over_budget():
             return
         verdict.reason = None
         _time(search, verdict, fn)
+    retime, search.contaminated = search.contaminated, []
+    for verdict in retime:
+        if search.over_budget():
+            return
+        fn = search.timed.get(id(verdict))
+        if fn is not None:
+            result = timing.measure(
+                lambda fn=fn: fn(*search.args),
+                min_runs=search.min_runs,
+                min_time_s=search.min_time_s,
+                max_time_s=max(0.2, search.budget_s / 4),
+            )
+            if result.clean > verdict.runs - verdict.preempted:
+                verdict.record(result)
+                search.best_us = min(search.best_us, result.score_us)
 
 
 def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     """Re-time the fastest accepted candidates interleaved when they are close.
 
-    Each was measured in its own stretch of time, so a burst of load (or another runtime's
-    threads still spinning) during one of them can swap their order. The leader and up to
-    :data:`RACE_SIZE` − 1 next candidates whose fastest run came within :data:`RACE_MARGIN` of
-    the leader's median are timed again in alternating rounds — any burst now hits all of them —
-    and their statistics become the median of the round medians (min over all runs, spread =
-    interquartile range of the round medians).
+    Each was measured in its own stretch of time, so a burst of load during one of them can
+    swap their order. The leader and up to :data:`RACE_SIZE` − 1 next candidates whose fastest
+    run came within :data:`RACE_MARGIN` of the leader's score are timed again in alternating
+    rounds — any burst now hits all of them — and their statistics become those of all their
+    race runs together (the minimum stays the minimum over every run).
     """
-    ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.median_us)
+    ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
-    limit = ranked[0].median_us * (1 + RACE_MARGIN)
+    limit = ranked[0].time_us * (1 + RACE_MARGIN)
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
     if len(leaders) < 2:
         return
     args = search.args
-    rounds: dict[int, list[timing.Timing]] = {id(v): [] for v in leaders}
-    for _ in range(RACE_ROUNDS):
-        if search.over_budget() and all(len(r) >= 3 for r in rounds.values()):
+    samples: dict[int, list[timing.Sample]] = {id(v): [] for v in leaders}
+    for round_ in range(RACE_ROUNDS):
+        if search.over_budget() and round_ >= 3:
             break
         for verdict in leaders:
             fn = search.timed[id(verdict)]
-            rounds[id(verdict)].append(
-                timing.measure(lambda fn=fn: fn(*args), min_runs=2, min_time_s=0.01, max_time_s=0.2)
-            )
+            runs, _ = timing.collect(lambda fn=fn: fn(*args), min_runs=2, min_time_s=0.01, max_time_s=0.2)
+            samples[id(verdict)].extend(runs)
     for verdict in leaders:
-        medians = [t.median_us for t in rounds[id(verdict)]]
-        summary = timing.summarize(medians)
-        verdict.median_us = summary.median_us
-        verdict.spread_us = summary.spread_us
-        verdict.min_us = min(verdict.min_us, *(t.min_us for t in rounds[id(verdict)]))
-        verdict.runs += sum(t.runs for t in rounds[id(verdict)])
+        fastest = verdict.min_us
+        verdict.record(timing.summarize(samples[id(verdict)]))
+        verdict.min_us = min(verdict.min_us, fastest)
 
 
 def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
@@ -414,13 +452,13 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
 
 def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
     """The fastest eligible verdict (near-ties to the most accurate) and a sentence saying why."""
-    eligible = sorted((v for v in candidates if v.ok), key=lambda v: v.median_us)
+    eligible = sorted((v for v in candidates if v.ok), key=lambda v: v.time_us)
     if not eligible:
         raise RuntimeError("no candidate passed: " + "; ".join(f"{v.label}: {v.reason}" for v in candidates))
     fastest = eligible[0]
-    band = min(TIE_CAP, max(fastest.spread_us or 0.0, 0.0) / fastest.median_us)
-    tied = [v for v in eligible if v.median_us <= fastest.median_us * (1 + band)]
-    winner = min(tied, key=lambda v: (v.rel_err, v.median_us))
+    band = min(TIE_CAP, max(fastest.spread_us or 0.0, 0.0) / fastest.time_us)
+    tied = [v for v in eligible if v.time_us <= fastest.time_us * (1 + band)]
+    winner = min(tied, key=lambda v: (v.rel_err, v.time_us))
     others = [v for v in eligible if v is not winner]
     if winner is not fastest:
         why = (
@@ -430,7 +468,7 @@ def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
     elif others:
         runner_up = others[0]
         why = (
-            f"{winner.label}: {runner_up.median_us / winner.median_us:.2f}x faster than "
+            f"{winner.label}: {runner_up.time_us / winner.time_us:.2f}x faster than "
             f"{runner_up.label}, rel_err {winner.rel_err:.1e} <= tol {tol:.0e}"
         )
     else:
@@ -460,6 +498,7 @@ def tune_problem(
     global TUNE_COUNT
     TUNE_COUNT += 1
     log.info("tuning %s", problem.key)
+    load_before = timing.load_average()
     inputs = random_inputs(problem) if inputs is None else inputs
     args = call_args(problem, inputs)
     reference = registry.reference(problem.op)
@@ -478,7 +517,7 @@ def tune_problem(
     _second_chance(search)
     _settle_close_race(search, verdicts)
     winner, why = choose(verdicts, tol)
-    verdicts.sort(key=lambda v: (not v.ok, v.median_us if v.median_us is not None else np.inf))
+    verdicts.sort(key=lambda v: (not v.ok, v.time_us))
     return TuneResult(
         problem=problem,
         choice=winner.kernel,
@@ -488,4 +527,5 @@ def tune_problem(
         tuned_at=now_iso(),
         tuning_s=time.perf_counter() - search.started,
         why=why,
+        load=(load_before, timing.load_average()),
     )

@@ -74,6 +74,10 @@ class KernelSpec:
             ``fn`` accepts the raw weight too. The tuner prepares once per setting and times the
             call with the prepared weight; ``autotune.matmul`` keeps prepared weights per
             unchanged weight (``autotune.weights``).
+        tensor_fn: optional ``tensor_fn(x, w, b, ...)`` taking and returning CPU torch tensors
+            with the same semantics as ``fn`` (a vendor kernel's native call). The dispatcher
+            uses it for torch inputs, so that a kernel that is PyTorch anyway does not pay a
+            numpy round trip.
     """
 
     name: str
@@ -89,6 +93,7 @@ class KernelSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     worth_tuning: Callable[[Any], bool] = _always
     prepare: Callable[..., Any] | None = None
+    tensor_fn: Callable[..., Any] | None = None
 
     @property
     def summary(self) -> str:

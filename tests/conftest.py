@@ -43,3 +43,19 @@ def fast_tuning(monkeypatch):
 
     monkeypatch.setattr(tuner, "tune_problem", quick)
     return quick
+
+
+@pytest.fixture
+def throwaway_kernels():
+    """Register kernels for one test only."""
+    from kernels import registry
+
+    names = []
+
+    def add(spec):
+        names.append((spec.op, spec.name))
+        return registry.register(spec)
+
+    yield add
+    for op, name in names:
+        registry.unregister(op, name)

@@ -27,12 +27,16 @@ def torch_f64(x, w, b, stride, padding, dilation, groups) -> np.ndarray:
 
 
 @st.composite
-def conv_problems(draw, winograd_geometry: bool = False) -> ConvProblem:
+def conv_problems(draw, winograd_geometry: bool = False, pointwise: bool = False) -> ConvProblem:
     """Random small problems: batch, channels, groups, kernel size, stride, padding, dilation."""
     groups = draw(st.integers(1, 3))
     if winograd_geometry:
         kh = kw = 3
         stride = dilation = (1, 1)
+    elif pointwise:
+        kh = kw = 1
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     else:
         kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
         stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
@@ -94,8 +98,20 @@ def test_winograd_matches_oracles(tile, dtype, problem, seed, with_bias):
     check_against_oracles("winograd", {"tile": tile}, problem, dtype, seed, with_bias)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(problem=conv_problems(pointwise=True), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_pointwise_matches_oracles(dtype, problem, seed, with_bias):
+    check_against_oracles("pointwise", {}, problem, dtype, seed, with_bias)
+
+
 def test_every_registered_conv_kernel_is_covered():
-    assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd"}
+    assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd", "pointwise"}
+
+
+def test_pointwise_declares_its_geometry():
+    spec = registry.get("conv2d", "pointwise")
+    assert spec.applies(ConvProblem((1, 4, 8, 8), (2, 2, 1, 1), stride=(2, 2), groups=2))
+    assert not spec.applies(ConvProblem((1, 2, 8, 8), (2, 2, 3, 3)))
 
 
 def test_winograd_declares_its_geometry():

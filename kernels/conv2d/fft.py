@@ -1,34 +1,32 @@
 """FFT convolution: pointwise products in the frequency domain, channels contracted by complex GEMM.
 
 1. zero-pad the input (conv padding), then real 2-D FFT of size (Fh, Fw) ≥ padded input, where
-   (Fh, Fw) are ``scipy.fft.next_fast_len`` sizes;
+   (Fh, Fw) are sizes with only the prime factors 2, 3, 5, 7;
 2. dilate the filter (zeros between taps) and take its real FFT at the same size
    (:func:`transform_filter`, reusable for a fixed weight);
 3. cross-correlation is ``ifft(X · conj(W))``; the sum over input channels at each frequency is a
    complex GEMM ``Y[f] (N×K) = X[f] (N×C) · conj(W[f])ᵀ (C×K)``, batched over frequencies with
-   ``np.matmul`` (BLAS cgemm/zgemm);
+   :func:`kernels.pool.matmul` (MKL cgemm/zgemm);
 4. inverse real FFT, crop the valid region (circular wrap-around never reaches it because the FFT
    is at least as large as the padded input), subsample by the stride, add the bias.
 
 Strided problems compute the dense output and subsample it: correct, but the tuner will usually
-find a better kernel. scipy.fft keeps float32 in complex64 and runs on all cores (``workers=-1``).
+find a better kernel. The transforms are ``torch.fft`` (float32 stays complex64) and, like the GEMMs,
+run on the one OpenMP pool shared with PyTorch (:mod:`kernels.pool`).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
+from kernels import pool
 from kernels.conv2d._common import add_bias, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 
 def fft_shape(padded_hw: tuple[int, int]) -> tuple[int, int]:
     """FFT size for a padded input: the next sizes with only small prime factors."""
-    return (
-        scipy.fft.next_fast_len(padded_hw[0], real=True),
-        scipy.fft.next_fast_len(padded_hw[1], real=True),
-    )
+    return pool.next_fast_len(padded_hw[0]), pool.next_fast_len(padded_hw[1])
 
 
 def transform_filter(w: np.ndarray, dilation, shape: tuple[int, int]) -> np.ndarray:
@@ -37,7 +35,7 @@ def transform_filter(w: np.ndarray, dilation, shape: tuple[int, int]) -> np.ndar
     dh, dw = dilation
     dilated = np.zeros((k_out, c_per_group, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=w.dtype)
     dilated[:, :, ::dh, ::dw] = w
-    spectrum = np.conj(scipy.fft.rfft2(dilated, s=shape, workers=-1))
+    spectrum = np.conj(pool.rfft2(dilated, shape))
     return np.ascontiguousarray(spectrum.reshape(k_out, c_per_group, -1).transpose(2, 1, 0))
 
 
@@ -48,16 +46,16 @@ def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups):
     k_per_group = k_out // groups
     xp = pad_nchw(x, padding)
     shape = fft_shape(xp.shape[2:])
-    x_hat = scipy.fft.rfft2(xp, s=shape, workers=-1)  # (N, C, Fh, Fw//2+1)
+    x_hat = pool.rfft2(xp, shape)  # (N, C, Fh, Fw//2+1)
     n_freq = x_hat.shape[2] * x_hat.shape[3]
     x_hat = x_hat.reshape(n_batch, c_in, n_freq).transpose(2, 0, 1)  # (F, N, C)
     y_hat = np.empty((n_freq, n_batch, k_out), dtype=x_hat.dtype)
     for g in range(groups):
         cs = slice(g * c_per_group, (g + 1) * c_per_group)
         ks = slice(g * k_per_group, (g + 1) * k_per_group)
-        y_hat[:, :, ks] = np.matmul(x_hat[:, :, cs], w_hat[:, :, ks])
+        pool.matmul(x_hat[:, :, cs], w_hat[:, :, ks], out=y_hat[:, :, ks])
     y_hat = y_hat.transpose(1, 2, 0).reshape(n_batch, k_out, shape[0], -1)
-    y_full = scipy.fft.irfft2(y_hat, s=shape, workers=-1)
+    y_full = pool.irfft2(y_hat, shape)
     ho, wo = output_hw((h, w), khw, stride, padding, dilation)
     sh, sw = stride
     y = y_full[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
@@ -89,7 +87,7 @@ def prepare(w: np.ndarray) -> FftFilter:
 
 
 def fft(x, w, b, stride, padding, dilation, groups):
-    """FFT convolution (scipy.fft) with a batched complex GEMM over frequencies; any geometry.
+    """FFT convolution (torch.fft) with a batched complex GEMM over frequencies; any geometry.
 
     ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`.
     """

@@ -2,8 +2,9 @@
 
 ``col[n, g, (c·kh + i)·kw + j, oh·Wo + ow] = x_pad[n, g·C/G + c, oh·sh + i·dh, ow·sw + j·dw]``
 (a Numba gather, parallel over input channels), then
-``y[n, g] = w[g] (K/G × C/G·kh·kw) @ col[n, g] (C/G·kh·kw × Ho·Wo)`` through ``np.matmul``, whose
-stacked GEMMs go to BLAS. The GEMM output is already NCHW, so no transpose follows.
+``y[n, g] = w[g] (K/G × C/G·kh·kw) @ col[n, g] (C/G·kh·kw × Ho·Wo)`` through
+:func:`kernels.pool.matmul` (MKL, on the OpenMP threads shared with PyTorch and Numba). The GEMM
+output is already NCHW, so no transpose follows.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from kernels import pool
 from kernels.conv2d._common import PARALLEL_MIN_WORK, add_bias, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
@@ -79,7 +81,7 @@ def im2col(x, w, b, stride, padding, dilation, groups):
     ho, wo = output_hw(x.shape[2:], (kh, kw), stride, padding, dilation)
     col = gather_columns(pad_nchw(x, padding), groups, kh, kw, stride, dilation, ho, wo)
     w_groups = w.reshape(groups, k_out // groups, c_per_group * kh * kw)
-    y = np.matmul(w_groups, col)  # (N, G, K/G, Ho·Wo): NCHW once reshaped
+    y = pool.matmul(w_groups, col)  # (N, G, K/G, Ho·Wo): NCHW once reshaped
     return add_bias(y.reshape(n_batch, k_out, ho, wo), b)
 
 

@@ -9,19 +9,31 @@ import torch.nn.functional as F
 from kernels.registry import KernelSpec, register
 
 
+def torch_conv2d_tensors(x, w, b, stride, padding, dilation, groups):
+    """``torch.nn.functional.conv2d`` on tensors, without autograd history."""
+    pt, pb, pl, pr = padding
+    if pt != pb or pl != pr:  # torch's conv2d only pads symmetrically; asymmetric ("same") first
+        x = F.pad(x, (pl, pr, pt, pb))
+        pt = pl = 0
+    if not torch.is_grad_enabled():
+        return F.conv2d(x, w, b, stride, (pt, pl), dilation, groups)
+    with torch.no_grad():
+        return F.conv2d(x, w, b, stride, (pt, pl), dilation, groups)
+
+
 def torch_conv2d(x, w, b, stride, padding, dilation, groups):
     """``torch.nn.functional.conv2d`` on zero-copy tensor views of the numpy arrays."""
-    pt, pb, pl, pr = padding
-    xt = torch.from_numpy(x)
-    if pt == pb and pl == pr:
-        torch_padding = (pt, pl)
-    else:  # torch's conv2d only pads symmetrically; asymmetric ("same" with even kernels) first
-        xt = F.pad(xt, (pl, pr, pt, pb))
-        torch_padding = (0, 0)
     bt = None if b is None else torch.from_numpy(b)
-    with torch.no_grad():
-        y = F.conv2d(xt, torch.from_numpy(w), bt, stride, torch_padding, dilation, groups)
+    y = torch_conv2d_tensors(torch.from_numpy(x), torch.from_numpy(w), bt, stride, padding, dilation, groups)
     return np.ascontiguousarray(y.numpy())
 
 
-register(KernelSpec(name="torch", op="conv2d", fn=torch_conv2d, aliases=("pytorch",)))
+register(
+    KernelSpec(
+        name="torch",
+        op="conv2d",
+        fn=torch_conv2d,
+        aliases=("pytorch",),
+        tensor_fn=torch_conv2d_tensors,
+    )
+)

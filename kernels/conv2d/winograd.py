@@ -29,6 +29,7 @@ from functools import cache
 import numba
 import numpy as np
 
+from kernels import pool
 from kernels.conv2d._common import PARALLEL_MIN_WORK, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
@@ -330,14 +331,14 @@ def winograd_with_filter(x, u, b, padding, groups, m):
     xp = pad_nchw(x, padding, max(extra_h, 0), max(extra_w, 0))
     v = input_transform(xp, b_t, m, tiles_h, tiles_w)
     if groups == 1:
-        mm = np.matmul(u, v)  # α² GEMMs of (K × C)·(C × tiles), batched so BLAS sees big operands
+        mm = pool.matmul(u, v)  # α² GEMMs of (K × C)·(C × tiles), batched so BLAS sees big operands
     else:
         k_per_group = k_out // groups
         mm = np.empty((alpha * alpha, k_out, v.shape[2]), dtype=x.dtype)
         for g in range(groups):
             ks = slice(g * k_per_group, (g + 1) * k_per_group)
             cs = slice(g * c_per_group, (g + 1) * c_per_group)
-            mm[:, ks] = np.matmul(u[:, ks], v[:, cs])
+            pool.matmul(u[:, ks], v[:, cs], out=mm[:, ks])
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
     return output_transform(mm, a_t, bias, (n_batch, k_out, ho, wo))
 

@@ -1,0 +1,279 @@
+"""``autotune bench --vs-torch``: autotune against plain PyTorch, each in a process of its own.
+
+What a user compares is not our kernels against PyTorch inside our process but their program with
+autotune against the same program without it. So two worker processes (``_versus_worker.py``)
+run side by side:
+
+* **torch**: ``torch.nn.functional.conv2d`` (or the plain model) in a process that never imports
+  autotune — PyTorch's defaults, what the user would run instead;
+* **autotune**: ``autotune.conv2d`` (or the model after ``autotune.nn.convert``), dispatching from
+  the database; a problem not yet in it is tuned by this process first, so the tuning runs with
+  the very thread settings of the calls it serves. ``import_first`` chooses whether torch or
+  autotune is imported first.
+
+Both get the same seeded shapes. Timing alternates between the processes in :data:`ROUNDS` rounds
+(the order flips every round), so load on a shared machine hits both; each side's time is the
+20th percentile of its runs that were not preempted (:mod:`autotune.timing`). The report gives
+per problem both times, the speed-up torch/autotune, autotune's pick, GFLOP/s and % of this
+machine's peak, and the tuner's in-process timing of torch next to torch's own-process timing
+(they should agree: one thread pool, ``kernels/pool.py``); then the geometric mean and the worst.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune import report, shapes, timing
+from autotune.problem import ConvProblem
+
+#: Alternating timing rounds per problem.
+ROUNDS = 5
+WORKER = Path(__file__).with_name("_versus_worker.py")
+SIDES = ("torch", "autotune")
+
+
+@dataclass
+class Row:
+    """One problem (or the whole model) measured on both sides (times in microseconds)."""
+
+    problem: str
+    layers: list[str]
+    flops: int
+    torch_us: float
+    autotune_us: float
+    pick: str = ""
+    tuner_torch_us: float | None = None  # the tuner's in-process timing of the torch candidate
+    preempted: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        return self.torch_us / self.autotune_us
+
+
+@dataclass
+class VersusResult:
+    """A whole side-by-side run."""
+
+    suite: str
+    command: str
+    import_first: str
+    peak_gflops: float
+    threads: dict[str, Any]
+    rows: list[Row]
+
+    def geomean(self) -> float:
+        return math.exp(sum(math.log(r.speedup) for r in self.rows) / len(self.rows))
+
+    def worst(self) -> Row:
+        return min(self.rows, key=lambda r: r.speedup)
+
+
+class Worker:
+    """A worker process speaking JSON lines."""
+
+    def __init__(self, side: str, env: dict[str, str]) -> None:
+        self.side = side
+        self.process = subprocess.Popen(
+            [sys.executable, str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.side} worker exited (code {self.process.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.ask_quietly({"op": "quit"})
+            self.process.wait(timeout=30)
+
+    def ask_quietly(self, request: dict[str, Any]) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+
+def _worker_env(side: str) -> dict[str, str]:
+    env = dict(os.environ)
+    if side == "torch":  # PyTorch's own defaults: nothing autotune might have set
+        for name in ("AUTOTUNE_MODE", "NUMBA_THREADING_LAYER_PRIORITY"):
+            env.pop(name, None)
+    return env
+
+
+def _problem_record(problem: ConvProblem) -> dict[str, Any]:
+    return {**problem.to_dict(), "key": problem.key}
+
+
+def _stats(samples: Sequence[Sequence[Any]]) -> timing.Timing:
+    return timing.summarize([timing.Sample(float(wall), bool(hit)) for wall, hit in samples])
+
+
+def _alternate(workers: dict[str, Worker], count: int, rounds: int, min_time_s: float, progress: Any) -> list:
+    """Per call index, per side: every sample of every round (sides alternate, order flipping)."""
+    samples: list[dict[str, list]] = [{side: [] for side in SIDES} for _ in range(count)]
+    for round_ in range(rounds):
+        order = SIDES if round_ % 2 == 0 else SIDES[::-1]
+        for index in range(count):
+            for side in order:
+                reply = workers[side].ask(
+                    {"op": "time", "index": index, "min_runs": 3, "min_time_s": min_time_s}
+                )
+                samples[index][side].extend(reply["samples"])
+            progress.update(1)
+    return samples
+
+
+def run(
+    *,
+    items: Sequence[shapes.Item] = (),
+    model: str | None = None,
+    input_shape: Sequence[int] = (),
+    import_first: str = "torch",
+    rounds: int = ROUNDS,
+    min_time_s: float = 0.05,
+    suite: str = "",
+    command: str = "",
+) -> VersusResult:
+    """Measure ``items`` (conv2d problems) or ``model`` on both sides; see the module docstring."""
+    from tqdm import tqdm
+
+    from autotune.bench import measure_peak_gflops
+
+    peak = measure_peak_gflops()
+    request: dict[str, Any] = {"op": "setup", "seed": 0, "import_first": import_first}
+    if model:
+        request.update(model=model, input=list(input_shape))
+    else:
+        request["problems"] = [_problem_record(item.problem) for item in items]  # type: ignore[arg-type]
+    workers = {side: Worker(side, _worker_env(side)) for side in SIDES}
+    try:
+        setup = {side: workers[side].ask({**request, "side": side}) for side in SIDES}
+        count = 1 if model else len(items)
+        with tqdm(total=count * rounds, desc="vs torch", unit="call", leave=False) as progress:
+            samples = _alternate(workers, count, rounds, min_time_s, progress)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    entries = setup["autotune"].get("entries", {})
+    rows = []
+    for index in range(count):
+        stats = {side: _stats(samples[index][side]) for side in SIDES}
+        if model:
+            name, layers, flops, entry = model, [f"input {'x'.join(map(str, input_shape))}"], 0, {}
+        else:
+            problem = items[index].problem
+            name, layers, flops = problem.key, list(items[index].layers), problem.flops
+            entry = entries.get(problem.key, {})
+        rows.append(
+            Row(
+                problem=name,
+                layers=layers,
+                flops=flops,
+                torch_us=stats["torch"].score_us,
+                autotune_us=stats["autotune"].score_us,
+                pick=entry.get("pick", "model" if model else "?"),
+                tuner_torch_us=entry.get("tuner_torch_us"),
+                preempted={side: stats[side].preempted for side in SIDES},
+            )
+        )
+    threads = setup["autotune"].get("threads", {})
+    return VersusResult(suite, command, import_first, peak, threads, rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+
+
+def _gflops(row: Row, us: float) -> str:
+    return f"{row.flops / us / 1e3:.0f}" if row.flops else ""
+
+
+def table(result: VersusResult) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "problem",
+        "layers",
+        "pick",
+        "torch (own process)",
+        "autotune",
+        "speed-up",
+        "GFLOP/s torch / ours",
+        "% peak ours",
+        "tuner's torch / own",
+    ]
+    rows = []
+    for row in result.rows:
+        trust = f"{row.tuner_torch_us / row.torch_us:.2f}" if row.tuner_torch_us else ""
+        pct = f"{100 * row.flops / row.autotune_us / 1e3 / result.peak_gflops:.0f}%" if row.flops else ""
+        rows.append(
+            [
+                report.short_key(row.problem),
+                report.layer_text(row.layers),
+                row.pick,
+                report.fmt_time(row.torch_us),
+                report.fmt_time(row.autotune_us),
+                f"{row.speedup:.2f}x",
+                f"{_gflops(row, row.torch_us)} / {_gflops(row, row.autotune_us)}" if row.flops else "",
+                pct,
+                trust,
+            ]
+        )
+    return headers, rows
+
+
+def summary_text(result: VersusResult) -> str:
+    headers, rows = table(result)
+    worst = result.worst()
+    return "\n".join(
+        [
+            report.text_table(headers, rows, right=[3, 4, 5, 6, 7, 8]),
+            f"geo-mean speed-up vs torch in its own process: {result.geomean():.3f}x; worst "
+            f"{worst.speedup:.2f}x ({report.short_key(worst.problem)}); imported first: "
+            f"{result.import_first}; peak {result.peak_gflops:.0f} GFLOP/s",
+        ]
+    )
+
+
+def markdown(result: VersusResult) -> str:
+    headers, rows = table(result)
+    worst = result.worst()
+    return "\n".join(
+        [
+            f"`{result.command}` — {len(result.rows)} rows, imported first: {result.import_first}, "
+            f"threads {result.threads}",
+            "",
+            report.markdown_table(headers, rows, right=[3, 4, 5, 6, 7, 8]),
+            "",
+            f"Geo-mean speed-up **{result.geomean():.3f}x**, worst {worst.speedup:.2f}x "
+            f"({report.short_key(worst.problem)}); peak {result.peak_gflops:.0f} GFLOP/s.",
+        ]
+    )
+
+
+def write(result: VersusResult, out_dir: Path) -> list[Path]:
+    """``versus.json`` and ``versus.md`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "versus.json", out_dir / "versus.md"
+    record = {**asdict(result), "geomean": result.geomean()}
+    json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(markdown(result) + "\n", encoding="utf-8")
+    return [json_path, md_path]

@@ -1,0 +1,104 @@
+"""One thread pool for every kernel: PyTorch's OpenMP runtime.
+
+A process that runs PyTorch, Numba and numpy's BLAS holds up to four thread pools: libgomp
+(PyTorch's intra-op threads and MKL), Numba's threading layer, OpenBLAS's pthreads and
+pocketfft's workers. Pools that do not know each other fight over the cores: a pool's idle
+threads keep spinning after their work (libgomp for ``GOMP_SPINCOUNT`` iterations, OpenBLAS for
+``2^THREAD_TIMEOUT`` cycles) on the core the next pool needs, and a 0.8 ms im2col took 8 ms
+after a PyTorch call (BENCHMARKS.md, "Threads").
+
+The cure is to have one pool only, the one PyTorch already runs on:
+
+* **Numba** uses its ``omp`` threading layer. Its ``GOMP_parallel`` binds to the libgomp that is
+  already loaded — PyTorch's, whichever of numba and torch was imported first — so a Numba
+  ``prange`` runs on the very worker threads of PyTorch's convolutions (``tests/test_pool.py``
+  checks that no other thread does work). Its thread count follows ``torch.get_num_threads()``.
+* **GEMMs and FFTs** of the conv kernels go through :func:`matmul`, :func:`rfft2` and
+  :func:`irfft2`, i.e. ``torch.matmul`` (MKL) and ``torch.fft`` on the same OpenMP threads —
+  never numpy's OpenBLAS or scipy.fft's workers, whose threads would spin beside PyTorch's.
+
+The OpenMP wait policy is left at the runtime's default: PyTorch then runs as fast in this process
+as in a process of its own. A user's own ``OMP_WAIT_POLICY``/``NUMBA_THREADING_LAYER`` win.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+
+#: Numba threading layers in order of preference: ``omp`` shares PyTorch's OpenMP threads.
+LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+
+def configure() -> None:
+    """Put Numba on PyTorch's OpenMP pool, with PyTorch's thread count (idempotent).
+
+    Only defaults: a threading layer chosen with ``NUMBA_THREADING_LAYER`` is kept. Called on
+    import of :mod:`kernels`, after ``torch`` is loaded, so the ``omp`` layer binds to the libgomp
+    PyTorch uses.
+    """
+    if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+        numba.config.THREADING_LAYER_PRIORITY = list(LAYER_PRIORITY)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def report() -> dict[str, Any]:
+    """The thread settings in force (recorded in the machine fingerprint and by the benchmarks)."""
+    return {
+        "numba_layer": numba.threading_layer(),
+        "numba_threads": int(numba.get_num_threads()),
+        "torch_threads": int(torch.get_num_threads()),
+        "gemm": "torch.matmul",
+        "fft": "torch.fft",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+    }
+
+
+def tensor(a: np.ndarray) -> torch.Tensor:
+    """A zero-copy view (read-only arrays are only read, so PyTorch's warning does not apply)."""
+    if not a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = True  # never written: torch.matmul/fft only read their inputs
+    return torch.from_numpy(a)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.matmul(a, b)`` (batched, broadcasting) through ``torch.matmul`` on the one pool."""
+    with torch.no_grad():
+        if out is None:
+            return torch.matmul(tensor(a), tensor(b)).numpy()
+        target = torch.from_numpy(out)
+        if out.flags.c_contiguous:
+            torch.matmul(tensor(a), tensor(b), out=target)
+        else:  # torch writes a non-contiguous out through a temporary anyway
+            target.copy_(torch.matmul(tensor(a), tensor(b)))
+    return out
+
+
+def rfft2(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Real 2-D FFT over the last two axes, zero-padded to ``shape`` (complex64 for float32)."""
+    with torch.no_grad():
+        return torch.fft.rfft2(tensor(x), s=shape).numpy()
+
+
+def irfft2(x_hat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`rfft2` for a real signal of the last two axes' ``shape``."""
+    with torch.no_grad():
+        return torch.fft.irfft2(tensor(x_hat), s=shape).numpy()
+
+
+def next_fast_len(n: int) -> int:
+    """The smallest m >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes)."""
+    m = max(1, int(n))
+    while True:
+        rest = m
+        for p in (2, 3, 5, 7):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return m
+        m += 1

@@ -1,0 +1,114 @@
+"""One thread pool: Numba, the GEMMs and the FFTs of the conv kernels run on PyTorch's OpenMP threads."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+import autotune
+from kernels import pool
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+
+
+def test_numba_runs_on_the_omp_layer_with_torchs_thread_count():
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        pytest.skip("the user chose a threading layer")
+    settings = pool.report()
+    assert settings["numba_layer"] == "omp"
+    assert settings["numba_threads"] == min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    assert settings["omp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "default")
+
+
+def test_import_does_not_change_the_openmp_wait_policy():
+    """PyTorch must run as in a process of its own: autotune sets no OMP_WAIT_POLICY."""
+    import subprocess
+
+    code = "import os, autotune; print(os.environ.get('OMP_WAIT_POLICY', 'unset'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "unset"
+
+
+@pytest.mark.parametrize("method", ["im2col", "winograd", "fft", "pointwise"])
+def test_conv_kernels_send_their_gemms_and_ffts_to_the_pool(method, monkeypatch):
+    """No numpy/scipy BLAS or FFT thread pool is woken by a conv kernel: torch does the work."""
+    calls = []
+    for name in ("matmul", "baddbmm"):
+        original = getattr(torch, name)
+
+        def counting(*args, _original=original, **kwargs):
+            calls.append(1)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, counting)
+    monkeypatch.setattr(np, "matmul", None)  # any numpy GEMM would now fail loudly
+    rng = np.random.default_rng(0)
+    kernel = 1 if method == "pointwise" else 3
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 4, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    y = autotune.conv2d(x, w, b, padding=kernel // 2, method=method)
+    ref = torch.nn.functional.conv2d(*(torch.from_numpy(a).double() for a in (x, w, b)), padding=kernel // 2)
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-4)
+    assert calls, f"{method} did no GEMM through torch"
+
+
+@linux_only
+def test_numba_parallel_work_runs_on_torchs_worker_threads():
+    """The threads that do a Numba prange's work are the ones that ran a torch convolution."""
+    if torch.get_num_threads() < 2 or numba.get_num_threads() < 2:
+        pytest.skip("one thread: nothing to share")
+
+    @numba.njit(parallel=True)
+    def busy(a):  # pragma: no cover - jitted
+        total = 0.0
+        for i in numba.prange(a.size):
+            total += np.sin(a[i]) * np.cos(a[i])
+        return total
+
+    def cpu_ticks() -> dict[int, int]:
+        ticks = {}
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            ticks[int(tid)] = int(fields[11]) + int(fields[12])
+        return ticks
+
+    def workers(run) -> set[int]:
+        before = cpu_ticks()
+        for _ in range(20):
+            run()
+        after = cpu_ticks()
+        return {tid for tid, t in after.items() if t - before.get(tid, 0) >= 2 and tid != os.getpid()}
+
+    data = np.linspace(0, 1, 2_000_000)
+    x, w = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)
+    busy(data)
+    torch_workers = workers(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+    numba_workers = workers(lambda: busy(data))
+    assert numba_workers, "the prange did not run in parallel"
+    assert numba_workers <= torch_workers
+
+
+def test_pool_matmul_and_fft_match_numpy():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 6)).astype(np.float32)
+    np.testing.assert_allclose(pool.matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
+    out = np.empty((3, 8, 6), np.float32)
+    pool.matmul(a, b, out=out[:, ::2])
+    np.testing.assert_allclose(out[:, ::2], a @ b, rtol=1e-5, atol=1e-5)
+    x = rng.standard_normal((2, 7, 9))
+    np.testing.assert_allclose(pool.rfft2(x, (8, 10)), np.fft.rfft2(x, s=(8, 10)), atol=1e-10)
+    np.testing.assert_allclose(pool.irfft2(pool.rfft2(x, (8, 10)), (8, 10))[:, :7, :9], x, atol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "expected"), [(1, 1), (11, 12), (13, 14), (97, 98), (121, 125), (224, 224)])
+def test_next_fast_len(n, expected):
+    assert pool.next_fast_len(n) == expected

@@ -1,0 +1,109 @@
+"""Timings that can be trusted: a robust score, preempted runs detected, contaminated ones re-timed."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from autotune import timing, tuner
+from autotune.problem import ConvProblem
+from autotune.timing import Sample
+from kernels import registry
+from kernels.registry import KernelSpec
+
+SMALL = ConvProblem((1, 4, 12, 12), (4, 4, 3, 3), padding=(1, 1, 1, 1))
+
+
+def test_score_ignores_injected_outliers():
+    steady = [100.0 + i % 3 for i in range(30)]
+    outliers = [50_000.0] * 6  # a fifth of the runs hit by descheduling
+    result = timing.summarize(steady + outliers)
+    assert 100.0 <= result.score_us <= 102.0
+    assert result.min_us == 100.0
+    assert result.median_us < 103.0  # the median moves a little, the score not at all
+
+
+def test_preempted_runs_do_not_count_even_when_they_are_the_majority():
+    samples = [Sample(4_000.0, True)] * 20 + [Sample(100.0 + i, False) for i in range(5)]
+    result = timing.summarize(samples)
+    assert result.preempted == 20 and result.clean == 5
+    assert 100.0 <= result.score_us <= 101.0
+    assert result.median_us == 4_000.0  # recorded as seen
+
+
+def test_too_few_clean_runs_fall_back_to_all_runs_and_are_flagged():
+    result = timing.summarize([Sample(300.0, True)] * 4 + [Sample(100.0, False)])
+    assert result.contaminated
+    assert result.score_us == pytest.approx(np.percentile([300.0] * 4 + [100.0], timing.SCORE_PERCENTILE))
+
+
+def fake_preemption(monkeypatch, pattern):
+    """Make ``timing`` see an involuntary context switch in the runs that ``pattern`` marks."""
+    marks = iter(pattern)
+    state = {"switches": 0, "inside": False}
+
+    def switches() -> int:
+        if state["inside"]:  # after a run: count one switch if this run is marked
+            state["switches"] += next(marks, False)
+        state["inside"] = not state["inside"]
+        return state["switches"]
+
+    monkeypatch.setattr(timing, "_involuntary_switches", switches)
+
+
+def test_a_measurement_keeps_going_until_it_has_enough_clean_runs(monkeypatch):
+    fake_preemption(monkeypatch, [True] * 7)
+    samples, cut = timing.collect(lambda: None, min_runs=3, min_time_s=0.0)
+    assert not cut
+    assert [s.preempted for s in samples] == [True] * 7 + [False] * 3
+
+
+def test_the_tuner_re_times_a_contaminated_candidate_and_records_what_it_saw(monkeypatch, throwaway_kernels):
+    """Every run of the first measurement is preempted; the re-timing later is clean."""
+    state = {"preempt": True}
+    real = timing._involuntary_switches
+    counter = {"n": 0}
+
+    def switches() -> int:
+        counter["n"] += 1
+        return counter["n"] if state["preempt"] else real()
+
+    def slow_then_fine(x, w, b, stride, padding, dilation, groups):
+        """Correct; every run of its first measurement is preempted (and slow)."""
+        if state["preempt"]:
+            time.sleep(0.002)
+        return registry.get("conv2d", "direct").fn(x, w, b, stride, padding, dilation, groups)
+
+    throwaway_kernels(KernelSpec(name="loaded", op="conv2d", fn=slow_then_fine))
+    original_time = tuner._time
+
+    def time_then_calm_down(search, verdict, fn):
+        monkeypatch.setattr(timing, "_involuntary_switches", switches if verdict.kernel == "loaded" else real)
+        original_time(search, verdict, fn)
+        if verdict.kernel == "loaded":
+            state["preempt"] = False
+            monkeypatch.setattr(timing, "_involuntary_switches", real)
+
+    monkeypatch.setattr(tuner, "_time", time_then_calm_down)
+    result = tuner.tune_problem(SMALL, min_runs=3, min_time_s=0.0, budget_s=2.0)
+    verdict = next(v for v in result.candidates if v.kernel == "loaded")
+    assert verdict.ok
+    assert verdict.preempted < verdict.runs  # re-timed: clean runs replaced the preempted ones
+    assert verdict.score_us < 2_000
+    entry = result.to_entry()
+    record = entry["candidates"]["loaded"]
+    assert {"score_us", "preempted", "runs", "median_us", "min_us"} <= set(record)
+    assert len(entry["load"]) == 2 and all(np.isfinite(v) or np.isnan(v) for v in entry["load"])
+
+
+def test_choice_rests_on_the_score_not_the_median():
+    noisy = tuner.Verdict(
+        kernel="noisy", median_us=900.0, min_us=480.0, score_us=500.0, rel_err=1e-7, ok=True
+    )
+    steady = tuner.Verdict(
+        kernel="steady", median_us=700.0, min_us=690.0, score_us=700.0, rel_err=1e-7, ok=True
+    )
+    winner, why = tuner.choose([steady, noisy], tol=1e-4)
+    assert winner is noisy and "1.40x faster" in why
