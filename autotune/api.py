@@ -291,6 +291,23 @@ def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
     return spec.tensor_fn
 
 
+class _TensorViews:
+    """C-contiguous numpy views of a call's weight and bias, kept while the same unchanged tensors
+    come back (same objects, same ``_version``): a model passes its parameters on every call."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] = ()
+        self.arrays: tuple[Any, Any] = (None, None)
+
+    def of(self, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (id(w), w._version, id(b), None if b is None else b._version)
+        if key != self.key:
+            wa = np.ascontiguousarray(_as_array(w, "w", "conv2d"))
+            ba = None if b is None else np.ascontiguousarray(_as_array(b, "b", "conv2d"))
+            self.key, self.arrays = key, (wa, ba)
+        return self.arrays
+
+
 def _fast_conv_call(
     fn: Callable[..., Any],
     fixed: bool,
@@ -305,12 +322,16 @@ def _fast_conv_call(
     if native is not None:
         return lambda x, w, b: native(x, w, b, stride, pad, dilation, groups)
 
+    views = _TensorViews()
+
     def call(x: Any, w: Any, b: Any) -> Any:
-        wa = _as_array(w, "w", "conv2d")
-        weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
-        ba = None if b is None else np.ascontiguousarray(_as_array(b, "b", "conv2d"))
-        xa = np.ascontiguousarray(_as_array(x, "x", "conv2d"))
-        return torch.from_numpy(fn(xa, weight, ba, stride, pad, dilation, groups))
+        wa, ba = views.of(w, b)
+        weight = _weight_for_call(fn, w, wa, None) if fixed else wa
+        try:  # a zero-copy view; a tensor that requires grad refuses .numpy()
+            xa = x.numpy()
+        except RuntimeError:
+            xa = x.detach().numpy()
+        return torch.from_numpy(fn(np.ascontiguousarray(xa), weight, ba, stride, pad, dilation, groups))
 
     return call
 

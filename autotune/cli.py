@@ -1,6 +1,6 @@
 """The ``autotune`` command (also ``python -m autotune``): tune ahead of time, inspect, benchmark.
 
-Verbs (DESIGN.md §8)::
+Verbs (the command-line contract; see README.md "The command")::
 
     autotune tune  (--preset NAME | --shapes FILE.yaml) [--batch 1,8] [--dtype float32,float64]
                    [--shard i/n] [--budget SECONDS] [--force]

@@ -1,24 +1,23 @@
 """Rule-based kernel choice without timing (``AUTOTUNE_MODE=heuristic``), in the spirit of
 NNPACK's ``auto`` algorithm: a few comparisons on the problem's geometry.
 
-The rules are distilled from this project's measurements on a 2-core AVX-512 EPYC
-(``autotune bench --suite seed|resnet18|large-kernel|mnist-mlp`` and
-``--shapes benchmarks/conv-kernels.yaml``; numbers in BENCHMARKS.md):
+The rules are distilled from this project's measurements (``autotune bench --vs-torch --suite
+resnet18|vgg16|seed`` and ``autotune bench --suite large-kernel|mnist-mlp``; numbers and machine
+in BENCHMARKS.md):
 
-* tiny problems (< 1e6 multiply-adds): the serial Numba direct loop, 4–15× faster than any
-  library call there (no thread wake-up, no dispatch layers: 5 µs for 49×49 ⊛ 3×3);
+* tiny problems (< 1e6 multiply-adds): the serial Numba direct loop, faster than any library call
+  there (no thread wake-up, no dispatch layers);
 * large filters (≥ 7×7), stride 1, when the filter's spectrum is cheap (a fixed weight whose
-  transform is kept, or few channel pairs): FFT, whose cost does not grow with the filter
-  (11×11 on 16 channels with a fixed weight: 0.6 ms vs 1.7 ms for torch);
-* float64: im2col — PyTorch's float64 convolution has no oneDNN path and runs 2–5× slower than
-  OpenBLAS's dgemm behind im2col;
-* other large filters (ResNet's 7×7/2 stem, AlexNet's 11×11/4): PyTorch's oneDNN;
-* everything else: im2col + BLAS, the fastest on 8 of ResNet-18's 11 distinct layers (oneDNN
-  wins the 256-channel 14×14 3×3 layer by 1.7× and two stride-2 layers by < 10%).
+  transform is kept, or few channel pairs): FFT, whose cost does not grow with the filter;
+* float64: im2col — PyTorch's float64 convolution has no oneDNN fast path and runs several times
+  slower than the float64 GEMM behind im2col;
+* everything else in float32: PyTorch's oneDNN, which the tuner chose on nearly every float32
+  layer of ResNet-18 and VGG-16 once all kernels shared one thread pool (it runs near the
+  machine's GEMM peak there; the pointwise and Winograd wins it does not pick are a few percent).
 
-Winograd is never picked by rule: with these Numba transforms it loses to im2col on every layer
-measured here. Approximate kernels are never picked by rule either: their error depends on the
-data, so only tuning (with a tolerance) can admit them.
+Winograd is never picked by rule: it wins only on some large batch-8 layers, which tuning finds.
+Approximate kernels are never picked by rule either: their error depends on the data, so only
+tuning (with a tolerance) can admit them.
 """
 
 from __future__ import annotations
@@ -44,9 +43,7 @@ def choose_conv(problem: ConvProblem) -> tuple[str, dict[str, Any]]:
         return "fft", {}
     if problem.dtype == "float64":
         return "im2col", {}
-    if large_filter:
-        return "torch", {}
-    return "im2col", {}
+    return "torch", {}
 
 
 def choose_matmul(problem: MatmulProblem) -> tuple[str, dict[str, Any]]:

@@ -57,7 +57,7 @@ def verdicts(entry: dict[str, Any]) -> list[Verdict]:
     found = [Verdict.from_dict(record) for record in (entry.get("candidates") or {}).values()]
     return sorted(
         found,
-        key=lambda v: (not v.ok, v.median_us if v.median_us is not None else math.inf, v.label),
+        key=lambda v: (not v.ok, v.time_us, v.label),
     )
 
 
@@ -66,14 +66,16 @@ class Summary:
     """One entry in a line: the choice, its time and error, and how much it beat the others.
 
     ``runner_up`` is the fastest accepted candidate of a *different* kernel (another tile size of
-    the chosen kernel says little about why the kernel won); the ratios are the other's median
-    over the choice's, so above 1 means the choice is faster.
+    the chosen kernel says little about why the kernel won); the ratios are the other's score
+    (the timing the choice rests on, :mod:`autotune.timing`) over the choice's, so above 1 means
+    the choice is faster.
     """
 
     key: str
     op: str
     choice: str
     median_us: float | None
+    score_us: float | None
     rel_err: float | None
     vs_torch: float | None
     runner_up: str | None
@@ -89,6 +91,7 @@ class Summary:
             "op": self.op,
             "choice": self.choice,
             "median_us": self.median_us,
+            "score_us": self.score_us,
             "rel_err": self.rel_err,
             "tol": self.tol,
             "speedup_vs_torch": None if self.vs_torch is None else round(self.vs_torch, 3),
@@ -100,9 +103,9 @@ class Summary:
 
 
 def _ratio(other: Verdict | None, chosen: Verdict | None) -> float | None:
-    if other is None or chosen is None or not other.median_us or not chosen.median_us:
+    if other is None or chosen is None or not math.isfinite(other.time_us) or not chosen.time_us:
         return None
-    return other.median_us / chosen.median_us
+    return other.time_us / chosen.time_us
 
 
 def summarize(key: str, entry: dict[str, Any]) -> Summary:
@@ -117,6 +120,7 @@ def summarize(key: str, entry: dict[str, Any]) -> Summary:
         op=str((entry.get("problem") or {}).get("op", key.split()[0])),
         choice=choice,
         median_us=None if chosen is None else chosen.median_us,
+        score_us=None if chosen is None else chosen.score_us,
         rel_err=None if chosen is None else chosen.rel_err,
         vs_torch=_ratio(torch, chosen),
         runner_up=None if runner_up is None else runner_up.label,
@@ -133,7 +137,7 @@ def summary_cells(summary: Summary) -> list[str]:
     return [
         short_key(summary.key),
         summary.choice,
-        fmt_time(summary.median_us),
+        fmt_time(summary.median_us if summary.score_us is None else summary.score_us),
         fmt_ratio(summary.vs_torch),
         runner,
         fmt_err(summary.rel_err),
@@ -143,11 +147,11 @@ def summary_cells(summary: Summary) -> list[str]:
 SUMMARY_HEADERS = ["problem", "choice", "time", "vs torch", "vs runner-up", "rel_err"]
 
 
-def _relative_speed(median_us: float | None, chosen_us: float | None) -> str:
+def _relative_speed(time_us: float | None, chosen_us: float | None) -> str:
     """``1.76x slower`` than the choice, or ``1.03x faster`` (a near-tie the choice won on accuracy)."""
-    if not median_us or not chosen_us:
+    if not time_us or not chosen_us or not math.isfinite(time_us):
         return "time unknown"
-    ratio = median_us / chosen_us
+    ratio = time_us / chosen_us
     return f"{ratio:.2f}x slower" if ratio >= 1 else f"{1 / ratio:.2f}x faster"
 
 
@@ -155,21 +159,22 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
     """Every candidate of ``entry``: accepted fastest-first, then rejected with reasons, then why."""
     candidates = verdicts(entry)
     chosen = summarize(problem.key, entry)
-    chosen_us = chosen.median_us
+    chosen_us = chosen.median_us if chosen.score_us is None else chosen.score_us
     rows = []
     for verdict in candidates:
         if verdict.ok and verdict.label == chosen.choice:
             outcome = "chosen"
         elif verdict.ok:
-            outcome = f"ok, {_relative_speed(verdict.median_us, chosen_us)}"
+            outcome = f"ok, {_relative_speed(verdict.time_us, chosen_us)}"
         else:
             outcome = f"rejected: {verdict.reason}"
         rows.append(
             [
                 verdict.label,
+                fmt_time(verdict.score_us),
                 fmt_time(verdict.median_us),
                 fmt_time(verdict.min_us),
-                str(verdict.runs or "-"),
+                f"{verdict.runs} ({verdict.preempted})" if verdict.runs else "-",
                 fmt_err(verdict.rel_err),
                 outcome,
             ]
@@ -182,8 +187,16 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
         f"tuned {tuned_at} UTC in {entry.get('tuning_s', 0):.1f} s on {machine.get('cpu', '?')}",
         "",
     ]
-    table = text_table(["candidate", "median", "min", "runs", "rel_err", "verdict"], rows, right=[1, 2, 3, 4])
-    return "\n".join([*header, table, "", f"why: {entry.get('why') or chosen.choice}"])
+    headers = ["candidate", "score", "median", "min", "runs (preempted)", "rel_err", "verdict"]
+    table = text_table(headers, rows, right=[1, 2, 3, 4, 5])
+    load = entry.get("load")
+    seen = (
+        f"load average while tuning: {load[0]} -> {load[1]}; "
+        if isinstance(load, list) and len(load) == 2
+        else ""
+    )
+    note = f"{seen}score = 20th percentile of the runs not preempted (the choice rests on it)"
+    return "\n".join([*header, table, "", note, f"why: {entry.get('why') or chosen.choice}"])
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:

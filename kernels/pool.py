@@ -16,6 +16,9 @@ The cure is to have one pool only, the one PyTorch already runs on:
 * **GEMMs and FFTs** of the conv kernels go through :func:`matmul`, :func:`rfft2` and
   :func:`irfft2`, i.e. ``torch.matmul`` (MKL) and ``torch.fft`` on the same OpenMP threads —
   never numpy's OpenBLAS or scipy.fft's workers, whose threads would spin beside PyTorch's.
+* **numpy's own BLAS**, where a kernel is that by definition (matmul's ``blas``), runs on the
+  calling thread only (:func:`on_calling_thread`): OpenBLAS's workers, once woken, spin for a
+  long time after the call and took the cores of the next PyTorch layer.
 
 The OpenMP wait policy is left at the runtime's default: PyTorch then runs as fast in this process
 as in a process of its own. A user's own ``OMP_WAIT_POLICY``/``NUMBA_THREADING_LAYER`` win.
@@ -23,12 +26,16 @@ as in a process of its own. A user's own ``OMP_WAIT_POLICY``/``NUMBA_THREADING_L
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numba
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 #: Numba threading layers in order of preference: ``omp`` shares PyTorch's OpenMP threads.
 LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
@@ -102,3 +109,28 @@ def next_fast_len(n: int) -> int:
         if rest == 1:
             return m
         m += 1
+
+
+@functools.cache
+def _openblas_libraries() -> list[Any]:
+    """threadpoolctl's controllers of the OpenBLAS libraries loaded now (numpy's, scipy's)."""
+    from threadpoolctl import ThreadpoolController
+
+    return [lib for lib in ThreadpoolController().lib_controllers if lib.internal_api == "openblas"]
+
+
+def on_calling_thread(call: Callable[[], T]) -> T:
+    """``call()`` with OpenBLAS limited to the calling thread, its thread count restored after.
+
+    Costs two ctypes calls per library (~1 µs); OpenBLAS's worker threads are never woken, so
+    none is left spinning on a core that PyTorch's next parallel region needs.
+    """
+    libraries = _openblas_libraries()
+    saved = [lib.get_num_threads() for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
+    try:
+        return call()
+    finally:
+        for lib, threads in zip(libraries, saved, strict=True):
+            lib.set_num_threads(threads)

@@ -139,7 +139,7 @@ def test_explain_lists_accepted_fastest_first_then_rejected(capsys, tiny_shapes,
     verdicts = ["rejected" if "rejected:" in row else "ok" for row in table]
     assert verdicts == sorted(verdicts, key=lambda v: v == "rejected")
     entry = next(iter(cache.database().entries().values()))
-    accepted = sorted((v["median_us"], label) for label, v in entry["candidates"].items() if v["ok"])
+    accepted = sorted((v["score_us"], label) for label, v in entry["candidates"].items() if v["ok"])
     assert [row.split()[0] for row in table[: len(accepted)]] == [label for _, label in accepted]
 
 

@@ -1,0 +1,72 @@
+"""Repeat calls with torch tensors go straight to the bound kernel and stay correct."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import autotune
+from autotune import api
+
+
+def oracle(x, w, b=None, **geometry):
+    return F.conv2d(x.double(), w.double(), None if b is None else b.double(), **geometry)
+
+
+def max_error(y, ref) -> float:
+    return float((y.double() - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("method", ["direct", "im2col", "torch", "winograd"])
+def test_repeat_calls_follow_new_and_mutated_weights(method, monkeypatch):
+    """Fresh weights, in-place updates and a new bias are all seen by the cached fast entry."""
+    monkeypatch.setattr(
+        api, "resolve", lambda problem, inputs=None: api.tuner.bind(api.registry.get("conv2d", method), {})
+    )
+    x = torch.randn(1, 3, 10, 10)
+    w = torch.randn(4, 3, 3, 3)
+    b = torch.randn(4)
+    for step in range(4):
+        if step == 1:
+            w = torch.randn(4, 3, 3, 3)  # a new tensor (may reuse the old one's memory)
+        if step == 2:
+            w.mul_(-2.0)  # in place: torch bumps its version
+        if step == 3:
+            b = torch.randn(4)
+        y = autotune.conv2d(x, w, b, padding=1)
+        assert isinstance(y, torch.Tensor)
+        assert max_error(y, oracle(x, w, b, padding=1)) < 1e-5
+    assert any(key[0] == "conv2d-fast" for key in api._bound)
+
+
+def test_a_torch_choice_is_a_native_tensor_call(monkeypatch):
+    calls = []
+    spec = api.registry.get("conv2d", "torch")
+    native = spec.tensor_fn
+
+    def counting(*args):
+        calls.append(1)
+        return native(*args)
+
+    monkeypatch.setattr(api, "_native", lambda fn: counting)
+    monkeypatch.setattr(api, "resolve", lambda problem, inputs=None: spec.fn)
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(5, 3, 3, 3)
+    for _ in range(3):
+        y = autotune.conv2d(x, w, stride=2)
+    assert len(calls) == 2  # the first call takes the full path, the repeats the native one
+    assert max_error(y, oracle(x, w, stride=2)) < 1e-5
+
+
+def test_tensors_that_require_grad_and_non_contiguous_inputs():
+    autotune.set_mode("off")
+    w = torch.nn.Parameter(torch.randn(4, 3, 3, 3))
+    x = torch.randn(1, 3, 12, 12, requires_grad=True)
+    x_t = torch.randn(1, 3, 12, 12).transpose(2, 3)  # same shape, not contiguous
+    for inputs in (x, x_t, x, x_t):
+        y = autotune.conv2d(inputs, w, padding=1)
+        assert not y.requires_grad
+        np.testing.assert_allclose(
+            y.numpy(), oracle(inputs.detach(), w.detach(), padding=1).numpy(), rtol=1e-4, atol=1e-4
+        )
