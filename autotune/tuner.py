@@ -23,9 +23,9 @@ others are done. The leaders, when close (a contender's fastest run within 50% o
 score), are re-timed in interleaved rounds, so a burst of load hits all of them; near-ties that
 remain — candidates whose scores are within the measured spread of the fastest (capped at
 :data:`TIE_CAP`) — go to the most accurate one, so a re-tune on a noisy machine does not flip the
-choice and the numerics with it. The entry records, per candidate, how many runs were preempted,
-and the machine's load average while tuning.
-
+choice and the numerics with it. The vendor kernel (PyTorch) is kept unless another is more than
+:data:`VENDOR_MARGIN` faster: smaller isolated wins did not survive inside a model. The entry
+records, per candidate, how many runs were preempted, and the machine's load average while tuning.
 All candidates run on one thread pool, PyTorch's (``kernels/pool.py``), with the process's own
 thread settings: PyTorch timed here runs as fast as in a process of its own, and every kernel is
 timed as the dispatcher will run it.
@@ -56,6 +56,12 @@ DEFAULT_TOL: dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
 CUT_FACTOR = 4.0
 #: Near-ties are resolved by accuracy only within this relative distance of the fastest.
 TIE_CAP = 0.05
+#: The vendor kernel is kept unless another is faster by more than this. Its native call costs
+#: nothing to dispatch for torch inputs and leaves nothing behind between layers; a converted
+#: ResNet-18 whose 1x1 layers went to kernels 3-14% faster alone ran 4% slower as a whole
+#: (BENCHMARKS.md §1), so isolated wins smaller than this do not survive in a model.
+VENDOR = "torch"
+VENDOR_MARGIN = 0.10
 #: Leaders this close (a contender's fastest run vs the leader's score) are re-timed interleaved.
 #: Wide on purpose: separate stretches of timing on a shared machine see different load.
 RACE_MARGIN = 0.5
@@ -451,11 +457,27 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
 
 
 def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
-    """The fastest eligible verdict (near-ties to the most accurate) and a sentence saying why."""
+    """The fastest eligible verdict and a sentence saying why.
+
+    The vendor kernel is kept when it is within :data:`VENDOR_MARGIN` of the fastest; other
+    near-ties (within the measured spread, capped at :data:`TIE_CAP`) go to the most accurate.
+    """
     eligible = sorted((v for v in candidates if v.ok), key=lambda v: v.time_us)
     if not eligible:
         raise RuntimeError("no candidate passed: " + "; ".join(f"{v.label}: {v.reason}" for v in candidates))
     fastest = eligible[0]
+    vendor = next((v for v in eligible if v.kernel == VENDOR), None)
+    if (
+        vendor is not None
+        and vendor is not fastest
+        and vendor.time_us <= fastest.time_us * (1 + VENDOR_MARGIN)
+    ):
+        why = (
+            f"{vendor.label}: within {VENDOR_MARGIN:.0%} of the fastest ({fastest.label}, "
+            f"{vendor.time_us / fastest.time_us:.2f}x its time); the vendor's native call is kept on "
+            f"near-ties; rel_err {vendor.rel_err:.1e} <= tol {tol:.0e}"
+        )
+        return vendor, why
     band = min(TIE_CAP, max(fastest.spread_us or 0.0, 0.0) / fastest.time_us)
     tied = [v for v in eligible if v.time_us <= fastest.time_us * (1 + band)]
     winner = min(tied, key=lambda v: (v.rel_err, v.time_us))

@@ -107,3 +107,15 @@ def test_choice_rests_on_the_score_not_the_median():
     )
     winner, why = tuner.choose([steady, noisy], tol=1e-4)
     assert winner is noisy and "1.40x faster" in why
+
+
+def test_the_vendor_is_kept_unless_another_kernel_is_clearly_faster():
+    def verdict(kernel: str, score: float) -> tuner.Verdict:
+        return tuner.Verdict(
+            kernel=kernel, median_us=score, min_us=score, score_us=score, rel_err=1e-7, ok=True
+        )
+
+    vendor, close, clear = verdict("torch", 105.0), verdict("pointwise", 100.0), verdict("direct", 80.0)
+    winner, why = tuner.choose([close, vendor], tol=1e-4)
+    assert winner is vendor and "within 10%" in why
+    assert tuner.choose([close, vendor, clear], tol=1e-4)[0] is clear

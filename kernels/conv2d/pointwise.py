@@ -31,15 +31,24 @@ def pointwise(x, w, b, stride, padding, dilation, groups):
         xt = pool.tensor(pad_nchw(x, padding))[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
         columns = xt.reshape(n_batch, groups, c_in // groups, ho * wo)  # copies only when strided
         weights = pool.tensor(w).reshape(groups, k_out // groups, c_in // groups)
-        if groups == 1 and b is not None:  # bias fused into the GEMM (beta = 1 on a broadcast bias)
-            bias = pool.tensor(b).reshape(1, k_out, 1)
-            y = torch.baddbmm(bias, weights.expand(n_batch, -1, -1), columns[:, 0])
+        if groups == 1:
+            y = _gemm(weights[0], columns[:, 0], None if b is None else pool.tensor(b).reshape(k_out, 1))
         else:
             y = torch.matmul(weights, columns)
             if b is not None:
                 y += pool.tensor(b).reshape(1, groups, k_out // groups, 1)
         y = y.reshape(n_batch, k_out, ho, wo)
     return y.numpy()
+
+
+def _gemm(w: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``w (K×C) @ columns[n] (C×P) (+ bias)`` for every n: one mm for a single image, else bmm;
+    the bias is the GEMM's C operand (beta = 1), not a second pass."""
+    if columns.shape[0] == 1:
+        product = torch.mm(w, columns[0]) if bias is None else torch.addmm(bias, w, columns[0])
+        return product.unsqueeze(0)
+    stacked = w.expand(columns.shape[0], -1, -1)
+    return torch.bmm(stacked, columns) if bias is None else torch.baddbmm(bias.unsqueeze(0), stacked, columns)
 
 
 def applies(problem) -> bool:
