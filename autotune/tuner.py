@@ -26,6 +26,7 @@ remain — candidates whose scores are within the measured spread of the fastest
 choice and the numerics with it. The vendor kernel (PyTorch) is kept unless another is more than
 :data:`VENDOR_MARGIN` faster: smaller isolated wins did not survive inside a model. The entry
 records, per candidate, how many runs were preempted, and the machine's load average while tuning.
+
 All candidates run on one thread pool, PyTorch's (``kernels/pool.py``), with the process's own
 thread settings: PyTorch timed here runs as fast as in a process of its own, and every kernel is
 timed as the dispatcher will run it.
