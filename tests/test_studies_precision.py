@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from autotune import studies
-from autotune.studies import _tables, precision
+from autotune.studies import _tables, literature, precision
 from autotune.tuner import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
 from kernels.lowprec import integer
@@ -306,6 +306,19 @@ def test_requantised_winograd_error_is_bounded_and_reported(tile):
     error = rel_max_error(r.y, ref)
     assert error > direct_error  # requantising U and V costs accuracy at every tile ...
     assert error < {2: 0.05, 4: 0.5, 6: 1.0}[tile]  # ... far less than the unit-scale naive G
+
+
+def test_growth_factors_of_the_winograd_matrices():
+    # F(2,3) by hand: ‖G_j‖₁ = 1, 3/2, 3/2, 1 and ‖Bᵀ_j‖₁ = 2 give 2, 3, 3, 2; Aᵀ rows sum 2+3+3 = 3+3+2 = 8
+    assert literature.growth_factor(2) == 8.0
+    assert literature.growth_factor(2) < literature.growth_factor(4) < literature.growth_factor(6)
+
+
+def test_one_d_fp32_errors_agree_with_the_reviewers_rerun():
+    errors = literature.one_d_errors(20_000)
+    for m, (wino, direct) in errors.items():
+        assert wino == pytest.approx(literature.REVIEWER_RERUN[m], rel=0.25)
+        assert direct < wino  # every tile size adds error over the 3-term dot products
 
 
 def test_storage_floor_is_the_rounded_exact_product():

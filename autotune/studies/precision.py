@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autotune.studies import _plots, _tables
+from autotune.studies import _plots, _tables, literature
 from autotune.tuner import label as kernel_label
 from autotune.tuner import rel_l2_error, rel_max_error
 from kernels import registry
@@ -1048,6 +1048,7 @@ def write_summary(
     matmul_shapes: Sequence[MatmulShape],
     seeds: Sequence[int],
     figures: Sequence[Path],
+    literature_rows: Sequence[literature.LiteratureRow] = (),
 ) -> Path:
     """``summary.md``: findings in numbers, the tables, how each precision is computed, the checks."""
     stats = aggregate(rows)
@@ -1092,6 +1093,10 @@ def write_summary(
         *_integer_winograd_table(rows, stats),
         "",
         _integer_notes(),
+        "",
+        "## Beside the literature",
+        "",
+        *literature.tables(list(literature_rows)),
         "",
         "## How low precision is done",
         "",
@@ -1162,6 +1167,12 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
         for alg in (*CONV_ALGORITHMS, *MATMUL_ALGORITHMS)
     ]
     figures.append(plot_combined(stats["rel_max"], target / "precision_all.png"))
+    literature_rows = literature.measure(quick)
+    _tables.write_csv(
+        (asdict(r) for r in literature_rows),
+        target / "literature.csv",
+        tuple(literature.LiteratureRow.__dataclass_fields__),
+    )
     command = (
         "autotune study precision" + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds else "")
     )
@@ -1175,5 +1186,6 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
         matmul_shapes=matmul_shapes,
         seeds=seed_list,
         figures=figures,
+        literature_rows=literature_rows,
     )
     return target
