@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from autotune import studies
-from autotune.studies import _tables, literature, precision
+from autotune.studies import _tables, literature, precision, sensitivity
 from autotune.tuner import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
 from kernels.lowprec import integer
@@ -442,3 +442,12 @@ def test_options_and_registration(tmp_path):
     assert studies.load("precision") is precision
     with pytest.raises(ValueError, match="seeds"):
         precision.run(tmp_path, seeds=0)
+
+
+def test_sensitivity_scale_sweep_marks_fp16_transform_overflow():
+    # at s = 2^12 the outputs (|y| < 2^15) still fit fp16, F(6)'s transformed inputs do not
+    rows = {r.algorithm: r.rel_max for r in sensitivity.scale_sweep([2.0**12]) if r.inputs == "zero-mean"}
+    assert np.isfinite(rows["direct"]) and rows["direct"] < 1e-3
+    assert rows["F(6x6,3x3)"] == float("inf")
+    small = {r.algorithm: r.rel_max for r in sensitivity.scale_sweep([1.0]) if r.inputs == "zero-mean"}
+    assert all(np.isfinite(v) and v < 0.05 for v in small.values())

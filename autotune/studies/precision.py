@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autotune.studies import _plots, _tables, literature
+from autotune.studies import _plots, _tables, literature, sensitivity
 from autotune.tuner import label as kernel_label
 from autotune.tuner import rel_l2_error, rel_max_error
 from kernels import registry
@@ -1049,6 +1049,7 @@ def write_summary(
     seeds: Sequence[int],
     figures: Sequence[Path],
     literature_rows: Sequence[literature.LiteratureRow] = (),
+    sensitivity_rows: Sequence[sensitivity.SensitivityRow] = (),
 ) -> Path:
     """``summary.md``: findings in numbers, the tables, how each precision is computed, the checks."""
     stats = aggregate(rows)
@@ -1093,6 +1094,10 @@ def write_summary(
         *_integer_winograd_table(rows, stats),
         "",
         _integer_notes(),
+        "",
+        "## Beyond standard-normal data: scale, offset, channels, FFT size (`precision_sensitivity.png`)",
+        "",
+        *sensitivity.findings(list(sensitivity_rows)),
         "",
         "## Beside the literature",
         "",
@@ -1167,6 +1172,13 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
         for alg in (*CONV_ALGORITHMS, *MATMUL_ALGORITHMS)
     ]
     figures.append(plot_combined(stats["rel_max"], target / "precision_all.png"))
+    sensitivity_rows = sensitivity.measure(quick)
+    _tables.write_csv(
+        (asdict(r) for r in sensitivity_rows),
+        target / "sensitivity.csv",
+        tuple(sensitivity.SensitivityRow.__dataclass_fields__),
+    )
+    figures.append(sensitivity.plot(sensitivity_rows, target / "precision_sensitivity.png"))
     literature_rows = literature.measure(quick)
     _tables.write_csv(
         (asdict(r) for r in literature_rows),
@@ -1187,5 +1199,6 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
         seeds=seed_list,
         figures=figures,
         literature_rows=literature_rows,
+        sensitivity_rows=sensitivity_rows,
     )
     return target
