@@ -542,7 +542,7 @@ def plot_factorization(rows: Sequence[FactorizationRow], path: Path) -> Path:
     ax_e.plot(ranks, [r.error_ratio for r in rows], "o-", color="tab:green")
     ax_e.axhline(1.0, color="0.4", ls="--", lw=1, label="optimal (Eckart–Young)")
     ax_e.set_ylabel("randomized / optimal Frobenius error")
-    ax_e.set_title("Randomized SVD accuracy (Gaussian: slowly decaying spectrum, a hard case)")
+    ax_e.set_title("Randomized SVD accuracy (Gaussian: no spectral gap)")
     for ax in (ax_t, ax_e):
         ax.set_xscale("log")
         ax.set_xlabel("rank r (log scale)")
