@@ -629,7 +629,7 @@ def plot_accuracy_vs_compression(
     ax.axhline(dense - 1, color="0.4", lw=1, ls="--", label="dense − 1 point")
     for group, members in _groups(rows).items():
         xs, ys = upper_envelope([r.compression for r in members], [r.accuracy * 100 for r in members])
-        ax.step(xs, ys, where="pre", color=_color(group), lw=1.4, label=group)
+        ax.plot(xs, ys, "o-", ms=4, color=_color(group), lw=1.2, label=group)
         on_envelope = [
             r for r in members if (r.compression, r.accuracy * 100) in set(zip(xs, ys, strict=True))
         ]
@@ -641,9 +641,8 @@ def plot_accuracy_vs_compression(
                 [100 * (r.accuracy - min(r.seed_accuracies)) for r in seeds],
                 [100 * (max(r.seed_accuracies) - r.accuracy) for r in seeds],
             ],
-            fmt="o",
-            ms=4,
-            color=_color(group),
+            fmt="none",
+            ecolor=_color(group),
             capsize=2,
             lw=0.8,
         )
@@ -669,39 +668,50 @@ def plot_accuracy_vs_compression(
     _plain_ticks(ax, "x")
     ax.set_xlabel("compression ratio of the compressed layers (dense weights / factored weights, log)")
     ax.set_ylabel("test accuracy (%)")
-    seeds_text = (
-        f"; bars: min–max over {len(rows[0].seed_accuracies)} training seeds"
-        if rows[0].seed_accuracies
-        else ""
-    )
-    ax.set_title(
-        f"{title}: best accuracy at ≥ compression, per compressed-layer set{seeds_text}", fontsize=10
+    seeds = len(rows[0].seed_accuracies)
+    seeds_text = f"; bars: the same ranks over {seeds} training seeds (min–max)" if seeds > 1 else ""
+    fig.suptitle(
+        f"{title}\nbest accuracy at ≥ each compression, per compressed-layer set{seeds_text}", fontsize=10
     )
     ax.grid(True, which="both", alpha=0.3)
     fig.legend(title="compressed layers", fontsize=8, loc="outside right upper")
     fig.savefig(path, dpi=130)
 
 
+#: Series drawn as lines in the runtime plot: one layer alone, and several layers at one common rank.
+RUNTIME_SERIES: tuple[str, ...] = ("fc1", "fc2", "fc3", "fc1+fc2", "fc1+fc2+fc3")
+
+
+def _same_rank(row: Row) -> bool:
+    """True when every compressed layer of ``row`` has the same rank."""
+    return len({r for r in row.ranks if r is not None}) == 1
+
+
 def plot_runtime_vs_compression(rows: Sequence[Row], path: Path, title: str) -> None:
-    """Every model as a light dot; per compressed-layer set, the fastest model at ≥ each compression."""
+    """Every model as a light dot; lines for one layer alone and for layers sharing one rank."""
     fig = Figure(figsize=(12.5, 4.8), layout="constrained")
     axes = fig.subplots(1, len(BATCHES))
+    groups = _groups(rows)
     for ax, batch in zip(axes, BATCHES, strict=True):
         ax.scatter(
             [r.compression for r in rows[1:]],
             [r.time_us[batch].median_us for r in rows[1:]],
             s=8,
-            color="0.75",
+            color="0.8",
             label="every model (median)",
         )
-        for group, members in _groups(rows).items():
-            # the lower envelope: negate the runtimes so "best" means fastest
-            xs, ys = upper_envelope(
-                [r.compression for r in members], [-r.time_us[batch].median_us for r in members]
-            )
-            ax.step(
-                xs, [-y for y in ys], where="pre", color=_color(group), lw=1.4, marker="o", ms=3, label=group
-            )
+        for group in RUNTIME_SERIES:
+            members = sorted((r for r in groups.get(group, []) if _same_rank(r)), key=lambda r: r.compression)
+            if members:
+                ax.plot(
+                    [r.compression for r in members],
+                    [r.time_us[batch].median_us for r in members],
+                    "o-",
+                    ms=4,
+                    lw=1.3,
+                    color=_color(group),
+                    label=group if "+" not in group else f"{group}, one rank",
+                )
         dense = rows[0].time_us[batch].median_us
         ax.axhline(dense, color="black", lw=1, label="dense (median)")
         ax.set_xscale("log")
@@ -712,12 +722,11 @@ def plot_runtime_vs_compression(rows: Sequence[Row], path: Path, title: str) -> 
         ax.set_title(f"batch {batch}: dense {dense:.0f} µs")
         ax.grid(True, which="both", alpha=0.3)
     fig.legend(
-        *axes[0].get_legend_handles_labels(),
-        title="fastest at ≥ compression",
-        fontsize=8,
-        loc="outside right upper",
+        *axes[0].get_legend_handles_labels(), title="compressed layers", fontsize=8, loc="outside right upper"
     )
-    fig.suptitle(f"{title}: runtime of the whole forward pass vs compression (through the dispatcher)")
+    fig.suptitle(
+        f"{title}\nruntime of the whole forward pass vs compression (through the dispatcher)", fontsize=10
+    )
     fig.savefig(path, dpi=130)
 
 
