@@ -669,10 +669,8 @@ def plot_accuracy_vs_compression(
     ax.set_xlabel("compression ratio of the compressed layers (dense weights / factored weights, log)")
     ax.set_ylabel("test accuracy (%)")
     seeds = len(rows[0].seed_accuracies)
-    seeds_text = f"; bars: the same ranks over {seeds} training seeds (min–max)" if seeds > 1 else ""
-    fig.suptitle(
-        f"{title}\nbest accuracy at ≥ each compression, per compressed-layer set{seeds_text}", fontsize=10
-    )
+    seeds_text = f"; bars: {seeds} training seeds" if seeds > 1 else ""
+    ax.set_title(f"{title}\nbest accuracy at ≥ each compression{seeds_text}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.legend(title="compressed layers", fontsize=8, loc="outside right upper")
     fig.savefig(path, dpi=130)
