@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -34,13 +35,15 @@ def test_quantisation_model_matches_numerical_integration(f):
 
 
 @pytest.mark.parametrize("f", [0, 3, 6])
-def test_output_conversion_bound_is_reached_just_below_a_midpoint(f):
+def test_output_conversion_bound_is_reached_just_above_a_threshold(f):
     n = 2**f
-    midpoint = (1 + 2 ** (1 / n)) / 2
-    c = np.array([[midpoint * (1 - 1e-12)]])
+    threshold = 2 ** (1 / (2 * n))  # between the levels 1 and 2^(1/n), in the log domain
+    c = np.array([[threshold * (1 + 1e-12)]])
     converted = lns.to_log_format(c, f)
-    assert converted[0, 0] == 1.0  # rounds down to the level 2^0
-    assert (c[0, 0] - converted[0, 0]) / c[0, 0] == pytest.approx(study.output_conversion_bound(f), rel=1e-9)
+    assert converted[0, 0] == 2 ** (1 / n)  # rounds up to the next level
+    assert (converted[0, 0] - c[0, 0]) / c[0, 0] == pytest.approx(study.output_conversion_bound(f), rel=1e-9)
+    below = lns.to_log_format(np.array([[threshold * (1 - 1e-12)]]), f)
+    assert below[0, 0] == 1.0
 
 
 def test_accumulator_pairs_and_worst_case_width():
@@ -55,8 +58,8 @@ def test_accumulator_pairs_and_worst_case_width():
 
 @pytest.mark.parametrize("f", [2, 4])
 def test_largest_magnitudes_need_exactly_the_worst_case_width(f):
-    # every operand at the top of the format: each product adds 2^31 units to one accumulator
-    a = np.full((2, 64), 0.999)
+    # every operand at the top of the format (log rounds to e_max): each product adds 2^31 units
+    a = np.full((2, 64), 2 ** (-1 / 2**f))
     ea, ebt = study.encode_pair(a, a.T.copy(), f)
     run = study.run_lns(ea, ebt)
     assert run.max_bits_used == study.worst_case_acc_bits(64, f) == (64 * 2**31).bit_length()
@@ -246,3 +249,100 @@ def test_options_and_registration(tmp_path):
     assert studies.load("lns") is study
     with pytest.raises(ValueError, match="epochs"):
         study.run(tmp_path, epochs=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoder at the binade edge, signed accumulators, fixed-point constants
+
+
+@pytest.mark.parametrize("f", [0, 2, 4])
+def test_encoder_keeps_a_peak_whose_log_rounds_into_the_next_binade(f):
+    # 3.96: log2 = 1.9855, which rounds to 2 at f ≤ 4 — the peak must encode as 4.0, not clip to 2^(2 − 1/n)
+    x = np.array([[3.96, -1.0, 0.3]])
+    t = lns.encode(x, lns.LnsFormat(f, 4))
+    assert t.decode()[0, 0] == 4.0
+    assert t.decode()[0, 1] == -1.0
+    assert int(t.exponent.max()) <= t.fmt.e_max
+    assert study.frexp_scale_clipped(x, t.fmt) == 1  # the former scale clipped exactly this value
+
+
+@pytest.mark.parametrize("f", [0, 1, 2, 4, 6])
+def test_encoder_rounds_every_value_to_the_nearest_level(f):
+    # oracle: exact rational comparison of x with the geometric midpoint between the two candidate
+    # levels (x ≥ 2^((E+½)/n) ⇔ x^(2n) ≥ 2^(2E+1)), on values that never underflow
+    rng = np.random.default_rng(f)
+    x = rng.standard_normal((6, 40)) * 3
+    x[0, 0] = 3.96
+    t = lns.encode(x, lns.LnsFormat(f, 4))
+    n = 2**f
+    for value, e in zip(x.ravel(), (t.exponent + n * t.scale).ravel(), strict=True):
+        magnitude = Fraction(abs(float(value))) ** (2 * n)
+        assert magnitude >= Fraction(2) ** (2 * int(e) - 1)  # at or above the threshold below E
+        assert magnitude < Fraction(2) ** (2 * int(e) + 1)  # below the threshold above E
+    assert study.misencoded(x, t) == 0
+
+
+def test_frexp_scale_clipping_counts_match_the_review():
+    # the review's 12 standard-normal cases (4 shapes x 3 seeds, both operands): 192 / 9 / 2 / 0
+    subjects = study.gaussian_subjects(study.FULL.shapes, study.FULL.seeds)
+    counts = []
+    for f in (0, 2, 4, 6):
+        fmt = lns.LnsFormat(f, 4)
+        counts.append(
+            sum(study.frexp_scale_clipped(s.a, fmt) + study.frexp_scale_clipped(s.b, fmt) for s in subjects)
+        )
+    assert counts == [192, 9, 2, 0]
+    rows = [r for s in subjects[:3] for r in study.encoder_rows(s, 0)]
+    assert all(r.value == 0 for r in rows if r.variant == "rounded-peak scale")
+
+
+@pytest.mark.parametrize(("f", "hybrid_bits"), [(0, 0), (3, 0), (4, 2), (3, 3)])
+def test_signed_accumulators_equal_the_unsigned_pairs_when_nothing_saturates(f, hybrid_bits):
+    a, b = randn((5, 300), 10 + f), randn((300, 6), 20 + f)
+    kw = {"f": f, "hybrid_bits": hybrid_bits, "keep_partials": True}
+    unsigned = lns.lns_matmul_detailed(a, b, **kw)
+    signed = lns.lns_matmul_detailed(a, b, signed=1, **kw)
+    assert not unsigned.overflow.any() and not signed.overflow.any()
+    np.testing.assert_array_equal(
+        signed.partials[..., 0], unsigned.partials[..., 0] - unsigned.partials[..., 1]
+    )
+    assert not signed.partials[..., 1].any()
+    np.testing.assert_array_equal(signed.c, unsigned.c)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_signed_accumulator_saturates_at_its_twos_complement_range(sign):
+    ones = np.full((1, 8), sign)
+    # each product is 2^30 units; a 32-bit signed accumulator holds [−2^31, 2^31 − 1]: one product
+    narrow = lns.lns_matmul_detailed(ones, np.ones((8, 1)), acc_bits=32, signed=1)
+    assert narrow.overflow.all()
+    expected = 2**31 - 1 if sign > 0 else -(2**31)
+    assert narrow.c[0, 0] == expected * 2.0**narrow.lsb_exponent
+    assert not lns.lns_matmul_detailed(ones, np.ones((8, 1)), acc_bits=35, signed=1).overflow.any()
+
+
+@pytest.mark.parametrize(("f", "hybrid_bits", "signed"), [(0, 0, 0), (3, 0, 1), (5, 0, 0), (4, 2, 1)])
+def test_fixed_point_constants_give_the_exact_integer_sum(f, hybrid_bits, signed):
+    # oracle: Σ round(2^(r/n)·2^t)·(P − N) in exact rationals from the kept accumulators
+    t = 24
+    a, b = randn((4, 200), 30 + f), randn((200, 3), 40 + f)
+    result = lns.lns_matmul_detailed(
+        a, b, f=f, hybrid_bits=hybrid_bits, signed=signed, table_bits=t, keep_partials=True
+    )
+    n = 2**f
+    constants = [round(Fraction(2 ** (r * 2**hybrid_bits / n)) * 2**t) for r in range(2 ** (f - hybrid_bits))]
+    unit = Fraction(2) ** (result.lsb_exponent - t - (f if hybrid_bits else 0))
+    for i, j in itertools.product(range(4), range(3)):
+        acc = result.partials[i, j]
+        exact = sum(c * (int(p) - int(m)) for c, (p, m) in zip(constants, acc, strict=True)) * unit
+        assert abs(Fraction(result.c[i, j]) - exact) <= abs(exact) * Fraction(1, 2**50)
+    floating = lns.lns_matmul_detailed(a, b, f=f, hybrid_bits=hybrid_bits)
+    assert study.rel_max_error(result.c, floating.c) <= 2.0 ** -(t + 1)
+
+
+def test_budget_designs_fit_the_budget_and_their_addends():
+    for budget in study.BUDGETS:
+        for exp_bits, f, h, width in study.budget_designs(budget):
+            assert study.accumulator_pairs(f, h) * width <= budget
+            assert (2 << exp_bits) + (f + 1 if h else 0) < width  # one addend fits a signed accumulator
+    assert (3, 6, 6, 32) in study.budget_designs(32)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from autotune import studies
-from autotune.studies import _tables, precision
+from autotune.studies import _tables, literature, precision, sensitivity
 from autotune.tuner import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
 from kernels.lowprec import integer
@@ -236,11 +236,100 @@ def test_integer_winograd_scales_are_the_lcm_of_the_denominators():
         assert all(arr.dtype == np.int64 for arr in (wt.a_t, wt.g, wt.b_t))
 
 
-def test_integer_winograd_detects_a_too_narrow_accumulator():
+def test_integer_winograd_refuses_an_accumulator_the_data_could_overflow():
     xq, wq, bq = _quantized_conv(integer.INT8, 20, channels=16)
     assert precision.winograd_accumulator(6, 16, integer.INT8) == (64, 50)
-    with pytest.raises(ArithmeticError, match="overflowed int32"):
+    with pytest.raises(OverflowError, match="may overflow int32"):
         integer.winograd_int(xq, wq, bq, SAME, 6, 32)
+
+
+def test_a_divisibility_check_cannot_see_an_f2_wrap_but_the_bound_check_does():
+    # F(2): D = 4 divides 2^32, so D·y wrapped mod 2^32 is still divisible by 4 — the bound check
+    # must refuse int32 before the run for data whose D·Σ|w||x| passes 2^31
+    rng = np.random.default_rng(3)
+    xq = np.full((1, 4096, 4, 4), 127, dtype=np.int8)
+    wq = np.full((1, 4096, 3, 3), 127, dtype=np.int8) * rng.choice([-1, 1], (1, 4096, 3, 3)).astype(np.int8)
+    bq = np.zeros(1, dtype=np.int32)
+    bound = integer.realised_bound(xq, wq, SAME)
+    assert bound == 4096 * 9 * 127**2  # the centre outputs see every tap at full scale
+    assert integer.bits_needed(4 * bound) > 32 and (2**32) % 4 == 0
+    with pytest.raises(OverflowError):
+        integer.winograd_int(xq, wq, bq, SAME, 2, 32)
+    direct = integer.conv2d_int(xq, wq, bq, SAME, integer.IntFormat("int8", 8, 64), "direct")
+    assert np.array_equal(integer.winograd_int(xq, wq, bq, SAME, 2, 64), direct)
+
+
+@pytest.mark.parametrize(("tile", "bits"), [(2, (12, 10)), (4, (18, 15)), (6, (22, 20))])
+def test_transformed_operand_widths_are_reached_by_full_scale_inputs(tile, bits):
+    assert integer.transformed_operand_bits(tile, integer.INT8) == bits
+    # the heaviest rows of the integral transforms, with inputs of ±127 matching their signs
+    wt = integer.integer_winograd(tile)
+    for matrix, width in ((wt.g, bits[0]), (wt.b_t, bits[1])):
+        row = matrix[np.abs(matrix).sum(axis=1).argmax()]
+        tile_in = 127 * np.outer(np.sign(row), np.sign(row))
+        value = int(row @ tile_in @ row)
+        assert value == 127 * int(np.abs(row).sum()) ** 2
+        assert integer.bits_needed(value) == width
+
+
+@pytest.mark.parametrize("tile", [2, 4, 6])
+def test_requantised_winograd_error_is_bounded_and_reported(tile):
+    rng = np.random.default_rng(40 + tile)
+    x, w, b = rng.standard_normal((1, 6, 10, 10)), rng.standard_normal((4, 6, 3, 3)), rng.standard_normal(4)
+    r = integer.winograd_requantised(x, w, b, SAME, tile, integer.INT8)
+    # the unrequantised pipeline is the conv of the quantised x with the float weights
+    qx = integer.quantize(x, integer.INT8)
+    oracle = conv2d_reference(qx.values * qx.scale, w, b, (1, 1), SAME, (1, 1), 1)
+    np.testing.assert_allclose(r.exact, oracle, rtol=1e-9, atol=1e-9)
+    a_t = integer.winograd_matrices(tile)[0]
+    deviation = float(np.abs(r.y - r.exact).max())
+    bound = integer.requantised_error_bound(r, a_t, 6, integer.INT8)
+    assert 0 < deviation <= bound
+    # int8×int8 products summed over 6 channels: M fits far inside int32
+    assert r.m_bits <= integer.bits_needed(6 * 127**2)
+    ref = conv2d_reference(x, w, b, (1, 1), SAME, (1, 1), 1)
+    direct_error = rel_max_error(
+        integer.dequantize(
+            integer.conv2d_int(
+                qx.values,
+                integer.quantize(w, integer.INT8).values,
+                np.zeros(4, np.int32),
+                SAME,
+                integer.INT8,
+                "direct",
+            ),
+            qx.scale * integer.quantize(w, integer.INT8).scale,
+        )
+        + b.reshape(1, -1, 1, 1),
+        ref,
+    )
+    error = rel_max_error(r.y, ref)
+    assert error > direct_error  # requantising U and V costs accuracy at every tile ...
+    assert error < {2: 0.05, 4: 0.5, 6: 1.0}[tile]  # ... far less than the unit-scale naive G
+
+
+def test_growth_factors_of_the_winograd_matrices():
+    # F(2,3) by hand: ‖G_j‖₁ = 1, 3/2, 3/2, 1 and ‖Bᵀ_j‖₁ = 2 give 2, 3, 3, 2; Aᵀ rows sum 2+3+3 = 3+3+2 = 8
+    assert literature.growth_factor(2) == 8.0
+    assert literature.growth_factor(2) < literature.growth_factor(4) < literature.growth_factor(6)
+
+
+def test_one_d_fp32_errors_agree_with_the_reviewers_rerun():
+    errors = literature.one_d_errors(20_000)
+    for m, (wino, direct) in errors.items():
+        assert wino == pytest.approx(literature.REVIEWER_RERUN[m], rel=0.25)
+        assert direct < wino  # every tile size adds error over the 3-term dot products
+
+
+def test_storage_floor_is_the_rounded_exact_product():
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((8, 40)), rng.standard_normal((40, 5))
+    p = precision.PRECISION_BY_KEY["float16/acc=float32"]
+    # oracle: numpy's own float16 casts around a float64 product
+    expected = (a.astype(np.float16).astype(np.float64) @ b.astype(np.float16).astype(np.float64)).astype(
+        np.float16
+    )
+    np.testing.assert_array_equal(precision.matmul_floor(p, a, b), expected.astype(np.float64))
 
 
 def test_integer_conv_refuses_an_accumulator_that_could_overflow():
@@ -353,3 +442,12 @@ def test_options_and_registration(tmp_path):
     assert studies.load("precision") is precision
     with pytest.raises(ValueError, match="seeds"):
         precision.run(tmp_path, seeds=0)
+
+
+def test_sensitivity_scale_sweep_marks_fp16_transform_overflow():
+    # at s = 2^12 the outputs (|y| < 2^15) still fit fp16, F(6)'s transformed inputs do not
+    rows = {r.algorithm: r.rel_max for r in sensitivity.scale_sweep([2.0**12]) if r.inputs == "zero-mean"}
+    assert np.isfinite(rows["direct"]) and rows["direct"] < 1e-3
+    assert rows["F(6x6,3x3)"] == float("inf")
+    small = {r.algorithm: r.rel_max for r in sensitivity.scale_sweep([1.0]) if r.inputs == "zero-mean"}
+    assert all(np.isfinite(v) and v < 0.05 for v in small.values())

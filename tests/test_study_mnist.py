@@ -63,8 +63,28 @@ def test_cli_options_bind_to_run():
     parser = argparse.ArgumentParser()
     studies.load("mnist").add_arguments(parser)
     options = vars(parser.parse_args(["--data", "somewhere", "--finetune", "2", "--epochs", "3"]))
-    assert options == {"data": Path("somewhere"), "finetune": 2, "epochs": 3, "seed": 0, "threads": 1}
+    assert options == {
+        "data": Path("somewhere"),
+        "finetune": 2,
+        "epochs": 3,
+        "seed": 0,
+        "seeds": 3,
+        "threads": 1,
+    }
     inspect.signature(mnist.run).bind(Path("out"), quick=True, **options)
+
+
+@pytest.mark.parametrize(("correct", "n"), [(351, 360), (9500, 10000), (180, 360)])
+def test_wilson_interval_solves_the_score_equation(correct, n):
+    # oracle: the endpoints p solve (p̂ − p)² = z²·p(1 − p)/n, the definition of the score interval
+    p_hat = correct / n
+    low, high = mnist.wilson_interval(p_hat, n)
+    z = mnist.Z95
+    for p in (low, high):
+        assert (p_hat - p) ** 2 == pytest.approx(z * z * p * (1 - p) / n, rel=1e-9)
+    assert low < p_hat < high
+    if (correct, n) == (351, 360):  # the digits' dense accuracy: 95.3–98.7%
+        assert round(low, 3) == 0.953 and round(high, 3) == 0.987
 
 
 def test_predict_pads_without_changing_results():
@@ -121,6 +141,10 @@ def test_quick_run_writes_every_file(tmp_path, fast_tuning):
     assert min(float(r["accuracy"]) for r in rows) < float(dense["accuracy"]) - 0.05
     summary = (out / "summary.md").read_text()
     assert "8x8" in summary and "64-512-128-10" in summary and "Largest compression within 1 point" in summary
+    assert "95% Wilson interval" in summary and "over 3 training seeds" in summary
+    for row in rows:  # each model's accuracy after the 3 trainings, the first being the one reported
+        seeds = [float(a) for a in row["seed_accuracies"].split()]
+        assert len(seeds) == 3 and seeds[0] == pytest.approx(float(row["accuracy"]), abs=1e-5)
     assert (out / "autotune-cache").exists() is False  # conftest configured a cache dir: it was used
 
 

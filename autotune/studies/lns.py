@@ -31,7 +31,13 @@ accumulators (``2·2^(f−h)``: a positive and a negative one per pair) times th
 width a product of inner size k can need is ``2^(exp_bits+1) + ⌈log2 k⌉`` bits (``+ f + 1`` with
 the hybrid), and the width the data really used is read off the accumulators.
 
-Writes ``lns_errors.csv``, ``lns_mlp.csv``, five PNGs and ``summary.md`` into ``out/lns``.
+Datapath variants (``lns_variants.csv``): the encoder's scale (values the former frexp-based scale
+clipped), the patent's n signed accumulators against the 2n unsigned ones, the 2^(r/n) constants
+in fixed point (an integer-only path), and a comparison with float accumulation at equal
+accumulator bits (16 and 32 per output).
+
+Writes ``lns_errors.csv``, ``lns_mlp.csv``, ``lns_variants.csv``, five PNGs and ``summary.md``
+into ``out/lns``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from matplotlib.ticker import MaxNLocator
 from autotune.data import Dataset, load_digits
 from autotune.studies import _plots, _tables
 from autotune.tuner import rel_l2_error, rel_max_error
+from kernels.lowprec.float_matmul import matmul_lowprec
+from kernels.lowprec.rounding import FLOAT16, FLOAT32
 from kernels.matmul import lns
 from kernels.matmul.logdomain import log_matmul
 from kernels.matmul.reference import matmul_reference
@@ -177,9 +185,11 @@ def quantisation_l2_model(f: int) -> float:
 
 
 def output_conversion_bound(f: int) -> float:
-    """Largest relative error of rounding to ``±2^(q + r/n)`` at the linear midpoints: at a midpoint."""
-    step = 2 ** (1 / (1 << f))
-    return (step - 1) / (step + 1)
+    """Largest relative error of rounding to ``±2^(q + r/n)`` in the log domain: ``2^(1/(2n)) − 1``.
+
+    Reached just above a threshold ``2^((r+½)/n)``, which rounds up to ``2^((r+1)/n)``.
+    """
+    return 2 ** (1 / (2 << f)) - 1
 
 
 def accumulator_pairs(f: int, hybrid_bits: int = 0) -> int:
@@ -194,6 +204,11 @@ COST_K = 1024
 def accumulator_bits(k: int, f: int, hybrid_bits: int = 0) -> int:
     """Storage per output: ``2·2^(f−h)`` accumulators of the worst-case width for inner size k."""
     return 2 * accumulator_pairs(f, hybrid_bits) * worst_case_acc_bits(k, f, hybrid_bits)
+
+
+def signed_accumulator_bits(k: int, f: int, hybrid_bits: int = 0) -> int:
+    """Storage per output with the patent's n signed accumulators: ``2^(f−h)`` of one bit more."""
+    return accumulator_pairs(f, hybrid_bits) * (worst_case_acc_bits(k, f, hybrid_bits) + 1)
 
 
 def worst_case_acc_bits(k: int, f: int, hybrid_bits: int = 0, exp_bits: int = EXP_BITS) -> int:
@@ -423,6 +438,183 @@ def baseline_rows(s: Subject) -> list[ErrorRow]:
         _row(s, "baseline", BLAS32, a32 @ b32),
         _row(s, "baseline", LOG32, log_matmul(a32, b32)),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Datapath variants: the encoder's scale, signed accumulators, fixed-point constants, equal bits.
+
+#: Fixed-point fraction bits of the 2^(r/n) constants in the integer-only datapath variant.
+TABLE_BITS = 24
+#: Accumulator budgets (bits per output) of the equal-bits comparison: one fp16, one fp32 accumulator.
+BUDGETS: tuple[int, ...] = (16, 32)
+#: LNS designs tried within a budget: exp_bits, f and hybrid bits (h = 0: pure LNS, h = f: Mitchell).
+BUDGET_EXP_BITS: tuple[int, ...] = (2, 3, 4)
+BUDGET_F: tuple[int, ...] = (0, 2, 4, 6)
+
+
+@dataclass
+class VariantRow:
+    """One measurement of a datapath variant on one subject (``lns_variants.csv``)."""
+
+    experiment: str  # "encoder", "signed", "table", "budget"
+    subject: str
+    seed: int
+    k: int
+    f: int
+    variant: str
+    value: float  # encoder: clipped values; signed: 1 if equal to the unsigned run; else rel_max
+    exp_bits: int = EXP_BITS
+    hybrid_bits: int = 0
+    acc_bits: int | None = None
+    acc_slots: int | None = None  # accumulators per output
+    acc_bits_used: int | None = None  # largest width an accumulator of this variant needed
+    overflow_outputs: int | None = None
+
+
+def frexp_scale_clipped(x: np.ndarray, fmt: lns.LnsFormat) -> int:
+    """Values the former encoder clipped: σ from ``frexp(max|x|)``, then ``rint(n·(log2|x| − σ)) > e_max``.
+
+    That scale puts the unrounded peak in the top binade; a log that rounds up to the next binade
+    then exceeds ``e_max`` and was saturated (3.96 at f = 0 became 2.0). Kept to report the defect.
+    """
+    magnitude = np.abs(x[x != 0]).astype(np.float64)
+    if magnitude.size == 0:
+        return 0
+    scale = int(np.frexp(magnitude.max())[1]) - (1 << (fmt.exp_bits - 1))
+    return int((np.rint(fmt.n * (np.log2(magnitude) - scale)) > fmt.e_max).sum())
+
+
+def misencoded(x: np.ndarray, t: lns.LnsTensor) -> int:
+    """Values the encoder did not round to the nearest log level (underflow to zero excepted).
+
+    Independent of the encoder's comparator: ``|log2|decode| − log2|x|| ≤ 1/(2n)`` in float64,
+    with a 1e-9 margin for values on a threshold.
+    """
+    decoded = t.decode()
+    kept = decoded != 0
+    gap = np.abs(np.log2(np.abs(decoded[kept])) - np.log2(np.abs(x[kept])))
+    return int((gap > 0.5 / t.fmt.n + 1e-9).sum())
+
+
+def encoder_rows(s: Subject, f: int) -> list[VariantRow]:
+    """Clipped values of the former (frexp) scale and mis-rounded values of the encoder, both operands."""
+    fmt = lns.LnsFormat(f, EXP_BITS)
+    ea, ebt = encode_pair(s.a, s.b, f)
+    before = frexp_scale_clipped(s.a, fmt) + frexp_scale_clipped(s.b, fmt)
+    after = misencoded(s.a, ea) + misencoded(s.b, ebt)
+    return [
+        VariantRow("encoder", s.name, s.seed, s.k, f, "frexp scale (before)", before),
+        VariantRow("encoder", s.name, s.seed, s.k, f, "rounded-peak scale", after),
+    ]
+
+
+def signed_row(s: Subject, f: int) -> VariantRow:
+    """n signed accumulators against n unsigned pairs (62 bits): equal results, bits each needs.
+
+    ``value`` is 1 when outputs are bit-identical and every signed accumulator equals ``P − N``.
+    """
+    ea, ebt = encode_pair(s.a, s.b, f)
+    kw = {"f": f, "exp_bits": EXP_BITS, "keep_partials": True}
+    unsigned = lns.lns_matmul_detailed(ea, ebt, **kw)
+    signed = lns.lns_matmul_detailed(ea, ebt, signed=1, **kw)
+    assert unsigned.partials is not None and signed.partials is not None
+    difference = unsigned.partials[..., 0] - unsigned.partials[..., 1]
+    equal = np.array_equal(signed.partials[..., 0], difference) and np.array_equal(signed.c, unsigned.c)
+    largest = np.abs(signed.partials[..., 0]).max()
+    return VariantRow(
+        "signed",
+        s.name,
+        s.seed,
+        s.k,
+        f,
+        "signed",
+        float(equal),
+        acc_slots=accumulator_pairs(f),
+        acc_bits_used=int(largest).bit_length() + 1,  # + the sign bit
+        overflow_outputs=int(signed.overflow.sum()),
+    )
+
+
+def table_row(s: Subject, f: int) -> VariantRow:
+    """The integer-only path (``table_bits = TABLE_BITS``) against float64 constants: its own error."""
+    ea, ebt = encode_pair(s.a, s.b, f)
+    reference = lns.lns_matmul_detailed(ea, ebt, f=f).c
+    integer = lns.lns_matmul_detailed(ea, ebt, f=f, table_bits=TABLE_BITS).c
+    return VariantRow(
+        "table", s.name, s.seed, s.k, f, f"{TABLE_BITS}-bit constants", rel_max_error(integer, reference)
+    )
+
+
+def budget_designs(budget: int) -> list[tuple[int, int, int, int]]:
+    """(exp_bits, f, h, acc_bits) of the signed LNS designs whose accumulators fit ``budget`` bits."""
+    designs = []
+    for exp_bits in BUDGET_EXP_BITS:
+        for f in BUDGET_F:
+            for h in sorted({0, f}):
+                width = budget >> (f - h)  # 2^(f−h) signed accumulators share the budget
+                if width >= 8 and (2 << exp_bits) + (f + 1 if h else 0) < width:
+                    designs.append((exp_bits, f, h, width))
+    return designs
+
+
+def budget_rows(s: Subject) -> list[VariantRow]:
+    """Equal accumulator bits: every LNS design within each budget, and float with that accumulator.
+
+    The float side is fp16 storage with one float16 (16 bits) or float32 (32 bits) accumulator,
+    the naive sequential sum (:func:`kernels.lowprec.float_matmul.matmul_lowprec`).
+    """
+    rows = []
+    for budget, comp in zip(BUDGETS, (FLOAT16, FLOAT32), strict=True):
+        y = matmul_lowprec(s.a, s.b, FLOAT16, comp, k_block=s.k)
+        rows.append(
+            VariantRow(
+                "budget",
+                s.name,
+                s.seed,
+                s.k,
+                10,
+                f"fp16 acc {comp.name}",
+                rel_max_error(y, s.ref),
+                exp_bits=5,
+                acc_bits=budget,
+                acc_slots=1,
+            )
+        )
+        for exp_bits, f, h, width in budget_designs(budget):
+            fmt = lns.LnsFormat(f, exp_bits)
+            ea, ebt = lns.encode(s.a, fmt), lns.encode(s.b, fmt, transposed=True)
+            result = lns.lns_matmul_detailed(
+                ea, ebt, f=f, exp_bits=exp_bits, acc_bits=width, hybrid_bits=h, signed=1
+            )
+            rows.append(
+                VariantRow(
+                    "budget",
+                    s.name,
+                    s.seed,
+                    s.k,
+                    f,
+                    f"LNS {budget}-bit budget",
+                    rel_max_error(result.c, s.ref),
+                    exp_bits=exp_bits,
+                    hybrid_bits=h,
+                    acc_bits=width,
+                    acc_slots=accumulator_pairs(f, h),
+                    overflow_outputs=int(result.overflow.sum()),
+                )
+            )
+    return rows
+
+
+def variant_rows(gaussian: Sequence[Subject]) -> list[VariantRow]:
+    """Every variant measurement on the standard-normal subjects."""
+    rows: list[VariantRow] = []
+    for s in gaussian:
+        for f in F_VALUES:
+            rows += encoder_rows(s, f)
+            rows.append(signed_row(s, f))
+            rows.append(table_row(s, f))
+        rows += budget_rows(s)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -923,7 +1115,8 @@ def stage_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> li
     header = [
         "f",
         "acc. pairs / output",
-        f"acc. bits / output (k = {COST_K})",
+        f"acc. bits / output, 2n unsigned (k = {COST_K})",
+        f"… n signed (k = {COST_K})",
         "(1) quantised",
         "(2) LNS",
         "(2) vs (1)",
@@ -942,6 +1135,7 @@ def stage_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> li
                 f,
                 accumulator_pairs(f),
                 accumulator_bits(COST_K, f),
+                signed_accumulator_bits(COST_K, f),
                 _tables.sci(_median_at(rows, "rel_max", **g, variant=QUANTISED, f=f), 2),
                 _tables.sci(_median_at(rows, "rel_max", **g, variant=LNS, f=f), 2),
                 _tables.sci(max(r.own_rel_max or 0.0 for r in select(rows, **g, variant=LNS, f=f))),
@@ -1144,7 +1338,8 @@ def findings(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[
         f"already with {_flag_count(fewest_flags)} outputs flagged — a saturated accumulator drops all "
         "it would have held beyond 2^acc_bits − 1.",
         "* **Output conversion** (`out_log=1`) rounds each output once more: its own error is "
-        f"{min(conversion):.0%}–{max(conversion):.0%} of the bound (2^(1/n)−1)/(2^(1/n)+1), and it raises "
+        f"{min(conversion):.0%}–{max(conversion):.0%} of the bound 2^(1/(2n)) − 1 (log-domain rounding, the "
+        f"encoder's comparator), and it raises "
         f"the median error of stage (2) by a factor {min(raise_):.2f}–{max(raise_):.2f} over f = 0…{f_max}.",
         "* **Mitchell on all f bits** (h = f, one accumulator pair) levels off at a few percent: median "
         f"relative max error {', '.join(_tables.sci(v, 2) for v in mitchell)} for f = 3…{f_max} — "
@@ -1160,6 +1355,83 @@ def findings(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[
     ]
 
 
+def variant_tables(rows: Sequence[VariantRow]) -> list[str]:
+    """Encoder clipping, signed accumulators, fixed-point constants and the equal-bits comparison."""
+    cases = len({(r.subject, r.seed) for r in rows if r.experiment == "encoder"})
+
+    def total(variant: str, f: int) -> int:
+        return int(
+            sum(r.value for r in rows if r.experiment == "encoder" and r.variant == variant and r.f == f)
+        )
+
+    encoder = [[f, total("frexp scale (before)", f), total("rounded-peak scale", f)] for f in F_VALUES]
+    signed = [r for r in rows if r.experiment == "signed"]
+    table = [r.value for r in rows if r.experiment == "table"]
+    lines = [
+        f"**Encoder scale** ({cases} standard-normal products, both operands): values whose rounded log "
+        "the former scale (σ from `frexp` of the unrounded peak) clipped to the top level, and values the "
+        "fixed encoder (σ from the rounded peak) does not round to the nearest log level:",
+        "",
+        *_tables.markdown_table(["f", "clipped before", "mis-rounded now"], encoder),
+        "",
+        f"**Signed accumulators** (the patent's n, 62 bits): equal to the unsigned pairs' `P − N` and "
+        f"bit-identical outputs in {sum(r.value == 1.0 for r in signed)} of {len(signed)} runs "
+        f"(f = {F_VALUES[0]}…{F_VALUES[-1]}); the widest signed accumulator needed "
+        f"{min(r.acc_bits_used or 0 for r in signed)}–{max(r.acc_bits_used or 0 for r in signed)} bits "
+        "(sign included). Storage for k = 1024: the stage table's two cost columns.",
+        "",
+        f"**Integer-only path** (`table_bits = {TABLE_BITS}`: the 2^(r/n) constants in fixed point, the "
+        "final sum in integers): its own relative max error against float64 constants is "
+        f"{_tables.sci(min(table))}–{_tables.sci(max(table))} (bound 2^−{TABLE_BITS + 1} = "
+        f"{_tables.sci(2.0 ** -(TABLE_BITS + 1))}).",
+        "",
+        *budget_table(rows),
+    ]
+    return lines
+
+
+def budget_table(rows: Sequence[VariantRow]) -> list[str]:
+    """Per budget: the float accumulator and the best LNS design that fits the same bits."""
+    budget = [r for r in rows if r.experiment == "budget"]
+    out = []
+    for bits in BUDGETS:
+        floats = [r for r in budget if r.acc_bits == bits and r.variant.startswith("fp16")]
+        designs: dict[tuple[int, int, int, int], list[VariantRow]] = {}
+        for r in budget:
+            if r.variant == f"LNS {bits}-bit budget":
+                assert r.acc_bits is not None
+                designs.setdefault((r.exp_bits, r.f, r.hybrid_bits, r.acc_bits), []).append(r)
+        if not floats or not designs:
+            continue
+        best, best_rows = min(designs.items(), key=lambda kv: float(np.median([r.value for r in kv[1]])))
+        exp_bits, f, h, width = best
+        out.append(
+            [
+                bits,
+                f"{floats[0].variant}: {_tables.sci(float(np.median([r.value for r in floats])), 2)}",
+                f"exp_bits {exp_bits}, f = {f}, h = {h}, {accumulator_pairs(f, h)} × {width} bits: "
+                f"{_tables.sci(float(np.median([r.value for r in best_rows])), 2)}",
+                len(designs),
+                sum(r.overflow_outputs or 0 for r in best_rows),
+            ]
+        )
+    return [
+        "**Equal accumulator bits** (standard-normal matmuls; fp16 storage with one float accumulator "
+        "against signed LNS designs whose accumulators fit the same bits; median relative max error):",
+        "",
+        *_tables.markdown_table(
+            [
+                "bits / output",
+                "float (one accumulator)",
+                "best LNS design in the budget",
+                "designs tried",
+                "flagged outputs",
+            ],
+            out,
+        ),
+    ]
+
+
 def write_summary(
     path: Path,
     *,
@@ -1169,6 +1441,7 @@ def write_summary(
     mlp: TrainedMLP,
     rows: Sequence[ErrorRow],
     accuracy: Sequence[AccuracyRow],
+    variants: Sequence[VariantRow],
     figures: Sequence[Path],
 ) -> Path:
     """``summary.md``: what the plots show, in numbers."""
@@ -1203,6 +1476,10 @@ def write_summary(
         "",
         *width_table(rows, setup),
         "",
+        "## Datapath variants: encoder scale, signed accumulators, integer constants, equal bits",
+        "",
+        *variant_tables(variants),
+        "",
         "## Hybrid: the same accumulator count, spent two ways",
         "",
         *hybrid_table(rows, accuracy),
@@ -1233,6 +1510,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 ERROR_FIELDS = tuple(ErrorRow.__dataclass_fields__)
 ACCURACY_FIELDS = tuple(AccuracyRow.__dataclass_fields__)
+VARIANT_FIELDS = tuple(VariantRow.__dataclass_fields__)
 
 
 def measure(setup: Setup, mlp: TrainedMLP) -> list[ErrorRow]:
@@ -1271,6 +1549,8 @@ def run(out: Path, *, quick: bool = False, epochs: int | None = None) -> Path:
     accuracy = mlp_accuracy(mlp, setup.all_hybrids)
     _tables.write_csv((asdict(r) for r in rows), target / "lns_errors.csv", ERROR_FIELDS)
     _tables.write_csv((asdict(a) for a in accuracy), target / "lns_mlp.csv", ACCURACY_FIELDS)
+    variants = variant_rows(gaussian_subjects(setup.shapes, setup.seeds))
+    _tables.write_csv((asdict(v) for v in variants), target / "lns_variants.csv", VARIANT_FIELDS)
     width_f = 4 if 4 in setup.width_f else setup.width_f[0]
     figures = [
         plot_error_vs_f(rows, target / "lns_error_vs_f.png"),
@@ -1288,6 +1568,7 @@ def run(out: Path, *, quick: bool = False, epochs: int | None = None) -> Path:
         mlp=mlp,
         rows=rows,
         accuracy=accuracy,
+        variants=variants,
         figures=figures,
     )
     return target

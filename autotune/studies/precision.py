@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autotune.studies import _plots, _tables
+from autotune.studies import _plots, _tables, literature, sensitivity
 from autotune.tuner import label as kernel_label
 from autotune.tuner import rel_l2_error, rel_max_error
 from kernels import registry
@@ -88,7 +88,7 @@ PRECISIONS: tuple[Precision, ...] = (
     Precision("float16", "float16", "float16", "fp16\nacc fp16"),
     Precision("bfloat16/acc=float32", "bfloat16", "float32", "bf16\nacc fp32"),
     Precision("bfloat16", "bfloat16", "bfloat16", "bf16\nacc bf16"),
-    Precision("int8", "int8", "int32", "int8\nacc int32"),
+    Precision("int8", "int8", "int32", "int8\nacc int32/64"),
 )
 PRECISION_BY_KEY = {p.key: p for p in PRECISIONS}
 
@@ -129,6 +129,12 @@ MATMUL_ALGORITHMS: tuple[Algorithm, ...] = (
 #: The algorithm each op is compared with at the same precision.
 BASELINE: dict[Op, str] = {"conv2d": "direct", "matmul": "naive"}
 NAIVE_G = "naive rint(G g Gᵀ)"
+#: Exact arithmetic (float64) on the stored x, w, b with y stored: no algorithm can do better.
+FLOOR = "storage floor"
+#: Winograd with U and V stored in float32 (x, w, b, y in the column's format).
+TRANSFORMS_FP32 = "U, V stored in fp32"
+#: Integer Winograd with U and V requantised to the operand width, one scale per position.
+REQUANT = "requantised U, V"
 #: log_approx runs in its own number format (LNS: sign, 4 integer and f fraction bits of log2|x|,
 #: exact integer accumulators). Per column, the LNS operand format of the same storage budget:
 #: f = the significand bits of float16/bfloat16, and 8-/16-bit LNS codes (1 + 4 + f bits) in the
@@ -228,6 +234,28 @@ def _emulated_conv(alg: Algorithm, p: Precision, x, w, b, padding: Padding) -> O
     return EMULATED_CONV[alg.kernel](x, w, b, padding, store, comp, **dict(alg.params)), {}
 
 
+def _store(a: np.ndarray, p: Precision) -> np.ndarray:
+    """``a`` rounded to the column's storage format (float64 carrier)."""
+    if p.kind == "native":
+        return a.astype(p.storage).astype(np.float64)
+    return round_array(a, FORMATS[p.storage])
+
+
+def conv_floor(p: Precision, x, w, b, padding: Padding) -> np.ndarray:
+    """Storage floor: the exact conv (float64 loops) of the stored x, w, b, with y stored.
+
+    Every algorithm that stores its operands and output in ``p`` carries this error, whatever its
+    arithmetic; the gap above it is what the arithmetic (and any transform storage) adds.
+    """
+    stored = (_store(a, p) for a in (x, w, b))
+    return _store(conv2d_reference(*stored, (1, 1), padding, (1, 1), 1), p)
+
+
+def matmul_floor(p: Precision, a, b) -> np.ndarray:
+    """Storage floor of matmul: the float64 product of the stored operands, stored."""
+    return _store(matmul_reference(_store(a, p), _store(b, p)), p)
+
+
 @dataclass
 class QuantizedConv:
     """Integer operands of one conv and the scale that dequantises its accumulator."""
@@ -290,8 +318,19 @@ def _integer_conv(alg: Algorithm, q: QuantizedConv, naive_g: bool = False) -> Ou
     return integer.dequantize(acc, q.scale), extra
 
 
+def _requantised_conv(alg: Algorithm, p: Precision, x, w, b, padding: Padding) -> Output:
+    """Integer Winograd with U, V requantised per position (:func:`integer.winograd_requantised`)."""
+    fmt = integer.INT_FORMATS[p.storage]
+    r = integer.winograd_requantised(x, w, b, padding, dict(alg.params)["tile"], fmt)
+    return r.y, {"variant": REQUANT, "acc_bits": 32 if r.m_bits <= 32 else 64, "bits_needed": r.m_bits}
+
+
 def conv_outputs(p: Precision, x, w, b, padding: Padding) -> Iterable[tuple[Algorithm, Output]]:
-    """Every conv algorithm's output at precision ``p`` (integer Winograd twice: scaled, naive G)."""
+    """Every conv algorithm's output at precision ``p``, with the variants.
+
+    Integer Winograd three times (scaled integral transforms, naive G, requantised U and V); float
+    Winograd also with U, V stored in float32; and the storage floor (recorded under direct).
+    """
     if p.kind == "integer":
         q = QuantizedConv.of(integer.INT_FORMATS[p.storage], x, w, b, padding)
         for alg in CONV_ALGORITHMS:
@@ -300,10 +339,17 @@ def conv_outputs(p: Precision, x, w, b, padding: Padding) -> Iterable[tuple[Algo
                 yield alg, result
             if alg.kernel == "winograd":
                 yield alg, _integer_conv(alg, q, naive_g=True)
+                yield alg, _requantised_conv(alg, p, x, w, b, padding)
         return
     run = _native_conv if p.kind == "native" else _emulated_conv
     for alg in CONV_ALGORITHMS:
         yield alg, run(alg, p, x, w, b, padding)
+        if alg.kernel == "winograd" and p.kind == "emulated":
+            store, comp = FORMATS[p.storage], FORMATS[p.accumulator]
+            y = winograd_lowprec(x, w, b, padding, store, comp, transform_store=FLOAT32, **dict(alg.params))
+            yield alg, (y, {"variant": TRANSFORMS_FP32})
+    if p.key != "float64":
+        yield CONV_ALGORITHMS[0], (conv_floor(p, x, w, b, padding), {"variant": FLOOR})
 
 
 def matmul_outputs(p: Precision, a, b) -> Iterable[tuple[Algorithm, Output]]:
@@ -329,6 +375,8 @@ def matmul_outputs(p: Precision, a, b) -> Iterable[tuple[Algorithm, Output]]:
         else:
             yield blas, (matmul_lowprec(a, b, store, comp, k_block=K_BLOCK), {})
             yield log, (log_matmul_lowprec(a, b, store, comp), {})
+    if p.kind != "integer" and p.key != "float64":
+        yield naive, (matmul_floor(p, a, b), {"variant": FLOOR})
     if p.key in LNS_FRACTION_BITS:
         f = LNS_FRACTION_BITS[p.key]
         # out_log=1: the result is rounded back to the LNS format, as every column stores its output.
@@ -460,6 +508,8 @@ def emulation_checks(shape: ConvShape, seeds: Sequence[int]) -> EmulationChecks:
             errors.setdefault(f"torch {fmt.name}", []).append(rel_max_error(y, ref))
             ours = direct_lowprec(x, w, b, shape.padding, fmt, FLOAT32)
             errors.setdefault(f"emulated direct {fmt.name} acc fp32", []).append(rel_max_error(ours, ref))
+            floor = conv_floor(PRECISION_BY_KEY[f"{fmt.name}/acc=float32"], x, w, b, shape.padding)
+            errors.setdefault(f"storage floor {fmt.name}", []).append(rel_max_error(floor, ref))
     medians = {k: float(np.median(v)) for k, v in errors.items()}
     return EmulationChecks(
         float16_values=grid.size,
@@ -534,6 +584,9 @@ COLORS = {
     "log": "tab:green",
     "log_approx": "tab:orange",
     NAIVE_G: "tab:red",
+    REQUANT: "tab:brown",
+    TRANSFORMS_FP32: "tab:pink",
+    FLOOR: "black",
 }
 METRICS = {
     "rel_max": "relative max error  max|y − ref| / max|ref|",
@@ -568,6 +621,20 @@ def _format_precision_axis(ax, ylabel: str) -> None:
     _plots.log_grid(ax)
 
 
+def _draw_floor(ax, stats: dict[Key, Stats], op: str) -> None:
+    """The storage floor (exact arithmetic on stored operands, y stored) as short black bars."""
+    for i, st in enumerate(_series(stats, op, BASELINE[op], FLOOR)):
+        if st is not None and st.median > 0:
+            ax.hlines(st.median, i - 0.3, i + 0.3, colors=COLORS[FLOOR], lw=1.2, ls="-", zorder=5)
+    ax.plot(
+        [],
+        [],
+        color=COLORS[FLOOR],
+        lw=1.2,
+        label="storage floor: exact arithmetic on stored x, w (, b); y stored",
+    )
+
+
 def bit_exact(rows: Sequence[Measurement]) -> set[tuple[str, str]]:
     """(algorithm, precision) pairs whose every integer result equals integer direct bit for bit."""
     seen: dict[tuple[str, str], bool] = {}
@@ -600,16 +667,23 @@ def plot_algorithm(
         _draw(
             ax, _series(s, alg.op, alg.name), 0.0, color=COLORS[alg.name], marker="o", lw=2, label=alg.title
         )
+        _draw_floor(ax, s, alg.op)
         if alg.kernel == "winograd":
-            _draw(
-                ax,
-                _series(s, alg.op, alg.name, NAIVE_G),
-                0.08,
-                color=COLORS[NAIVE_G],
-                marker="x",
-                ls=":",
-                label=f"integer, {NAIVE_G}",
-            )
+            for variant, offset, marker, label in (
+                (NAIVE_G, 0.08, "x", f"integer, {NAIVE_G} (unit scale)"),
+                (REQUANT, 0.12, "D", "integer, U and V requantised per position"),
+                (TRANSFORMS_FP32, 0.04, "^", "fp16/bf16 with U and V stored in fp32"),
+            ):
+                _draw(
+                    ax,
+                    _series(s, alg.op, alg.name, variant),
+                    offset,
+                    color=COLORS[variant],
+                    marker=marker,
+                    ms=4,
+                    ls=":",
+                    label=label,
+                )
         for i, p in enumerate(PRECISIONS):
             if (alg.name, p.key) in exact:
                 ax.annotate(
@@ -673,6 +747,7 @@ def plot_combined(stats: dict[Key, Stats], path: Path) -> Path:
                     ls="none",
                     label=f"F({tile}) int, {NAIVE_G}",
                 )
+        _draw_floor(ax, stats, op)
         _format_precision_axis(ax, METRICS["rel_max"])
         ax.set_title(op)
         ax.legend(fontsize=7, loc="upper left", ncol=2 if op == "conv2d" else 1)
@@ -756,8 +831,15 @@ def _median_table(stats: dict[Key, Stats], op: str, algorithms: Sequence[Algorit
     for alg in algorithms:
         rows.append([alg.title, *(_tables.sci(s.median) if s else "—" for s in _series(stats, op, alg.name))])
         if op == "conv2d" and alg.kernel == "winograd":
-            cells = [_tables.sci(s.median) if s else "" for s in _series(stats, op, alg.name, NAIVE_G)]
-            rows.append([f"{alg.title}, int {NAIVE_G}", *cells])
+            for variant, title in (
+                (TRANSFORMS_FP32, TRANSFORMS_FP32),
+                (NAIVE_G, f"int {NAIVE_G}"),
+                (REQUANT, f"int {REQUANT}"),
+            ):
+                cells = [_tables.sci(s.median) if s else "" for s in _series(stats, op, alg.name, variant)]
+                rows.append([f"… {title}", *cells])
+    floor = [_tables.sci(s.median) if s else "" for s in _series(stats, op, BASELINE[op], FLOOR)]
+    rows.append([f"{FLOOR} (exact arithmetic on stored operands, y stored)", *floor])
     return _tables.markdown_table(header, rows)
 
 
@@ -781,7 +863,7 @@ def _integer_winograd_table(rows: Sequence[Measurement], stats: dict[Key, Stats]
         name = f"winograd(tile={tile})"
         for p in (q for q in PRECISIONS if q.kind == "integer"):
             scaled = [r for r in rows if r.algorithm == name and r.precision == p.key and not r.variant]
-            naive = [r for r in rows if r.algorithm == name and r.precision == p.key and r.variant]
+            naive = [r for r in rows if r.algorithm == name and r.precision == p.key and r.variant == NAIVE_G]
             if not scaled:
                 continue
             lines.append(
@@ -795,6 +877,9 @@ def _integer_winograd_table(rows: Sequence[Measurement], stats: dict[Key, Stats]
                     f"{sum(r.exact_vs_direct for r in scaled)}/{len(scaled)}",
                     _tables.sci(stats[("conv2d", name, "", p.key)].median),
                     _tables.sci(stats[("conv2d", name, NAIVE_G, p.key)].median) if naive else "—",
+                    "{} / {}".format(*integer.transformed_operand_bits(tile, integer.INT_FORMATS[p.storage])),
+                    _tables.sci(stats[("conv2d", name, REQUANT, p.key)].median),
+                    _tables.sci(stats[("conv2d", "direct", "", p.key)].median),
                 ]
             )
     header = [
@@ -807,6 +892,9 @@ def _integer_winograd_table(rows: Sequence[Measurement], stats: dict[Key, Stats]
         "bit-identical to int direct",
         "error (scaled)",
         f"error ({NAIVE_G})",
+        "U / V bits (scaled, worst case)",
+        f"error ({REQUANT}: operand-width products)",
+        "int direct error",
     ]
     return _tables.markdown_table(header, lines)
 
@@ -859,16 +947,54 @@ def _findings(stats: dict[Key, Stats], ratios: dict[tuple[str, str], float]) -> 
     lns_low = [ratios.get(("log_approx", key)) for key in ("float16", "bfloat16")]
     if all(v is not None for v in lns_low):
         lines.append(
-            "* The LNS datapath accumulates exactly in integers, so against float arithmetic that also "
-            f"accumulates in the low format it wins ({lns_low[0]:.2f}x at fp16, {lns_low[1]:.2f}x at bf16); "
-            "its error is that of its operand and output format."
+            "* The LNS datapath accumulates exactly in integers, so against float arithmetic that "
+            f"accumulates in the low format its error is lower ({lns_low[0]:.2f}x at fp16, "
+            f"{lns_low[1]:.2f}x at bf16) — "
+            f"but with 2^f accumulator pairs per output (f = {LNS_FRACTION_BITS['float16']}: "
+            f"{1 << LNS_FRACTION_BITS['float16']} pairs of 42+ bits) against one 16-bit accumulator. "
+            "At equal accumulator bits it loses; the LNS study compares the two at 16 and 32 bits per output."
         )
+    lines += _floor_findings(stats)
     im2col = [ratios[("im2col", p.key)] for p in PRECISIONS if ("im2col", p.key) in ratios]
     lines.append(
         "* **im2col** is the same sum in another memory order (plus a blocked GEMM): its error / direct's "
         f"is between {min(im2col):.2f} and {max(im2col):.2f} at every precision."
     )
     return lines
+
+
+def _floor_findings(stats: dict[Key, Stats]) -> list[str]:
+    """The storage floor, the Winograd transform-storage split and the requantised integer Winograd."""
+    floor = {
+        k: stats.get(("conv2d", "direct", FLOOR, k)) for k in ("float16/acc=float32", "bfloat16/acc=float32")
+    }
+    if not all(floor.values()):
+        return []
+    f16, b16 = (floor[k].median for k in floor)  # type: ignore[union-attr]
+    d16, db16 = (_stat(stats, "conv2d", "direct", k) for k in floor)
+    split = []
+    for tile in (2, 4, 6):
+        name = f"winograd(tile={tile})"
+        stored = _stat(stats, "conv2d", name, "float16/acc=float32")
+        kept = stats[("conv2d", name, TRANSFORMS_FP32, "float16/acc=float32")].median
+        split.append(f"F({tile}) {_tables.sci(stored)} → {_tables.sci(kept)}")
+    requant = [
+        f"F({t}) {_tables.sci(stats[('conv2d', f'winograd(tile={t})', REQUANT, 'int8')].median)}"
+        for t in (2, 4, 6)
+    ]
+    return [
+        "* **The storage floor** — exact arithmetic on the stored x, w, b, with y rounded to the format — is "
+        f"{_tables.sci(f16)} (fp16) and {_tables.sci(b16)} (bf16). Direct with an fp32 accumulator measures "
+        f"{_tables.sci(d16)} and {_tables.sci(db16)}: the fp16/bf16-with-fp32-accumulation columns measure "
+        "storage rounding, not arithmetic.",
+        "* **Winograd: transform storage, not arithmetic.** With fp16 storage and fp32 accumulation, storing "
+        f"U and V in fp32 instead of fp16 takes the error from {', '.join(split)} (direct "
+        f"{_tables.sci(d16)}, floor {_tables.sci(f16)}): the transforms' rounding to storage is the error.",
+        "* **Realistic int8 Winograd** (U and V requantised to int8 with one scale per transformed position, "
+        f"int8×int8 products, int32 sums): {', '.join(requant)}, against "
+        f"{_tables.sci(_stat(stats, 'conv2d', 'direct', 'int8'))} for int8 direct. The exact integer "
+        "Winograd keeps direct's error only because its U and V are 12–22 bits wide (operand-width table).",
+    ]
 
 
 def _check_lines(checks: EmulationChecks) -> list[str]:
@@ -891,15 +1017,23 @@ def _check_lines(checks: EmulationChecks) -> list[str]:
         "for the real float32 direct kernel (same order; the real kernel fuses multiply-adds).",
         "* Real low-precision kernels beside the emulation (first conv shape, median over seeds): "
         f"{torch_cells}. "
-        "PyTorch's internal arithmetic is its own (not controlled here): a sanity bracket, not an oracle.",
+        "PyTorch's internal arithmetic is its own (not controlled here): a sanity bracket, not an oracle. "
+        "All of them sit at the storage floor, so this agreement shows that the stored operands and output "
+        "are rounded alike — it cannot tell accumulation orders or accumulator formats apart.",
     ]
 
 
 def _integer_notes() -> str:
     return (
         "`worst-case bits of D·y` = bits of `D · C · 9 · qmax²` plus sign, per shape (C = input channels). "
-        "Where it exceeds 64 the result is still exact for these inputs (the realised `|D·y|` fits; the "
-        "exact division by D and the comparison with direct check it), but not for every possible input."
+        "Where it exceeds 64 the result is still exact for these inputs: before each run the data bound "
+        "`D · max Σ|w_q||x_q|` is checked to fit the accumulator, and the comparison with integer direct "
+        "proves it. (A check that D divides the final `D·y` would prove nothing: a wrap adds a multiple of "
+        "2^32 or 2^64, which D = 4 of F(2) always divides, and D = 576 of F(4) whenever the wrap count is a "
+        "multiple of 9.) `U / V bits`: signed widths of the transformed operands for inputs of ±qmax — the "
+        "element-wise products of exact integer Winograd are that wide, not int8×int8. The requantised "
+        "variant brings them back to the operand width with one scale per transformed position (over all "
+        "filters and channels for U, over all tiles and channels for V), then sums exactly and dequantises."
     )
 
 
@@ -914,6 +1048,8 @@ def write_summary(
     matmul_shapes: Sequence[MatmulShape],
     seeds: Sequence[int],
     figures: Sequence[Path],
+    literature_rows: Sequence[literature.LiteratureRow] = (),
+    sensitivity_rows: Sequence[sensitivity.SensitivityRow] = (),
 ) -> Path:
     """``summary.md``: findings in numbers, the tables, how each precision is computed, the checks."""
     stats = aggregate(rows)
@@ -958,6 +1094,14 @@ def write_summary(
         *_integer_winograd_table(rows, stats),
         "",
         _integer_notes(),
+        "",
+        "## Beyond standard-normal data: scale, offset, channels, FFT size (`precision_sensitivity.png`)",
+        "",
+        *sensitivity.findings(list(sensitivity_rows)),
+        "",
+        "## Beside the literature",
+        "",
+        *literature.tables(list(literature_rows)),
         "",
         "## How low precision is done",
         "",
@@ -1028,6 +1172,19 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
         for alg in (*CONV_ALGORITHMS, *MATMUL_ALGORITHMS)
     ]
     figures.append(plot_combined(stats["rel_max"], target / "precision_all.png"))
+    sensitivity_rows = sensitivity.measure(quick)
+    _tables.write_csv(
+        (asdict(r) for r in sensitivity_rows),
+        target / "sensitivity.csv",
+        tuple(sensitivity.SensitivityRow.__dataclass_fields__),
+    )
+    figures.append(sensitivity.plot(sensitivity_rows, target / "precision_sensitivity.png"))
+    literature_rows = literature.measure(quick)
+    _tables.write_csv(
+        (asdict(r) for r in literature_rows),
+        target / "literature.csv",
+        tuple(literature.LiteratureRow.__dataclass_fields__),
+    )
     command = (
         "autotune study precision" + (" --quick" if quick else "") + (f" --seeds {seeds}" if seeds else "")
     )
@@ -1041,5 +1198,7 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
         matmul_shapes=matmul_shapes,
         seeds=seed_list,
         figures=figures,
+        literature_rows=literature_rows,
+        sensitivity_rows=sensitivity_rows,
     )
     return target

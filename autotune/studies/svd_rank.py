@@ -348,6 +348,10 @@ def speed_vs_rank(setup: SpeedSetup, seed: int = 0) -> list[SpeedRow]:
     return rows
 
 
+#: Extra sketch columns of the randomized SVD (``LowRank.from_matrix``'s default).
+RANDOMIZED_OVERSAMPLE = 10
+
+
 def factorization_vs_rank(setup: SpeedSetup, seed: int = 0) -> list[FactorizationRow]:
     """LAPACK SVD vs randomized SVD per rank on the Gaussian float32 matrix, timed side by side.
 
@@ -365,7 +369,10 @@ def factorization_vs_rank(setup: SpeedSetup, seed: int = 0) -> list[Factorizatio
 
     full()  # warm-up
     rows = []
-    for rank in tqdm(setup.ranks, desc="svd-rank factorisation", unit="rank", leave=False):
+    # a sketch of rank + 10 columns that reaches min(m, n) is no longer randomized (and at full rank
+    # the optimal error is 0): those ranks are not measured
+    ranks = [r for r in setup.ranks if r + RANDOMIZED_OVERSAMPLE < min(setup.m, setup.n)]
+    for rank in tqdm(ranks, desc="svd-rank factorisation", unit="rank", leave=False):
         run = lambda r=rank: LowRank.from_matrix(a, r, method="randomized")  # noqa: E731
         error = np.linalg.norm(a64 - run().to_dense().astype(np.float64)) / norm
         randomized_us = timing.measure(run, min_runs=3, max_time_s=3.0).median_us
@@ -535,7 +542,7 @@ def plot_factorization(rows: Sequence[FactorizationRow], path: Path) -> Path:
     ax_e.plot(ranks, [r.error_ratio for r in rows], "o-", color="tab:green")
     ax_e.axhline(1.0, color="0.4", ls="--", lw=1, label="optimal (Eckart–Young)")
     ax_e.set_ylabel("randomized / optimal Frobenius error")
-    ax_e.set_title("Randomized SVD accuracy (flat spectrum: its worst case)")
+    ax_e.set_title("Randomized SVD accuracy (Gaussian: no spectral gap)")
     for ax in (ax_t, ax_e):
         ax.set_xscale("log")
         ax.set_xlabel("rank r (log scale)")
@@ -690,7 +697,9 @@ def _findings(
     return [
         "* **Structure decides the rank** (rank for ≤ 10% Frobenius error / full rank): "
         f"{share('image')}; {share('data')}; {share('random')}. `svd_singular_values.png` shows why: the "
-        "photo's spectrum falls by decades, the Gaussian's stays flat.",
+        "photo's spectrum falls by decades; the Gaussian's follows the Marchenko–Pastur law (the "
+        "quarter-circle law for a square matrix): no gap, and for 300x451 all singular values within "
+        "a factor of about (√451 + √300)/(√451 − √300) ≈ 9.8 of each other.",
         f"* **Weights vs activations** (same measure): {share('weights')}; {share('activations')}.",
         f"* **Measured errors are the optimal ones**: rebuilt-matrix errors match Eckart–Young to "
         f"{_agreement(errors):.1e} (both norms, every rank).",
@@ -719,7 +728,8 @@ def _findings(
             else "it stays faster at every rank measured"
         )
         + f"; its Frobenius error is at most {max(r.error_ratio for r in factorization) - 1:.1%} above the "
-        "optimum on this flat-spectrum matrix.",
+        "optimum on this Gaussian matrix (quarter-circle law: a slowly decaying spectrum without a gap, "
+        "the randomized SVD's hard case).",
     ]
 
 

@@ -211,13 +211,17 @@ def winograd_lowprec(
     store: FloatFormat,
     comp: FloatFormat,
     tile: int = 2,
+    transform_store: FloatFormat | None = None,
 ) -> np.ndarray:
     """Winograd F(m×m, 3×3), ``Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`` summed over channels, in low precision.
 
     ``U = G g Gᵀ`` from the stored weights in float64, rounded once to ``store``; ``V = Bᵀ d B``
     with every operation in ``comp``, stored in ``store``; the α² channel GEMMs ``M = U V`` and the
     output transform in ``comp``; ``y`` stored in ``store``. Stride 1, dilation 1, 3×3 filters.
+    ``transform_store`` stores U and V in another format (float32: what the transforms' storage
+    rounding costs, by difference); x, w, b and y stay in ``store``.
     """
+    t_store = store if transform_store is None else transform_store
     if tile not in POINTS:
         raise ValueError(f"winograd_lowprec: tile must be one of {tuple(POINTS)}, got {tile!r}")
     a_t, g, b_t = winograd_matrices(tile)
@@ -234,8 +238,8 @@ def winograd_lowprec(
     extra_w = max(tiles_w * tile + 2 - (wd + padding[2] + padding[3]), 0)
     xp = _pad(x_st, padding, extra_h, extra_w)
     u = np.einsum("xi,kcij,yj->xykc", g, w_st, g).reshape(alpha * alpha, k_out, c_in)
-    u = round_array(u, store)
-    v = _input_transform_rounded(xp, b_t, tile, tiles_h, tiles_w, store.spec, comp.spec)
+    u = round_array(u, t_store)
+    v = _input_transform_rounded(xp, b_t, tile, tiles_h, tiles_w, t_store.spec, comp.spec)
     mm = np.stack([gemm_rounded(u[s], v[s], comp.spec, K_BLOCK) for s in range(alpha * alpha)])
     return _output_transform_rounded(
         mm, np.ascontiguousarray(a_t), b_st, n_batch, tiles_h, tiles_w, ho, wo, store.spec, comp.spec

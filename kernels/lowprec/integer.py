@@ -19,8 +19,19 @@ the lcm of its denominators makes all three integral, and then
 holds exactly in integers: F(2,3) uses ``2G`` and divides by 4, F(4,3) ``24G`` and divides by
 576. The computation runs in wrapping unsigned arithmetic (the ring of integers mod 2^bits), so
 the result is exact whenever the *final* scaled value ``D·y`` fits the signed accumulator, however
-large the intermediates get; the exact division by D is checked. The naive alternative — integer
-tensors with the fractional matrices, ``U = rint(G g Gᵀ)`` — is :func:`winograd_int_naive`.
+large the intermediates get. That is checked before the run by a bound from the data,
+``|D·y| ≤ D·Σ|w_q||x_q|`` (:func:`realised_bound`); a check of the final division by D would not do:
+a wrap changes ``D·y`` by a multiple of 2^32 (2^64), which D = 4 of F(2) always divides and
+D = 576 of F(4) divides whenever the wrap count is a multiple of 9. The proof of exactness is the
+comparison with integer direct, which the precision study makes on every run.
+
+The transformed operands are wider than the inputs: ``U = (λ_G G) g (λ_G G)ᵀ`` and
+``V = (λ_B Bᵀ) d (λ_B Bᵀ)ᵀ`` of int8 data need 12/10 bits at F(2), 18/15 at F(4) and 22/20 at F(6)
+(:func:`transformed_operand_bits`), so the element-wise products are not int8×int8. The usual
+int8 Winograd instead requantises U and V to int8 with one scale per transformed position
+(:func:`winograd_requantised`); that is an approximation, with a bound on its error
+(:func:`requantised_error_bound`). The naive alternative — integer tensors with the fractional
+matrices, ``U = rint(G g Gᵀ)`` at unit scale — is :func:`winograd_int_naive`.
 """
 
 from __future__ import annotations
@@ -204,11 +215,13 @@ def winograd_int(
 
     All arithmetic wraps modulo 2^acc_bits (uint32/uint64 numpy arithmetic, like an int ALU):
     ``U = g_s w g_sᵀ``, ``V = b_s d b_sᵀ``, ``M = Σ_c U ⊙ V``, ``Y = a_s M a_sᵀ = D·y``; then the
-    signed ``D·y`` is divided by D exactly and the bias added. Correct whenever |D·y| < 2^(acc_bits−1)
-    (see :meth:`IntegerWinograd.worst_case_scaled`); ArithmeticError if the division is not exact.
+    signed ``D·y`` is divided by D and the bias added. Correct whenever |D·y| < 2^(acc_bits−1):
+    OverflowError unless :func:`realised_bound` guarantees that for this data.
     Returns int64 (N, K, Ho, Wo).
     """
     wt = integer_winograd(m)
+    if bits_needed(wt.divisor * realised_bound(xq, wq, padding)) > acc_bits:
+        raise OverflowError(f"winograd_int: F({m},3) on this data may overflow int{acc_bits}")
     unsigned, signed = np.dtype(f"uint{acc_bits}"), np.dtype(f"int{acc_bits}")
     ho, wo = _conv_out_hw(xq, padding)
 
@@ -221,8 +234,7 @@ def winograd_int(
     mm = np.einsum("xykc,xyncpq->xynkpq", u, v)
     scaled = np.einsum("ax,xynkpq,ey->nkpaqe", a_s, mm, a_s).view(signed).astype(np.int64)
     y, remainder = np.divmod(scaled, wt.divisor)
-    if np.any(remainder):
-        raise ArithmeticError(f"winograd_int: F({m},3) overflowed int{acc_bits} (D·y not divisible by D)")
+    assert not np.any(remainder)  # a consistency check only: it cannot see wraps (module docstring)
     return _untile(y, ho, wo) + bq.astype(np.int64).reshape(1, -1, 1, 1)
 
 
@@ -243,3 +255,94 @@ def winograd_int_naive(
     mm = np.einsum("xykc,xyncpq->xynkpq", u, v)
     y = np.rint(np.einsum("ax,xynkpq,ey->nkpaqe", a_t, mm.astype(np.float64), a_t)).astype(np.int64)
     return _untile(y, ho, wo) + bq.astype(np.int64).reshape(1, -1, 1, 1)
+
+
+def realised_bound(xq: np.ndarray, wq: np.ndarray, padding: Padding) -> int:
+    """``max over outputs of Σ|w_q|·|x_q|``: a bound on ``|y|`` (bias excluded) for this data.
+
+    One direct conv of the magnitudes in int64 (exact: C·9·qmax² < 2^63 for any realistic C).
+    """
+    magnitude = direct(
+        np.abs(xq.astype(np.int64)), np.abs(wq.astype(np.int64)), None, (1, 1), padding, (1, 1), 1
+    )
+    return int(magnitude.max(initial=0))
+
+
+def transformed_operand_bits(m: int, fmt: IntFormat) -> tuple[int, int]:
+    """Signed widths of the integral transforms ``U = g_s w g_sᵀ`` and ``V = b_s d b_sᵀ`` (worst case).
+
+    ``|U| ≤ qmax·(max row sum of |g_s|)²`` and likewise V with ``b_s``; reached by inputs of ±qmax
+    with the signs of the heaviest row.
+    """
+    wt = integer_winograd(m)
+    row_g, row_b = (int(np.abs(t).sum(axis=1).max()) for t in (wt.g, wt.b_t))
+    return bits_needed(fmt.qmax * row_g**2), bits_needed(fmt.qmax * row_b**2)
+
+
+@dataclass(frozen=True)
+class Requantised:
+    """Int8/int16 Winograd with U and V requantised per transformed position.
+
+    ``y`` (float64) the result; ``u_scale``/``v_scale`` (α, α) the per-position scales;
+    ``exact`` the same pipeline without the requantisation (float64 U, V from the quantised x).
+    """
+
+    y: np.ndarray
+    u_scale: np.ndarray
+    v_scale: np.ndarray
+    exact: np.ndarray
+    m_bits: int  # widest |M| = |Σ_c U_q·V_q| of this data, signed bits
+    x_scale: float  # per-tensor scale of the integer input (V is in its units)
+
+
+def _per_position(t: np.ndarray, fmt: IntFormat) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric quantisation with one scale per leading (α, α) position: (values, scales)."""
+    peak = np.abs(t).reshape(t.shape[0], t.shape[1], -1).max(axis=2)
+    scale = np.where(peak > 0, peak / fmt.qmax, 1.0)
+    shape = (*scale.shape,) + (1,) * (t.ndim - 2)
+    return np.rint(t / scale.reshape(shape)).astype(np.int64), scale
+
+
+def winograd_requantised(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None, padding: Padding, m: int, fmt: IntFormat
+) -> Requantised:
+    """Winograd F(m×m, 3×3) with int8×int8 (int16×int16) element-wise products.
+
+    The x is quantised per tensor (``x_q``, the integer activations); ``U = G w Gᵀ`` is computed
+    offline from the float weights, ``V = Bᵀ x_q B`` from the integer input, and both are
+    requantised to ``fmt`` with one scale per transformed position (ξ, ν) — over all filters and
+    channels for U, over all tiles and channels for V. ``M = Σ_c U_q ⊙ V_q`` is an exact integer
+    sum (int64 here; it fits int32 for int8 up to 2^17 channels), dequantised per position, and
+    the output transform ``Aᵀ M A`` and the bias are applied in float64.
+    """
+    a_t, g, b_t = winograd_matrices(m)
+    qx = quantize(x, fmt)
+    ho, wo = _conv_out_hw(x, padding)
+    u = np.einsum("xi,kcij,yj->xykc", g, np.asarray(w, dtype=np.float64), g)
+    tiles = _tiles(qx.values.astype(np.float64), padding, m, ho, wo)
+    v = np.einsum("xi,ncpqij,yj->xyncpq", b_t, tiles, b_t)
+    u_q, u_scale = _per_position(u, fmt)
+    v_q, v_scale = _per_position(v, fmt)
+    mm = np.einsum("xykc,xyncpq->xynkpq", u_q, v_q)  # exact: int64
+    scale = (u_scale * v_scale * qx.scale).reshape(*u_scale.shape, 1, 1, 1, 1)
+    bias = (np.zeros(w.shape[0]) if b is None else np.asarray(b, dtype=np.float64)).reshape(1, -1, 1, 1)
+
+    def output(transformed: np.ndarray) -> np.ndarray:
+        y = np.einsum("ax,xynkpq,ey->nkpaqe", a_t, transformed, a_t)
+        return _untile(y, ho, wo) + bias
+
+    exact = output(np.einsum("xykc,xyncpq->xynkpq", u, v) * qx.scale)
+    m_bits = bits_needed(int(np.abs(mm).max()))
+    return Requantised(output(mm * scale), u_scale, v_scale, exact, m_bits, qx.scale)
+
+
+def requantised_error_bound(r: Requantised, a_t: np.ndarray, channels: int, fmt: IntFormat) -> float:
+    """Bound on ``max|y − exact|`` of :func:`winograd_requantised` from its scales.
+
+    Per position, ``|U_q s_U − U| ≤ s_U/2`` and ``|U| ≤ qmax·s_U`` (likewise V), so
+    ``|ΔM| ≤ C·s_U·s_V·s_x·(qmax + ¼)`` (V is in units of the input scale ``s_x``); the output
+    transform turns that into at most ``Σ |A_ξi||A_νj|·|ΔM_ξν|`` per output.
+    """
+    delta_m = channels * r.u_scale * r.v_scale * r.x_scale * (fmt.qmax + 0.25)
+    weights = np.abs(a_t)
+    return float(np.einsum("ax,xy,ey->ae", weights, delta_m, weights).max())
