@@ -580,6 +580,9 @@ def matmul(
         fn = _matmul_kernel(problem, method, inputs)  # type: ignore[arg-type]
         _bound[key] = fn
         _watch_if_approximate(key, fn, problem, method)
+    spec = getattr(fn, "spec", None)
+    if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
+        fn = _exact_default("matmul")
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
     verifier = _verifiers.get(key)
     if verifier is not None and verifier.due():
@@ -639,6 +642,8 @@ def _verified(
     the choice, re-tune on these operands (tune mode) and return the re-tuned kernel's result."""
     exact = a.astype(np.float64) @ np.asarray(b, dtype=np.float64)
     problem = verifier.problem
+    if not np.isfinite(exact).all():
+        return c  # non-finite operands went to the exact default: nothing to compare
     error, tol = tuner.rel_max_error(c, exact), tuner.tolerance(problem)
     if error <= tol:
         return c

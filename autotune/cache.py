@@ -222,10 +222,37 @@ def entry_problem(key: Any, entry: Any) -> str | None:
     if "kernels" in entry and not isinstance(entry["kernels"], str):
         return "'kernels' must be a digest string"
     candidates = entry.get("candidates", {})
-    if candidates is not None and not (
-        isinstance(candidates, dict) and all(isinstance(c, dict) for c in candidates.values())
-    ):
+    if candidates is None:
+        return None
+    if not isinstance(candidates, dict):
         return "'candidates' must map labels to mappings"
+    for label, record in candidates.items():
+        wrong = _candidate_problem(record)
+        if wrong:
+            return f"candidate {label!r}: {wrong}"
+    return None
+
+
+_CANDIDATE_NUMBERS = ("median_us", "min_us", "spread_us", "prepare_us", "rel_err", "rel_l2")
+
+
+def _candidate_problem(record: Any) -> str | None:
+    """Why one candidate record does not fit the schema (None if it does)."""
+    if not isinstance(record, dict):
+        return "must be a mapping"
+    if not isinstance(record.get("kernel", ""), str):
+        return "'kernel' must be a name"
+    for name in _CANDIDATE_NUMBERS:
+        if record.get(name) is not None and not _is_number(record[name]):
+            return f"{name!r} must be a number"
+    if record.get("runs") is not None and not (
+        isinstance(record["runs"], int) and not isinstance(record["runs"], bool)
+    ):
+        return "'runs' must be an integer"
+    if not isinstance(record.get("params", {}) or {}, dict):
+        return "'params' must be a mapping"
+    if not isinstance(record.get("reason") or "", str):
+        return "'reason' must be text"
     return None
 
 
