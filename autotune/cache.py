@@ -33,6 +33,12 @@ Rules:
   schema is never overwritten (this process then tunes in memory only);
 * a write that cannot get the lock in time keeps its entries and retries at the next write and at
   exit, so lock contention never loses a tuned result;
+* a large file (:data:`JOURNAL_ABOVE_BYTES`) is not rewritten for every stored entry: new entries
+  are appended to ``autotune.yaml.journal`` (YAML documents, one per entry) and folded into the
+  file by the CLI verbs that rewrite it (``tune`` at its end, ``import``, ``merge``, ``clear``).
+  Its dispatch fields (choice, params, tol, kernel set) are kept in a JSON index,
+  ``autotune.yaml.index.json``, stamped with the file's size, mtime and inode, so a process
+  starts without parsing the YAML; a stale index (the file was edited) is rebuilt from it;
 * reads go through an in-memory map: a lookup is a dict access, not a file read. Whether an entry
   fits a call (kernel set, tolerance, exactness, parameters) is decided by the dispatcher.
 """
@@ -42,8 +48,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import json
 import numbers
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -61,6 +69,11 @@ FILENAME = "autotune.yaml"
 LOCK_TIMEOUT_S = 120.0
 #: How long storing a freshly tuned entry waits; past it the entry is kept and written later.
 STORE_LOCK_TIMEOUT_S = 10.0
+
+#: Files at least this large take new entries through the journal and keep a JSON index.
+JOURNAL_ABOVE_BYTES = 1 << 20
+#: The fields of an entry the dispatcher needs (what the index keeps).
+HOT_FIELDS = ("choice", "params", "tol", "kernels", "tuned_at")
 
 # The libyaml-backed safe loader/dumper when PyYAML was built with it (same safety, ~10x faster).
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -444,9 +457,12 @@ class Database:
     # -- reading ------------------------------------------------------------------------------
 
     def read_document(self) -> Document:
-        """The whole file (every machine), validated: corrupt files are moved aside, malformed
-        parts dropped with a warning (see :meth:`read_with_rejected`). Never raises on content."""
-        return self.read_with_rejected()[0]
+        """The whole database (every machine; the file and its journal), validated: corrupt
+        files are moved aside, malformed parts dropped with a warning (see
+        :meth:`read_with_rejected`). Never raises on content."""
+        doc = self.read_with_rejected()[0]
+        self._fold_journal(doc)
+        return doc
 
     def read_with_rejected(self) -> tuple[Document, dict[str, Any]]:
         """(validated document, malformed parts by path) of the file as it is now."""
@@ -508,12 +524,92 @@ class Database:
         section = doc["machines"].get(self.machine_id)
         return dict(section["entries"]) if section else {}
 
+    def sidecar(self, suffix: str) -> Path:
+        """A file beside the database's target: ``.journal``, ``.index.json``, ``.rejected``."""
+        target = real_path(self.path)
+        return target.with_name(target.name + suffix)
+
     def entries(self) -> dict[str, Entry]:
-        """This machine's usable entries (loaded from the file on first use)."""
+        """This machine's usable entries (loaded from the file on first use).
+
+        For a large file they come from the index and hold only the dispatch fields
+        (:data:`HOT_FIELDS`); :meth:`full_entries` has everything.
+        """
         if self._entries is None:
-            self._entries = self._usable(self.read_document())
-            self._entries.update(self.pending)
+            stamp = _file_stamp(self.path)
+            base = None
+            if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+                base = self._read_index(stamp)
+                if base is not None:
+                    _merge_entries(base, self._journal_entries().get(self.machine_id, {}))
+            if base is None:
+                doc = self.read_with_rejected()[0]
+                if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+                    self._write_index(stamp, self._usable(doc))
+                self._fold_journal(doc)
+                base = self._usable(doc)
+            self._entries = {**base, **self.pending}
         return self._entries
+
+    def full_entries(self) -> dict[str, Entry]:
+        """This machine's entries with every field (parses the whole file: for the CLI)."""
+        return {**self._usable(self.read_document()), **self.pending}
+
+    # -- the index and the journal (large files) ----------------------------------------------
+
+    def _read_index(self, stamp: list[int]) -> dict[str, Entry] | None:
+        """The index's entries if it belongs to the file as it is now, else None."""
+        try:
+            index = json.loads(self.sidecar(".index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(index, dict)
+            or index.get("stamp") != stamp
+            or index.get("machine") != self.machine_id
+        ):
+            return None
+        entries = index.get("entries")
+        if not isinstance(entries, dict):
+            return None
+        return {key: entry for key, entry in entries.items() if entry_problem(key, entry) is None}
+
+    def _write_index(self, stamp: list[int], entries: Mapping[str, Entry]) -> None:
+        """Best effort: a missing or stale index only costs the next process a full parse."""
+        hot = {key: _hot(entry) for key, entry in entries.items()}
+        with contextlib.suppress(OSError):
+            write_atomic(
+                self.sidecar(".index.json"),
+                json.dumps(
+                    {"stamp": stamp, "machine": self.machine_id, "entries": hot}, separators=(",", ":")
+                ),
+            )
+
+    def _journal_entries(self) -> dict[str, dict[str, Entry]]:
+        """machine id → entries appended to the journal (a record cut short by a kill is skipped)."""
+        try:
+            text = self.sidecar(".journal").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return {}
+        found: dict[str, dict[str, Entry]] = {}
+        for chunk in _JOURNAL_RECORD.split(text):
+            record = _parse_record(chunk)
+            if record is not None:
+                _merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
+        return found
+
+    def _append_journal(self, entries: Mapping[str, Entry]) -> None:
+        """Append one YAML document per entry (holding the lock), flushed to disk."""
+        text = "".join(
+            "---\n" + dump_document({"machine": self.machine_id, "key": key, "entry": entry})
+            for key, entry in entries.items()
+        )
+        fd = os.open(self.sidecar(".journal"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _file_mode(self.path))
+        try:
+            os.write(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def lookup(self, key: str) -> Entry | None:
         """The entry for a problem key, or None. A dict access after the first call."""
@@ -546,7 +642,7 @@ class Database:
             "machines": {self.machine_id: {"fingerprint": self.machine, "entries": dict(self.pending)}}
         }
         try:
-            self.merge_into_file(incoming, timeout_s=timeout_s)
+            self._store_locked(incoming, timeout_s)
         except Timeout:
             self._warn_once(
                 f"{self.path} is locked by another process; {len(self.pending)} tuned entries are "
@@ -561,24 +657,56 @@ class Database:
         self.pending.clear()
         return True
 
+    def _store_locked(self, incoming: Document, timeout_s: float) -> None:
+        """Merge ``incoming`` into the file, or append it to the journal if the file is large."""
+        stamp = _file_stamp(self.path)
+        if stamp is None or stamp[0] < JOURNAL_ABOVE_BYTES:
+            self.merge_into_file(incoming, timeout_s=timeout_s)
+            return
+        with self._lock(timeout_s):
+            remove_stale_temps(self.path)
+            self._append_journal(incoming["machines"][self.machine_id]["entries"])
+        if self._entries is not None:
+            self._entries.update(incoming["machines"][self.machine_id]["entries"])
+
     def merge_into_file(self, other: Document, timeout_s: float = LOCK_TIMEOUT_S) -> Document:
-        """Lock, re-read, merge ``other`` in, write atomically; returns the merged document."""
+        """Lock, re-read (file and journal), merge ``other`` in, write atomically (folding the
+        journal in); returns the merged document."""
         real_path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self._lock(timeout_s):
             doc, rejected = self.read_with_rejected()
             if self.read_only:
                 return doc
+            self._fold_journal(doc)  # its entries now go into the file
             merge_documents(doc, other)
             self._write_locked(doc, rejected)
         self._entries = {**self._usable(doc), **self.pending}
         return doc
 
+    def compact(self) -> None:
+        """Fold the journal into the file (a no-op without one)."""
+        if self.sidecar(".journal").exists():
+            self.merge_into_file(empty_document())
+
+    def _fold_journal(self, doc: Document) -> None:
+        for machine_id, entries in self._journal_entries().items():
+            section = doc["machines"].setdefault(machine_id, {"fingerprint": {}, "entries": {}})
+            if machine_id == self.machine_id and not section["fingerprint"]:
+                section["fingerprint"] = self.machine
+            _merge_entries(section["entries"], entries)
+
     def _write_locked(self, doc: Document, rejected: Mapping[str, Any]) -> None:
-        """Write ``doc`` (holding the lock): stale temp files first, rejected parts kept aside."""
+        """Write ``doc`` (holding the lock): stale temp files first, rejected parts kept aside;
+        then the index (large files) and an empty journal (its entries are in ``doc``)."""
         remove_stale_temps(self.path)
         if rejected:
             self._keep_rejected(rejected)
         write_atomic(self.path, dump_document(doc))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sidecar(".journal"))
+        stamp = _file_stamp(self.path)
+        if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+            self._write_index(stamp, self._usable(doc))
 
     def clear(self, all_machines: bool = False) -> int:
         """Remove this machine's entries (or every machine's); returns how many were removed."""
@@ -587,6 +715,7 @@ class Database:
             doc, rejected = self.read_with_rejected()
             if self.read_only:
                 return 0
+            self._fold_journal(doc)
             if all_machines:
                 removed = sum(len(section["entries"]) for section in doc["machines"].values())
                 doc["machines"] = {}
@@ -597,6 +726,50 @@ class Database:
         self._entries = {}
         self.pending.clear()
         return removed
+
+
+def _file_stamp(path: Path) -> list[int] | None:
+    """[size, mtime_ns, inode] of the file (through symlinks), or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _hot(entry: Entry) -> Entry:
+    """The dispatch fields of an entry (what the index keeps)."""
+    hot = {name: entry[name] for name in HOT_FIELDS if name in entry}
+    hot["problem"] = {"op": entry["problem"]["op"]}
+    return hot
+
+
+def _merge_entries(base: dict[str, Entry], newer: Mapping[str, Entry]) -> None:
+    """Per key, keep the entry with the newest ``tuned_at``."""
+    for key, entry in newer.items():
+        if key not in base or _newer(entry, base[key]):
+            base[key] = entry
+
+
+#: Journal records start with a line ``---``.
+_JOURNAL_RECORD = re.compile(r"^---\n", re.MULTILINE)
+
+
+def _parse_record(chunk: str) -> dict[str, Any] | None:
+    """One journal record, or None if it is empty, cut short or malformed."""
+    if not chunk.strip():
+        return None
+    try:
+        record = yaml.load(chunk, Loader=_SafeLoader)  # a safe loader
+    except (yaml.YAMLError, RecursionError):
+        return None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("machine"), str)
+        or entry_problem(record.get("key"), record.get("entry")) is not None
+    ):
+        return None
+    return record
 
 
 def load_file(path: Path) -> Document:

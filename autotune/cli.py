@@ -257,7 +257,7 @@ def _shown_entries(
     if args.all_machines:
         sections = list(cache.iter_sections(db.read_document()))
     else:
-        sections = [(db.machine_id, db.machine, db.entries())]
+        sections = [(db.machine_id, db.machine, db.full_entries())]
     found = []
     for machine_id, print_, entries in sections:
         for key, entry in entries.items():
@@ -428,6 +428,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     _write(out, combined)
     entries, machines = _count(combined)
     _note(f"merged {len(docs)} file(s) into {out}: {entries} entries of {machines} machine(s)")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    db = cache.database()
+    journal = db.sidecar(".journal")
+    if not journal.exists():
+        _note(f"nothing to compact: {db.path} has no journal")
+        return 0
+    try:
+        db.compact()
+    except OSError as exc:
+        raise CommandError(f"cannot write {db.path}: {exc.strerror or exc}") from None
+    _note(f"folded {journal.name} into {db.path}")
     return 0
 
 
@@ -667,6 +681,15 @@ def _add_database(subparsers: Any) -> None:
     merge.add_argument("files", nargs="+", metavar="FILE")
     merge.add_argument(
         "--out", metavar="FILE", help="write the combination here (merged with it if it exists)"
+    )
+    _verb(
+        subparsers,
+        "compact",
+        cmd_compact,
+        "Fold the journal of a large database into the YAML file.",
+        "A database above 1 MB takes new entries through an append-only journal beside it\n"
+        "(autotune.yaml.journal) instead of rewriting the whole file per entry; import, merge and\n"
+        "clear fold it in as well.",
     )
     clear = _verb(subparsers, "clear", cmd_clear, "Remove this machine's tuned entries from the database.")
     clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
