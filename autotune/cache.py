@@ -35,7 +35,7 @@ Rules:
   exit, so lock contention never loses a tuned result;
 * a large file (:data:`JOURNAL_ABOVE_BYTES`) is not rewritten for every stored entry: new entries
   are appended to ``autotune.yaml.journal`` (YAML documents, one per entry) and folded into the
-  file by the CLI verbs that rewrite it (``tune`` at its end, ``import``, ``merge``, ``clear``).
+  file by ``autotune compact`` and the CLI verbs that rewrite it (``import``, ``merge``, ``clear``).
   Its dispatch fields (choice, params, tol, kernel set) are kept in a JSON index,
   ``autotune.yaml.index.json``, stamped with the file's size, mtime and inode, so a process
   starts without parsing the YAML; a stale index (the file was edited) is rebuilt from it;

@@ -334,6 +334,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             (entry,) = api.tune([problem], budget_s=args.budget)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+    if "candidates" not in entry:  # a large database's index holds only the dispatch fields
+        entry = db.full_entries().get(problem.key, entry)
     print(report.explain_text(problem, entry, db.machine))
     return 0
 

@@ -7,6 +7,7 @@ Results are checked against torch in float64 (an oracle independent of every ker
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -644,3 +645,51 @@ def test_cli_help_does_not_import_torch():
         timeout=60,
     )
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Large files: appended journal, JSON index (thresholds lowered so that small files count).
+
+
+@pytest.fixture
+def large_file_mode(monkeypatch):
+    monkeypatch.setattr(cache, "JOURNAL_ABOVE_BYTES", 1)
+
+
+def test_large_file_takes_new_entries_through_the_journal(
+    isolated_cache, fast_tuning, large_file_mode, capsys
+):
+    autotune.tune(["conv2d x=1x1x8x8 w=1x1x3x3"])  # no file yet: written whole
+    main_text = (isolated_cache / "autotune.yaml").read_text()
+    autotune.tune(["matmul a=4x8 b=8x2"])  # appended, the file untouched
+    assert (isolated_cache / "autotune.yaml").read_text() == main_text
+    assert "matmul a=4x8 b=8x2" in (isolated_cache / "autotune.yaml.journal").read_text()
+    api.reset()  # a new process sees both, from the index and the journal
+    assert set(cache.database().entries()) == {
+        "conv2d x=1x1x8x8 w=1x1x3x3 stride=1 pad=0 dilation=1 groups=1 float32",
+        "matmul a=4x8 b=8x2 float32",
+    }
+    assert cli.main(["compact"]) == 0
+    assert not (isolated_cache / "autotune.yaml.journal").exists()
+    (section,) = yaml.safe_load((isolated_cache / "autotune.yaml").read_text())["machines"].values()
+    assert len(section["entries"]) == 2 and "candidates" in section["entries"]["matmul a=4x8 b=8x2 float32"]
+
+
+def test_index_is_used_only_for_the_file_it_was_built_from(isolated_cache, fast_tuning, large_file_mode):
+    autotune.tune(["matmul a=4x8 b=8x2"])
+    api.reset()
+    cache.database().entries()  # builds the index
+    index = json.loads((isolated_cache / "autotune.yaml.index.json").read_text())
+    assert list(index["entries"]) == ["matmul a=4x8 b=8x2 float32"]
+    path = isolated_cache / "autotune.yaml"
+    path.write_text(path.read_text().replace("matmul a=4x8 b=8x2 float32", "matmul a=4x8 b=8x3 float32"))
+    api.reset()
+    assert list(cache.database().entries()) == ["matmul a=4x8 b=8x3 float32"]  # the edit, not the index
+
+
+def test_a_torn_journal_record_is_skipped(isolated_cache, fast_tuning, large_file_mode):
+    autotune.tune(["conv2d x=1x1x8x8 w=1x1x3x3", "matmul a=4x8 b=8x2"])
+    with open(isolated_cache / "autotune.yaml.journal", "a") as journal:
+        journal.write("---\nmachine: abc\nkey: matmul a=1x1 b=1x1 float32\nentry: {problem: {op: mat")
+    api.reset()
+    assert len(cache.database().entries()) == 2
