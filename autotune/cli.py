@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -479,17 +480,15 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def check_out_dir(path: Path, option: str = "--out") -> None:
-    """UsageError unless ``path`` is, or can be created as, a writable directory — checked
-    before any work, so a long run never ends in a write error."""
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option} {path}: exists and is not a directory")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(
-            f"{option} {path}: cannot write into {existing} (permission denied or not a directory)"
-        )
+    """UsageError unless ``path`` is, or can be created as, a writable directory — checked by
+    creating it and a probe file in it before any work, so a long run never ends in a write error
+    (permission bits alone say nothing for root, or on a read-only file system)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
