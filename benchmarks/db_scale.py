@@ -1,19 +1,22 @@
 """A large tuning database: first call, tune + store, and memory, in fresh processes.
 
     python benchmarks/db_scale.py --entries 100000
+    python benchmarks/db_scale.py --entries 10000 --rebuild
 
 Writes a database of N schema-valid matmul entries for this machine (each with four candidate
-records, like a real entry) into a temporary AUTOTUNE_CACHE_DIR, then runs, each in a new
+records, like a real entry) into a temporary AUTOTUNE_CACHE_DIR, the way autotune writes it (the
+YAML file, then its index), then runs, each in a new
 process (so nothing is cached in memory):
 
-1. ``first call``: ``autotune.matmul`` on a problem that is in the database — the call loads the
-   database (the first process after the write also builds the JSON index); the imports, kernel
-   registration and machine fingerprint (the same for any database) are timed apart as start-up;
-2. ``first call, warm index``: the same again, now from the index;
+1. (``--rebuild`` only) ``first call, no index``: as after a hand edit of the file — the call
+   parses the YAML and rebuilds the index;
+2. ``first call``: ``autotune.matmul`` on a problem that is in the database — the call loads the
+   database (from its index, as written with the file); the imports, kernel registration and
+   machine fingerprint (the same for any database) are timed apart as start-up;
 3. ``tune + store``: ``autotune.matmul`` on a problem that is not in the database — tunes it and
    stores the entry (appended to the journal: the file is above the journal threshold);
-4. ``compact``: ``autotune compact`` folding the journal into the YAML file (a CLI verb, never
-   run by a library call).
+4. (``--compact`` only) ``autotune compact`` folding the journal into the YAML file (a CLI verb,
+   never run by a library call; it parses and rewrites the whole file).
 
 Prints one line per step: wall time of the measured part, and the process's peak RSS.
 """
@@ -85,7 +88,8 @@ def write_database(path: Path, count: int) -> float:
     }
     started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(cache.dump_document(doc), encoding="utf-8")
+    with db.lock:  # as any autotune write: the YAML file, then its index
+        db._write_locked(doc, {})
     return time.perf_counter() - started
 
 
@@ -100,6 +104,12 @@ def child(cache_dir: Path, m: int, n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--compact", action="store_true", help="also time `autotune compact` at the end")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="delete the index first (as after a hand edit): time its rebuild",
+    )
     args = parser.parse_args()
     cache_dir = Path(tempfile.mkdtemp(prefix="autotune-scale-"))
     path = cache_dir / "autotune.yaml"
@@ -107,16 +117,18 @@ def main() -> None:
     print(
         f"{args.entries} entries, {path.stat().st_size / 1e6:.1f} MB written in {dump_s:.1f} s ({cache_dir})"
     )
-    for step, (m, n) in (
-        ("first call (builds the index)", (1, 1)),
-        ("first call, warm index", (2, 1)),
-        ("tune + store (journal)", (1, 7777)),
-    ):
+    steps = [("first call", (1, 1)), ("tune + store (journal)", (1, 7777))]
+    if args.rebuild:
+        os.unlink(cache_dir / "autotune.yaml.index.json")
+        steps.insert(0, ("first call, no index (rebuilt)", (2, 1)))
+    for step, (m, n) in steps:
         result = child(cache_dir, m, n)
         print(
             f"{step:32s} call {result['call_s']:6.3f} s  (start-up {result['import_s']:.2f} s)  "
             f"tuned {result['tuned']}  peak RSS {result['rss_mb']:.0f} MB"
         )
+    if not args.compact:
+        return
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "autotune", "compact"],
