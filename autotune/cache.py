@@ -599,9 +599,13 @@ class Database:
         return found
 
     def _append_journal(self, entries: Mapping[str, Entry]) -> None:
-        """Append one YAML document per entry (holding the lock), flushed to disk."""
+        """Append one YAML document per entry (holding the lock), flushed to disk.
+
+        Each record starts on a fresh line (a newline, then ``---``), so a record cut short by a
+        killed writer never swallows the next one.
+        """
         text = "".join(
-            "---\n" + dump_document({"machine": self.machine_id, "key": key, "entry": entry})
+            "\n---\n" + dump_document({"machine": self.machine_id, "key": key, "entry": entry})
             for key, entry in entries.items()
         )
         fd = os.open(self.sidecar(".journal"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _file_mode(self.path))

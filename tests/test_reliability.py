@@ -691,5 +691,6 @@ def test_a_torn_journal_record_is_skipped(isolated_cache, fast_tuning, large_fil
     autotune.tune(["conv2d x=1x1x8x8 w=1x1x3x3", "matmul a=4x8 b=8x2"])
     with open(isolated_cache / "autotune.yaml.journal", "a") as journal:
         journal.write("---\nmachine: abc\nkey: matmul a=1x1 b=1x1 float32\nentry: {problem: {op: mat")
+    autotune.tune(["matmul a=2x8 b=8x2"])  # appended right after the torn record
     api.reset()
-    assert len(cache.database().entries()) == 2
+    assert len(cache.database().entries()) == 3
