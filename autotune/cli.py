@@ -122,7 +122,10 @@ def _unfit_entries() -> tuple[str, list[shapes.Item], int]:
 
     items, skipped = [], 0
     for key in cache.database().entries():
-        problem = parse_problem(key)
+        try:
+            problem = parse_problem(key)
+        except ProblemSyntaxError:
+            continue  # not a key autotune writes (an edited index or file): nothing to re-tune
         if api.fitting_entry(problem) is not None:
             continue
         if isinstance(problem.weight, str) and problem.op == "matmul":

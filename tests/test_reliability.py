@@ -694,3 +694,17 @@ def test_a_torn_journal_record_is_skipped(isolated_cache, fast_tuning, large_fil
     autotune.tune(["matmul a=2x8 b=8x2"])  # appended right after the torn record
     api.reset()
     assert len(cache.database().entries()) == 3
+
+
+def test_a_tampered_index_entry_is_ignored(isolated_cache, fast_tuning, large_file_mode):
+    autotune.tune(["matmul a=4x8 b=8x2"])
+    api.reset()
+    cache.database().entries()  # builds the index
+    index_path = isolated_cache / "autotune.yaml.index.json"
+    index = json.loads(index_path.read_text())
+    index["entries"]["matmul a=4x8 b=8x2 float32"] = {"choice": 7, "params": "x"}
+    index_path.write_text(json.dumps(index))
+    api.reset()
+    before = tuner.TUNE_COUNT
+    c = autotune.matmul(np.ones((4, 8), np.float32), np.ones((8, 2), np.float32))
+    assert float(c.sum()) == 64.0 and tuner.TUNE_COUNT == before + 1
