@@ -7,30 +7,51 @@ acceptable one in a YAML database (``autotune.yaml``) so later calls dispatch st
     import autotune
     y = autotune.conv2d(x, w, b, padding=1)     # tunes on first sight, then a dict lookup
     c = autotune.matmul(a, b)
+
+The public names are imported on first use, so that ``import autotune`` (and ``autotune --help``)
+does not pay for numpy, Numba and PyTorch before they are needed.
 """
+
+import importlib
+from typing import Any
 
 import kernels  # noqa: F401  (first: sets the OpenMP wait policy before numba/torch load)
 
 __version__ = "0.1.0"
 
-from autotune.api import conv2d, get_mode, matmul, reset, set_mode, tune
-from autotune.problem import ConvProblem, MatmulProblem, parse_problem
-from autotune.tuner import set_tolerance
-from autotune.weights import Weight
-from kernels.matmul.lowrank import LowRank
+#: public name → the module that defines it
+_PUBLIC = {
+    "conv2d": "autotune.api",
+    "get_mode": "autotune.api",
+    "matmul": "autotune.api",
+    "reset": "autotune.api",
+    "set_mode": "autotune.api",
+    "set_tolerance": "autotune.api",
+    "tune": "autotune.api",
+    "ConvProblem": "autotune.problem",
+    "MatmulProblem": "autotune.problem",
+    "parse_problem": "autotune.problem",
+    "Weight": "autotune.weights",
+    "LowRank": "kernels.matmul.lowrank",
+}
 
-__all__ = [
-    "ConvProblem",
-    "LowRank",
-    "MatmulProblem",
-    "Weight",
-    "__version__",
-    "conv2d",
-    "get_mode",
-    "matmul",
-    "parse_problem",
-    "reset",
-    "set_mode",
-    "set_tolerance",
-    "tune",
-]
+__all__ = [*sorted(_PUBLIC), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule, e.g. ``autotune.tuner``) on first access."""
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    else:
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -12,13 +12,27 @@ default:
 
 numpy in → numpy out; CPU torch tensors in → torch tensors out (zero-copy both ways; the result
 carries no autograd history — these are inference kernels).
+
+A database entry is used only when it fits the call (:func:`entry_invalidity`): its kernel is
+registered, applies and offers its parameters, it is exact for an exact call, it was tuned under
+a tolerance at least as strict as the current one, and it was made by the current kernel set. An
+entry that does not fit gets one warning and is re-tuned (tune mode, which repairs the entry) or
+bypassed (other modes). This is decided once, when a call key is first bound.
+
+Two guards stay on the hot path because no entry can prove them: a kernel whose spec is
+``finite_only`` (FFT, Winograd) gets non-finite input routed to the exact default, and an
+approximate matmul choice is re-checked against an exact product on a sample of calls
+(``$AUTOTUNE_VERIFY``, see :func:`verify_rate`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +55,16 @@ _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 _mode: str | None = None
 #: call key → kernel with its parameters bound. Filled on first use of each key.
 _bound: dict[tuple[Any, ...], Callable[..., Any]] = {}
+#: call key → sampler re-checking an approximate choice (only keys bound to an inexact kernel).
+_verifiers: dict[tuple[Any, ...], _Verifier] = {}
+#: problem keys whose database entry was already reported as not fitting (one warning each).
+_reported: set[str] = set()
+#: Default share of calls on which an approximate choice is re-checked (``$AUTOTUNE_VERIFY``).
+DEFAULT_VERIFY_RATE = 0.01
+
+
+class ChoiceWarning(UserWarning):
+    """A remembered choice did not fit a call; the call went on with a fitting kernel."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,7 +77,7 @@ def set_mode(mode: Mode | None) -> None:
     if mode is not None and mode not in MODES:
         raise ValueError(f"set_mode: mode must be one of {MODES}, got {mode!r}")
     _mode = mode
-    _bound.clear()
+    _forget()
 
 
 def get_mode() -> str:
@@ -66,9 +90,27 @@ def get_mode() -> str:
     return mode
 
 
+def set_tolerance(dtype: str, tol: float) -> None:
+    """Change the default tolerance for ``dtype`` in this process.
+
+    Choices bound for that dtype are forgotten, so the next call checks its entry against the new
+    tolerance (a stricter one re-tunes entries tuned under a looser one).
+    """
+    tuner.set_tolerance(dtype, tol)
+    _forget(lambda key: key[3] == dtype)
+
+
+def _forget(which: Callable[[tuple[Any, ...]], bool] | None = None) -> None:
+    """Drop bound choices (all, or the keys ``which`` selects) and their verifiers."""
+    for key in [k for k in _bound if which is None or which(k)]:
+        del _bound[key]
+        _verifiers.pop(key, None)
+
+
 def reset() -> None:
     """Forget every in-memory choice and the database handle (e.g. after changing the cache dir)."""
-    _bound.clear()
+    _forget()
+    _reported.clear()
     cache.reset()
 
 
@@ -86,6 +128,11 @@ def _as_array(value: Any, name: str, op: str) -> np.ndarray:
             return value.numpy()  # zero-copy; the common case costs < 1 us
         except RuntimeError:  # requires grad, or a lazily negated/conjugated view
             return value.detach().resolve_conj().resolve_neg().numpy()
+        except TypeError:  # a dtype numpy lacks (bfloat16, the float8 types, ...)
+            raise TypeError(
+                f"{op}: {name} has dtype {value.dtype}; expected float32 or float64 (lower "
+                f"precisions are emulated in `autotune study precision`, not dispatched)"
+            ) from None
     if isinstance(value, np.ndarray):
         return np.asarray(value)
     raise TypeError(f"{op}: {name} must be a numpy array or a torch tensor, got {type(value).__name__}")
@@ -134,8 +181,10 @@ def _padding(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, int], 
 def _tolerance(tol: Any, op: str) -> float | None:
     if tol is None:
         return None
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-        raise ValueError(f"{op}: tol must be a positive number or None, got {tol!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{op}: tol must be a positive number or None, got {tol!r}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"{op}: tol must be a positive finite number or None, got {tol!r}")
     return float(tol)
 
 
@@ -157,25 +206,70 @@ def _parse_method(method: str, op: str) -> tuple[registry.KernelSpec, dict[str, 
             f"{', '.join(registry.names(op))} (or None to dispatch by the tuning database)"
         ) from None
     params = dict(spec.defaults)
+    accepted = registry.parameter_names(spec)
     for item in filter(None, (match["params"] or "").split(",")):
-        name, _, text = item.partition("=")
-        try:
-            params[name.strip()] = int(text)
-        except ValueError:
-            params[name.strip()] = float(text)
+        name, equals, text = (part.strip() for part in item.partition("="))
+        if name not in accepted or not equals:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise ValueError(
+                f"{op}: method={method!r}: {spec.name} has no parameter {name!r} "
+                f"(its parameters: {known}); expected e.g. 'winograd(tile=4)'"
+            )
+        params[name] = _parameter_value(text, name, method, op)
     return spec, params
+
+
+def _parameter_value(text: str, name: str, method: str, op: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: method={method!r}: parameter {name} must be a number, got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
 # Resolution on a miss.
 
 
-def _kernel_for_entry(op: str, entry: dict[str, Any]) -> Callable[..., Any] | None:
+def entry_invalidity(problem: Problem, entry: dict[str, Any]) -> str | None:
+    """Why a (schema-valid) database entry must not be used for ``problem``; None if it fits."""
     try:
-        spec = registry.get(op, entry["choice"])
+        spec = registry.get(problem.op, entry["choice"])
     except KeyError:
-        return None  # chosen by a kernel this installation does not have
-    return tuner.bind(spec, dict(entry.get("params") or {}))
+        return f"its kernel {entry['choice']!r} is not registered"
+    if not _applies(spec, problem):
+        return f"{spec.name} does not apply to this problem"
+    if not spec.exact and problem.tol is None:
+        return f"{spec.name} is approximate and the call is exact (no tol=)"
+    wrong_params = registry.params_problem(spec, problem, entry.get("params") or {})
+    if wrong_params:
+        return wrong_params
+    tuned_tol, current_tol = entry.get("tol"), tuner.tolerance(problem)
+    if tuned_tol is None or tuned_tol > current_tol * (1 + 1e-9):
+        return f"it was tuned under tol {tuned_tol}, looser than the current tol {current_tol:g}"
+    if entry.get("kernels") != registry.kernel_set_digest(problem.op):
+        return "it was chosen among a different set of kernels (stale; `autotune tune --refresh`)"
+    return None
+
+
+def fitting_entry(problem: Problem) -> dict[str, Any] | None:
+    """The database entry for ``problem`` if there is one and it fits, else None."""
+    entry = cache.database().lookup(problem.key)
+    return entry if entry is not None and entry_invalidity(problem, entry) is None else None
+
+
+def _report_unfit(problem: Problem, why: str, action: str) -> None:
+    if problem.key not in _reported:
+        _reported.add(problem.key)
+        warnings.warn(
+            f"the database entry for {problem.key} is not used: {why}; {action}", ChoiceWarning, stacklevel=5
+        )
 
 
 def _no_kernel_error(problem: Problem, exc: RuntimeError) -> ValueError:
@@ -189,11 +283,12 @@ def resolve(problem: Problem, inputs: tuple[np.ndarray, ...] | None = None) -> C
     """The kernel to call for ``problem`` under the current mode (may tune and persist)."""
     db = cache.database()
     entry = db.lookup(problem.key)
-    if entry is not None:
-        fn = _kernel_for_entry(problem.op, entry)
-        if fn is not None:
-            return fn
     mode = get_mode()
+    if entry is not None:
+        why = entry_invalidity(problem, entry)
+        if why is None:
+            return tuner.bind(registry.get(problem.op, entry["choice"]), dict(entry.get("params") or {}))
+        _report_unfit(problem, why, "re-tuning" if mode == "tune" else f"falling back ({mode} mode)")
     if mode == "off":
         name, params = EXACT_DEFAULT[problem.op]
     elif mode == "heuristic":
@@ -230,10 +325,12 @@ def _forced(spec: registry.KernelSpec, params: dict[str, Any], problem: Problem)
 def _conv_bias(b: Any, k_out: int, dtype: np.dtype, seed_form: bool) -> np.ndarray | None:
     if b is None:
         return None
-    if isinstance(b, (int, float, np.number)) and not isinstance(b, bool):
+    if isinstance(b, (int, float, np.integer, np.floating)) and not isinstance(b, (bool, np.bool_)):
         arr = np.full(k_out, b, dtype=dtype)
     else:
-        arr = _as_array(b, "b", "conv2d")
+        arr = np.asarray(b) if isinstance(b, (complex, np.number)) else _as_array(b, "b", "conv2d")
+        if arr.dtype.kind not in "fiu":  # complex, bool, object, strings: never cast silently
+            raise TypeError(f"conv2d: b has dtype {arr.dtype}; expected a real (integer or float) bias")
         if seed_form and arr.size == 1:
             arr = arr.reshape(1)
         if arr.shape != (k_out,):
@@ -280,13 +377,16 @@ def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: 
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
+def _spec_of(fn: Callable[..., Any]) -> registry.KernelSpec | None:
+    """The spec of a bound conv2d kernel (bound functions carry it; bare ones are looked up)."""
+    spec = getattr(fn, "spec", None)
+    return spec if spec is not None else next((s for s in registry.specs("conv2d") if s.fn is fn), None)
+
+
 def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
     """The kernel's torch-tensor entry point (``KernelSpec.tensor_fn``), if it has one."""
-    spec = getattr(fn, "spec", None)
-    if spec is None:
-        spec = next((s for s in registry.specs("conv2d") if s.fn is fn), None)
-    params = getattr(fn, "params", None)
-    if spec is None or spec.tensor_fn is None or params:
+    spec = _spec_of(fn)
+    if spec is None or spec.tensor_fn is None or getattr(fn, "params", None):
         return None
     return spec.tensor_fn
 
@@ -323,15 +423,19 @@ def _fast_conv_call(
         return lambda x, w, b: native(x, w, b, stride, pad, dilation, groups)
 
     views = _TensorViews()
+    spec = _spec_of(fn)
+    exact = _exact_default("conv2d") if spec is not None and spec.finite_only else None
 
     def call(x: Any, w: Any, b: Any) -> Any:
         wa, ba = views.of(w, b)
-        weight = _weight_for_call(fn, w, wa, None) if fixed else wa
         try:  # a zero-copy view; a tensor that requires grad refuses .numpy()
-            xa = x.numpy()
+            xa = np.ascontiguousarray(x.numpy())
         except RuntimeError:
-            xa = x.detach().numpy()
-        return torch.from_numpy(fn(np.ascontiguousarray(xa), weight, ba, stride, pad, dilation, groups))
+            xa = np.ascontiguousarray(x.detach().numpy())
+        if exact is not None and not _all_finite(xa, wa):  # as in conv2d: NaN/Inf to the exact kernel
+            return torch.from_numpy(exact(xa, wa, ba, stride, pad, dilation, groups))
+        weight = _weight_for_call(fn, w, wa, None) if fixed else wa
+        return torch.from_numpy(fn(xa, weight, ba, stride, pad, dilation, groups))
 
     return call
 
@@ -427,6 +531,9 @@ def conv2d(
         _bound[key] = fn
     if fast_key is not None and x.dim() == 4 and (ba is None or b.dtype == x.dtype):
         _bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
+    spec = getattr(fn, "spec", None)
+    if spec is not None and spec.finite_only and method is None and not _all_finite(xa, wa):
+        fn = _exact_default("conv2d")  # its NaN/Inf pattern is the reference's
     weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
     y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
     if seed_form:
@@ -434,6 +541,17 @@ def conv2d(
     elif unbatched:
         y = y[0]
     return torch.from_numpy(y) if is_torch else y
+
+
+def _all_finite(*arrays: np.ndarray) -> bool:
+    """No NaN/Inf in any array: one vectorised pass each (measured faster than a sum, e.g. 19 us
+    vs 32 us on a 1x64x56x56 float32 input)."""
+    return all(bool(np.isfinite(arr).all()) for arr in arrays)
+
+
+def _exact_default(op: str) -> Callable[..., Any]:
+    name, params = EXACT_DEFAULT[op]
+    return tuner.bind(registry.get(op, name), params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,8 +688,95 @@ def matmul(
         inputs = None if weight is None else (a_arg, np.ascontiguousarray(b))
         fn = _matmul_kernel(problem, method, inputs)  # type: ignore[arg-type]
         _bound[key] = fn
+        _watch_if_approximate(key, fn, problem, method)
+    spec = getattr(fn, "spec", None)
+    if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
+        fn = _exact_default("matmul")
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
+    verifier = _verifiers.get(key)
+    if verifier is not None and verifier.due():
+        c = _verified(key, verifier, a_arg, b, c)  # type: ignore[arg-type]
     return torch.from_numpy(c) if is_torch else c
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-checking approximate choices on later calls.
+
+
+def verify_rate() -> float:
+    """Share of calls on which an approximate choice is re-checked: ``$AUTOTUNE_VERIFY`` (a number
+    in [0, 1]; 0 turns checking off), default :data:`DEFAULT_VERIFY_RATE`. The first call of each
+    bound choice is always checked when the rate is above 0."""
+    text = os.environ.get("AUTOTUNE_VERIFY", "").strip()
+    if not text:
+        return DEFAULT_VERIFY_RATE
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not 0 <= rate <= 1:
+        raise ValueError(f"AUTOTUNE_VERIFY must be a number in [0, 1] (share of calls checked), got {text!r}")
+    return rate
+
+
+@dataclass
+class _Verifier:
+    """Counts the calls of one bound approximate choice and says which ones to check."""
+
+    problem: MatmulProblem
+    period: int
+    calls: int = 0
+
+    def due(self) -> bool:
+        self.calls += 1
+        return (self.calls - 1) % self.period == 0
+
+
+def _watch_if_approximate(
+    key: tuple[Any, ...], fn: Callable[..., Any], problem: MatmulProblem, method: str | None
+) -> None:
+    """Register a verifier for a key bound (by the tuner or the database) to an inexact kernel."""
+    spec = getattr(fn, "spec", None)
+    if method is not None or spec is None or spec.exact or problem.tol is None:
+        return  # forced kernels are the caller's responsibility; exact ones need no check
+    rate = verify_rate()
+    if rate > 0:
+        _verifiers[key] = _Verifier(problem, period=max(1, round(1 / rate)))
+
+
+def _verified(
+    key: tuple[Any, ...], verifier: _Verifier, a: np.ndarray, b: np.ndarray, c: np.ndarray
+) -> np.ndarray:
+    """``c`` if it is within the problem's tolerance of the exact product; otherwise warn, drop
+    the choice, re-tune on these operands (tune mode) and return the re-tuned kernel's result."""
+    exact = a.astype(np.float64) @ np.asarray(b, dtype=np.float64)
+    problem = verifier.problem
+    if not np.isfinite(exact).all():
+        return c  # non-finite operands went to the exact default: nothing to compare
+    error, tol = tuner.rel_max_error(c, exact), tuner.tolerance(problem)
+    if error <= tol:
+        return c
+    warnings.warn(
+        f"matmul: the approximate choice for {problem.key} has rel_err {error:.2e} > tol {tol:g} on "
+        f"this call's operands; "
+        + ("re-tuning on them" if get_mode() == "tune" else "using the exact default from now on"),
+        ChoiceWarning,
+        stacklevel=3,
+    )
+    _verifiers.pop(key, None)
+    contiguous_b = np.ascontiguousarray(b)
+    if get_mode() == "tune":
+        try:
+            result = tuner.tune_problem(problem, inputs=(a, contiguous_b))
+        except RuntimeError as exc:
+            raise _no_kernel_error(problem, exc) from None
+        cache.database().store({problem.key: result.to_entry()})
+        fn = tuner.bind(registry.get("matmul", result.choice), result.params)
+    else:
+        fn = _exact_default("matmul")
+    _bound[key] = fn
+    _watch_if_approximate(key, fn, problem, None)
+    return fn(a, contiguous_b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,15 +792,17 @@ def tune(
 ) -> list[dict[str, Any]]:
     """Tune each problem (a Problem or its text form) into the database; return the entries.
 
-    Already-cached problems are skipped unless ``force``. Each result is written as soon as it
-    is measured, so an interruption keeps everything finished so far. ``on_result(problem,
-    entry, cached)`` is called after each problem (progress reporting).
+    Problems with an entry that fits (:func:`entry_invalidity`) are skipped unless ``force``;
+    entries that do not fit (stale, tuned under a looser tolerance, ...) are re-tuned. Each
+    result is written as soon as it is measured, so an interruption keeps everything finished so
+    far; results the file could not take yet stay in ``cache.database().pending``.
+    ``on_result(problem, entry, cached)`` is called after each problem (progress reporting).
     """
     db = cache.database()
     entries = []
     for item in problems:
         problem = parse_problem(item) if isinstance(item, str) else item
-        entry = None if force else db.lookup(problem.key)
+        entry = None if force else fitting_entry(problem)
         cached = entry is not None
         if entry is None:
             try:
@@ -604,8 +811,7 @@ def tune(
                 raise _no_kernel_error(problem, exc) from None
             entry = result.to_entry()
             db.store({problem.key: entry})
-            if force:
-                _bound.clear()  # a re-tune must not leave a stale bound kernel behind
+            _forget(lambda key, op=problem.op: key[0] == op)  # no bound kernel outlives its entry
         entries.append(entry)
         if on_result is not None:
             on_result(problem, entry, cached)

@@ -17,23 +17,41 @@ Layout of ``<cache dir>/autotune.yaml``::
               winograd(tile=4): {kernel: winograd, params: {tile: 4}, median_us: ..., ok: true}
               fft: {kernel: fft, median_us: ..., rel_err: ..., ok: false, reason: ...}
 
-Rules (DESIGN.md §6):
+Rules:
 
-* read with ``yaml.safe_load``, written with ``yaml.safe_dump``;
+* read and written with PyYAML's *safe* loader and dumper only (the libyaml C versions when
+  available: ~10x faster, and just as unable to construct Python objects), so a file never
+  executes code;
 * only the section whose fingerprint matches this machine is used; the others stay in the file;
 * writes take a file lock, re-read the file, merge (newest ``tuned_at`` wins per key) and replace
-  the file atomically, so concurrent writers lose nothing;
-* an unparseable file is moved aside (``autotune.yaml.corrupt-<time>``) with a warning; a
-  malformed entry is skipped with a warning but left in the file; a file written by a newer schema
-  is never overwritten (this process then tunes in memory only);
-* reads go through an in-memory map: a lookup is a dict access, not a file read.
+  the file atomically, so concurrent writers lose nothing; a symlinked database is written through
+  to its target; temp files left by a killed writer are removed under the lock;
+* an unparseable file is moved aside (``autotune.yaml.corrupt-<time>``) with a warning; every
+  parsed file is checked against the schema (:func:`validate_document`): malformed machines,
+  ``entries`` maps and entries are dropped with one warning naming them, and a copy of them is
+  kept in ``autotune.yaml.rejected`` when the file is next written; a file written by a newer
+  schema is never overwritten (this process then tunes in memory only);
+* a write that cannot get the lock in time keeps its entries and retries at the next write and at
+  exit, so lock contention never loses a tuned result;
+* a large file (:data:`JOURNAL_ABOVE_BYTES`) is not rewritten for every stored entry: new entries
+  are appended to ``autotune.yaml.journal`` (YAML documents, one per entry) and folded into the
+  file by ``autotune compact`` and the CLI verbs that rewrite it (``import``, ``merge``, ``clear``).
+  Its dispatch fields (choice, params, tol, kernel set) are kept in a JSON index,
+  ``autotune.yaml.index.json``, stamped with the file's size, mtime and inode, so a process
+  starts without parsing the YAML; a stale index (the file was edited) is rebuilt from it;
+* reads go through an in-memory map: a lookup is a dict access, not a file read. Whether an entry
+  fits a call (kernel set, tolerance, exactness, parameters) is decided by the dispatcher.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import json
+import numbers
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
@@ -43,11 +61,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 SCHEMA = 1
 FILENAME = "autotune.yaml"
+#: How long a CLI write (import, merge, clear, a final flush) waits for the lock.
 LOCK_TIMEOUT_S = 120.0
+#: How long storing a freshly tuned entry waits; past it the entry is kept and written later.
+STORE_LOCK_TIMEOUT_S = 10.0
+
+#: Files at least this large take new entries through the journal and keep a JSON index.
+JOURNAL_ABOVE_BYTES = 1 << 20
+#: The fields of an entry the dispatcher needs (what the index keeps).
+HOT_FIELDS = ("choice", "params", "tol", "kernels", "tuned_at")
+
+# The libyaml-backed safe loader/dumper when PyYAML was built with it (same safety, ~10x faster).
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 Entry = dict[str, Any]
 Document = dict[str, Any]
@@ -170,60 +200,172 @@ def empty_document() -> Document:
     return {"schema": SCHEMA, "machines": {}}
 
 
+_OPS = ("conv2d", "matmul")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, bool, numbers.Real)) or value is None
+
+
+def entry_problem(key: Any, entry: Any) -> str | None:
+    """Why ``entry`` (stored under ``key``) does not fit the schema, or None if it does.
+
+    Checks types only — it is cheap enough for every entry of a large file. Whether the entry
+    fits a call (kernel registered, parameters, tolerance, kernel set) is the dispatcher's check.
+    """
+    if not isinstance(key, str) or key.split(" ", 1)[0] not in _OPS:
+        return "the key is not a problem ('conv2d ...' or 'matmul ...')"
+    if not isinstance(entry, dict):
+        return f"an entry must be a mapping, got {type(entry).__name__}"
+    problem = entry.get("problem")
+    if not isinstance(problem, dict) or problem.get("op") != key.split(" ", 1)[0]:
+        return "'problem' must be a mapping whose op matches the key"
+    if not isinstance(entry.get("choice"), str) or not entry["choice"]:
+        return "'choice' must be a kernel name"
+    params = entry.get("params", {})
+    if params is not None and not (
+        isinstance(params, dict) and all(isinstance(k, str) and _is_scalar(v) for k, v in params.items())
+    ):
+        return "'params' must map names to numbers or strings"
+    if "tol" in entry and not (_is_number(entry["tol"]) and entry["tol"] > 0):
+        return "'tol' must be a positive number"
+    if "kernels" in entry and not isinstance(entry["kernels"], str):
+        return "'kernels' must be a digest string"
+    candidates = entry.get("candidates", {})
+    if candidates is None:
+        return None
+    if not isinstance(candidates, dict):
+        return "'candidates' must map labels to mappings"
+    for label, record in candidates.items():
+        wrong = _candidate_problem(record)
+        if wrong:
+            return f"candidate {label!r}: {wrong}"
+    return None
+
+
+_CANDIDATE_NUMBERS = ("median_us", "min_us", "spread_us", "prepare_us", "rel_err", "rel_l2")
+
+
+def _candidate_problem(record: Any) -> str | None:
+    """Why one candidate record does not fit the schema (None if it does)."""
+    if not isinstance(record, dict):
+        return "must be a mapping"
+    if not isinstance(record.get("kernel", ""), str):
+        return "'kernel' must be a name"
+    for name in _CANDIDATE_NUMBERS:
+        if record.get(name) is not None and not _is_number(record[name]):
+            return f"{name!r} must be a number"
+    if record.get("runs") is not None and not (
+        isinstance(record["runs"], int) and not isinstance(record["runs"], bool)
+    ):
+        return "'runs' must be an integer"
+    if not isinstance(record.get("params", {}) or {}, dict):
+        return "'params' must be a mapping"
+    if not isinstance(record.get("reason") or "", str):
+        return "'reason' must be text"
+    return None
+
+
 def is_valid_entry(entry: Any) -> bool:
-    """An entry the dispatcher can use: a problem record and a named choice."""
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("choice"), str)
-        and isinstance(entry.get("problem"), dict)
-        and isinstance(entry.get("params", {}), dict)
-    )
-
-
-def _newer(candidate: Any, current: Any) -> bool:
-    if not is_valid_entry(current):
-        return True
-    if not is_valid_entry(candidate):
+    """An entry the dispatcher can read: a problem record and a named choice (see
+    :func:`entry_problem`, which also checks the key)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("problem"), dict):
         return False
+    return entry_problem(f"{entry['problem'].get('op')} -", entry) is None
+
+
+def validate_document(doc: Document) -> tuple[Document, dict[str, Any]]:
+    """Split a parsed document into its well-formed part and the malformed parts.
+
+    The schema: ``schema`` (int), ``machines`` (mapping of id → section), a section is a mapping
+    with an optional ``fingerprint`` mapping and an ``entries`` mapping of problem key → entry
+    (:func:`entry_problem`). Returns ``(clean, rejected)`` where ``rejected`` maps a readable
+    path (``machines/<id>/entries/<key>``) to what was found there. ``doc`` is not modified.
+    """
+    clean: Document = {k: v for k, v in doc.items() if k != "machines"}
+    clean["machines"] = {}
+    rejected: dict[str, Any] = {}
+    machines = doc.get("machines")
+    if machines is None:
+        return clean, rejected
+    if not isinstance(machines, dict):
+        return clean, {"machines": machines}
+    for machine_id, section in machines.items():
+        where = f"machines/{machine_id}"
+        if not isinstance(machine_id, str) or not isinstance(section, dict):
+            rejected[where] = section
+            continue
+        kept = {k: v for k, v in section.items() if k not in ("fingerprint", "entries")}
+        fingerprint_ = section.get("fingerprint")
+        if fingerprint_ is not None and not isinstance(fingerprint_, dict):
+            rejected[f"{where}/fingerprint"] = fingerprint_
+            fingerprint_ = None
+        kept["fingerprint"] = fingerprint_ or {}
+        kept["entries"] = _valid_entries(section.get("entries"), f"{where}/entries", rejected)
+        clean["machines"][machine_id] = kept
+    return clean, rejected
+
+
+def _valid_entries(entries: Any, where: str, rejected: dict[str, Any]) -> dict[str, Entry]:
+    if entries is None:
+        return {}
+    if not isinstance(entries, dict):
+        rejected[where] = entries
+        return {}
+    valid = {}
+    for key, entry in entries.items():
+        if entry_problem(key, entry) is None:
+            valid[key] = entry
+        else:
+            rejected[f"{where}/{key}"] = entry
+    return valid
+
+
+def _newer(candidate: Entry, current: Entry) -> bool:
     return str(candidate.get("tuned_at", "")) >= str(current.get("tuned_at", ""))
 
 
 def merge_documents(base: Document, other: Document) -> Document:
-    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key)."""
-    for machine_id, section in (other.get("machines") or {}).items():
-        if not isinstance(section, dict):
-            continue
+    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key).
+
+    Both are expected to be validated (:func:`validate_document`); malformed parts of ``other``
+    are skipped all the same.
+    """
+    other, _ = validate_document(other)
+    for machine_id, section in other["machines"].items():
         target = base["machines"].setdefault(
-            machine_id, {"fingerprint": section.get("fingerprint", {}), "entries": {}}
+            machine_id, {"fingerprint": section["fingerprint"], "entries": {}}
         )
-        target.setdefault("entries", {})
-        for key, entry in (section.get("entries") or {}).items():
-            if key not in target["entries"] or _newer(entry, target["entries"][key]):
-                target["entries"][key] = entry
+        target_entries = target.setdefault("entries", {})
+        for key, entry in section["entries"].items():
+            if key not in target_entries or _newer(entry, target_entries[key]):
+                target_entries[key] = entry
     return base
 
 
 def parse_document(text: str, origin: str) -> Document:
-    """Parse and structurally check a database text; ValueError says what is wrong."""
+    """Parse a database text (safe loader only) and check its top level; ValueError says what is
+    wrong. The parts below the top level are checked by :func:`validate_document`."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_SafeLoader)  # a safe loader
     except yaml.YAMLError as exc:
-        raise ValueError(f"{origin} is not valid YAML: {exc}") from None
+        raise ValueError(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ValueError(f"{origin} is nested too deeply to be a database") from None
     if doc is None:
         return empty_document()
-    if not isinstance(doc, dict) or not isinstance(doc.get("schema"), int):
+    if not isinstance(doc, dict) or not isinstance(doc.get("schema"), int) or isinstance(doc["schema"], bool):
         raise ValueError(f"{origin} is not an autotune database (no integer 'schema' field)")
-    machines = doc.setdefault("machines", {})
-    if machines is None:
-        doc["machines"] = {}
-    elif not isinstance(machines, dict):
-        raise ValueError(f"{origin}: 'machines' must be a mapping")
     return doc
 
 
 def dump_document(doc: Document) -> str:
     # default_flow_style=None: collections of scalars (shapes, one candidate's numbers) on one line
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
+    return yaml.dump(doc, Dumper=_SafeDumper, sort_keys=False, default_flow_style=None, width=120)
 
 
 def _file_mode(path: Path) -> int:
@@ -236,22 +378,51 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def real_path(path: Path) -> Path:
+    """``path`` with symlinks resolved: a symlinked database (e.g. one shared by several
+    checkouts) is written through to its target instead of being replaced by a regular file."""
+    return Path(os.path.realpath(path))
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``text`` to a temp file beside ``path``'s target and rename it over the target."""
+    target = real_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
     try:
         # mkstemp creates the file 0600; keep the mode an ordinary file would get (or had).
-        os.chmod(tmp_name, _file_mode(path))
+        os.chmod(tmp_name, _file_mode(target))
         with os.fdopen(fd, "w", encoding="utf-8") as tmp:
             tmp.write(text)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Remove temp files of ``path`` left behind by killed writers; returns how many.
+
+    Call it holding the database lock: every writer of the database writes its temp file while
+    holding the lock, so any temp file seen then belongs to a writer that died.
+    """
+    target = real_path(path)
+    removed = 0
+    for stale in target.parent.glob(_temp_prefix(target) + "*" + TEMP_SUFFIX):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed += 1
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,77 +438,189 @@ class Database:
         self.machine_id = fingerprint_id(self.machine)
         self.read_only = False
         self._entries: dict[str, Entry] | None = None
+        #: Entries tuned here but not yet in the file (the lock was busy, or the write failed).
+        self.pending: dict[str, Entry] = {}
+        self._warned: set[str] = set()
 
     @property
     def lock(self) -> FileLock:
-        return FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        return self._lock(LOCK_TIMEOUT_S)
+
+    def _lock(self, timeout_s: float) -> FileLock:
+        # On the target of a symlink, so that every path leading to one file shares one lock.
+        return FileLock(str(real_path(self.path)) + ".lock", timeout=timeout_s)
+
+    def _warn_once(self, message: str, stacklevel: int = 4) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(message, CacheWarning, stacklevel=stacklevel)
 
     # -- reading ------------------------------------------------------------------------------
 
     def read_document(self) -> Document:
-        """The whole file (every machine). Corrupt files are moved aside; never raises on content."""
+        """The whole database (every machine; the file and its journal), validated: corrupt
+        files are moved aside, malformed parts dropped with a warning (see
+        :meth:`read_with_rejected`). Never raises on content."""
+        doc = self.read_with_rejected()[0]
+        self._fold_journal(doc)
+        return doc
+
+    def read_with_rejected(self) -> tuple[Document, dict[str, Any]]:
+        """(validated document, malformed parts by path) of the file as it is now."""
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return empty_document()
+            return empty_document(), {}
         except UnicodeDecodeError:
-            return self._set_aside("is not UTF-8 text")
+            return self._set_aside("is not UTF-8 text"), {}
         except OSError as exc:  # e.g. permissions: leave the file alone, work in memory
-            if not self.read_only:
-                warnings.warn(
-                    f"{self.path} cannot be read ({exc}); choices are kept in memory only",
-                    CacheWarning,
-                    stacklevel=3,
-                )
+            self._warn_once(f"{self.path} cannot be read ({exc}); choices are kept in memory only")
             self.read_only = True
-            return empty_document()
+            return empty_document(), {}
         try:
             doc = parse_document(text, str(self.path))
         except ValueError as exc:
-            return self._set_aside(str(exc))
+            return self._set_aside(str(exc)), {}
         if doc["schema"] > SCHEMA:
-            if not self.read_only:
-                warnings.warn(
-                    f"{self.path} has schema {doc['schema']}, newer than this autotune's "
-                    f"{SCHEMA}; it is left untouched and choices are tuned in memory only",
-                    CacheWarning,
-                    stacklevel=3,
-                )
+            self._warn_once(
+                f"{self.path} has schema {doc['schema']}, newer than this autotune's "
+                f"{SCHEMA}; it is left untouched and choices are tuned in memory only"
+            )
             self.read_only = True
-            return empty_document()
-        return doc
+            return empty_document(), {}
+        clean, rejected = validate_document(doc)
+        if rejected:
+            names = ", ".join(repr(path) for path in list(rejected)[:3])
+            more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+            self._warn_once(
+                f"{self.path}: ignoring {len(rejected)} malformed part(s): {names}{more}; "
+                f"they are kept in {self.path.name}.rejected when the file is next written"
+            )
+        return clean, rejected
 
     def _set_aside(self, why: str) -> Document:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        target = real_path(self.path)
+        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
         try:
-            os.replace(self.path, aside)
+            os.replace(target, aside)
             where = f"moved aside to {aside.name}"
         except OSError as exc:
             where = f"could not be moved aside ({exc})"
-        warnings.warn(f"{self.path}: {why}; {where}; starting empty", CacheWarning, stacklevel=4)
+        warnings.warn(f"{self.path}: {why}; {where}; starting empty", CacheWarning, stacklevel=5)
         return empty_document()
+
+    def _keep_rejected(self, rejected: Mapping[str, Any]) -> None:
+        """Add malformed parts to ``<file>.rejected`` (a YAML map: path → what was there)."""
+        aside = real_path(self.path).with_name(real_path(self.path).name + ".rejected")
+        kept: dict[str, Any] = {}
+        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+            loaded = yaml.load(aside.read_text(encoding="utf-8"), Loader=_SafeLoader)
+            if isinstance(loaded, dict) and isinstance(loaded.get("rejected"), dict):
+                kept = loaded["rejected"]
+        kept.update(rejected)
+        write_atomic(aside, dump_document({"rejected_at": now_iso(), "rejected": kept}))
 
     def _usable(self, doc: Document) -> dict[str, Entry]:
         section = doc["machines"].get(self.machine_id)
-        entries = section.get("entries") if isinstance(section, dict) else None
-        usable: dict[str, Entry] = {}
-        for key, entry in (entries or {}).items():
-            if is_valid_entry(entry):
-                usable[key] = entry
-            else:
-                warnings.warn(f"{self.path}: skipping malformed entry {key!r}", CacheWarning, stacklevel=4)
-        return usable
+        return dict(section["entries"]) if section else {}
+
+    def sidecar(self, suffix: str) -> Path:
+        """A file beside the database's target: ``.journal``, ``.index.json``, ``.rejected``."""
+        target = real_path(self.path)
+        return target.with_name(target.name + suffix)
 
     def entries(self) -> dict[str, Entry]:
-        """This machine's usable entries (loaded from the file on first use)."""
+        """This machine's usable entries (loaded from the file on first use).
+
+        For a large file they come from the index and hold only the dispatch fields
+        (:data:`HOT_FIELDS`); :meth:`full_entries` has everything.
+        """
         if self._entries is None:
-            self._entries = self._usable(self.read_document())
+            stamp = _file_stamp(self.path)
+            base = None
+            if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+                base = self._read_index(stamp)
+                if base is not None:
+                    _merge_entries(base, self._journal_entries().get(self.machine_id, {}))
+            if base is None:
+                doc = self.read_with_rejected()[0]
+                if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+                    self._write_index(stamp, self._usable(doc))
+                self._fold_journal(doc)
+                base = self._usable(doc)
+            self._entries = {**base, **self.pending}
         return self._entries
 
+    def full_entries(self) -> dict[str, Entry]:
+        """This machine's entries with every field (parses the whole file: for the CLI)."""
+        return {**self._usable(self.read_document()), **self.pending}
+
+    # -- the index and the journal (large files) ----------------------------------------------
+
+    def _read_index(self, stamp: list[int]) -> dict[str, Entry] | None:
+        """The index's entries if it belongs to the file as it is now, else None."""
+        try:
+            index = json.loads(self.sidecar(".index.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(index, dict)
+            or index.get("stamp") != stamp
+            or index.get("machine") != self.machine_id
+        ):
+            return None
+        entries = index.get("entries")
+        # Each entry is checked against the schema when it is looked up (:meth:`lookup`), not
+        # here: at 100k entries that check is a third of the start-up.
+        return entries if isinstance(entries, dict) else None
+
+    def _write_index(self, stamp: list[int], entries: Mapping[str, Entry]) -> None:
+        """Best effort: a missing or stale index only costs the next process a full parse."""
+        hot = {key: _hot(entry) for key, entry in entries.items()}
+        with contextlib.suppress(OSError):
+            write_atomic(
+                self.sidecar(".index.json"),
+                json.dumps(
+                    {"stamp": stamp, "machine": self.machine_id, "entries": hot}, separators=(",", ":")
+                ),
+            )
+
+    def _journal_entries(self) -> dict[str, dict[str, Entry]]:
+        """machine id → entries appended to the journal (a record cut short by a kill is skipped)."""
+        try:
+            text = self.sidecar(".journal").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return {}
+        found: dict[str, dict[str, Entry]] = {}
+        for chunk in _JOURNAL_RECORD.split(text):
+            record = _parse_record(chunk)
+            if record is not None:
+                _merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
+        return found
+
+    def _append_journal(self, entries: Mapping[str, Entry]) -> None:
+        """Append one YAML document per entry (holding the lock), flushed to disk.
+
+        Each record starts on a fresh line (a newline, then ``---``), so a record cut short by a
+        killed writer never swallows the next one.
+        """
+        text = "".join(
+            "\n---\n" + dump_document({"machine": self.machine_id, "key": key, "entry": entry})
+            for key, entry in entries.items()
+        )
+        fd = os.open(self.sidecar(".journal"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _file_mode(self.path))
+        try:
+            os.write(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def lookup(self, key: str) -> Entry | None:
-        """The entry for a problem key, or None. A dict access after the first call."""
-        return self.entries().get(key)
+        """The entry for a problem key, or None. A dict access after the first call (plus the
+        schema check of that one entry, which may come from the index)."""
+        entry = self.entries().get(key)
+        return entry if entry is None or entry_problem(key, entry) is None else None
 
     def reload(self) -> None:
         """Forget the in-memory map; the next lookup re-reads the file."""
@@ -346,60 +629,161 @@ class Database:
     # -- writing ------------------------------------------------------------------------------
 
     def store(self, new_entries: Mapping[str, Entry]) -> bool:
-        """Merge entries for this machine into the file; False if it could not be written.
+        """Merge entries for this machine into the file; False if they are not in it yet.
 
-        The in-memory map is updated either way (and refreshed with what other processes wrote).
+        The in-memory map is updated either way. Entries that could not be written (the lock was
+        held too long by another process, or the write failed) stay in :attr:`pending` and go in
+        with the next store or :meth:`flush` (also run at exit), so none is lost.
         """
-        memory = self.entries()
-        memory.update(new_entries)
+        self.entries().update(new_entries)
+        self.pending.update(new_entries)
+        return self.flush(STORE_LOCK_TIMEOUT_S)
+
+    def flush(self, timeout_s: float = LOCK_TIMEOUT_S) -> bool:
+        """Write :attr:`pending` entries to the file; True if none is left pending."""
+        if not self.pending:
+            return True
         if self.read_only:
             return False
         incoming = {
-            "machines": {self.machine_id: {"fingerprint": self.machine, "entries": dict(new_entries)}}
+            "machines": {self.machine_id: {"fingerprint": self.machine, "entries": dict(self.pending)}}
         }
         try:
-            self.merge_into_file(incoming)
-        except OSError as exc:
-            warnings.warn(
-                f"could not write {self.path} ({exc}); keeping choices in memory",
-                CacheWarning,
-                stacklevel=3,
+            self._store_locked(incoming, timeout_s)
+        except Timeout:
+            self._warn_once(
+                f"{self.path} is locked by another process; {len(self.pending)} tuned entries are "
+                f"kept in memory and written at the next store or at exit"
             )
             return False
+        except OSError as exc:
+            self._warn_once(f"could not write {self.path} ({exc}); keeping choices in memory")
+            return False
+        if self.read_only:
+            return False
+        self.pending.clear()
         return True
 
-    def merge_into_file(self, other: Document) -> Document:
-        """Lock, re-read, merge ``other`` in, write atomically; returns the merged document."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock:
-            doc = self.read_document()
+    def _store_locked(self, incoming: Document, timeout_s: float) -> None:
+        """Merge ``incoming`` into the file, or append it to the journal if the file is large."""
+        stamp = _file_stamp(self.path)
+        if stamp is None or stamp[0] < JOURNAL_ABOVE_BYTES:
+            self.merge_into_file(incoming, timeout_s=timeout_s)
+            return
+        with self._lock(timeout_s):
+            remove_stale_temps(self.path)
+            self._append_journal(incoming["machines"][self.machine_id]["entries"])
+        if self._entries is not None:
+            self._entries.update(incoming["machines"][self.machine_id]["entries"])
+
+    def merge_into_file(self, other: Document, timeout_s: float = LOCK_TIMEOUT_S) -> Document:
+        """Lock, re-read (file and journal), merge ``other`` in, write atomically (folding the
+        journal in); returns the merged document."""
+        real_path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self._lock(timeout_s):
+            doc, rejected = self.read_with_rejected()
             if self.read_only:
                 return doc
+            self._fold_journal(doc)  # its entries now go into the file
             merge_documents(doc, other)
-            write_atomic(self.path, dump_document(doc))
-        self._entries = self._usable(doc)
+            self._write_locked(doc, rejected)
+        self._entries = {**self._usable(doc), **self.pending}
         return doc
+
+    def compact(self) -> None:
+        """Fold the journal into the file (a no-op without one)."""
+        if self.sidecar(".journal").exists():
+            self.merge_into_file(empty_document())
+
+    def _fold_journal(self, doc: Document) -> None:
+        for machine_id, entries in self._journal_entries().items():
+            section = doc["machines"].setdefault(machine_id, {"fingerprint": {}, "entries": {}})
+            if machine_id == self.machine_id and not section["fingerprint"]:
+                section["fingerprint"] = self.machine
+            _merge_entries(section["entries"], entries)
+
+    def _write_locked(self, doc: Document, rejected: Mapping[str, Any]) -> None:
+        """Write ``doc`` (holding the lock): stale temp files first, rejected parts kept aside;
+        then the index (large files) and an empty journal (its entries are in ``doc``)."""
+        remove_stale_temps(self.path)
+        if rejected:
+            self._keep_rejected(rejected)
+        write_atomic(self.path, dump_document(doc))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.sidecar(".journal"))
+        stamp = _file_stamp(self.path)
+        if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+            self._write_index(stamp, self._usable(doc))
 
     def clear(self, all_machines: bool = False) -> int:
         """Remove this machine's entries (or every machine's); returns how many were removed."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        real_path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            doc = self.read_document()
+            doc, rejected = self.read_with_rejected()
             if self.read_only:
                 return 0
+            self._fold_journal(doc)
             if all_machines:
-                removed = sum(len((s or {}).get("entries") or {}) for s in doc["machines"].values())
+                removed = sum(len(section["entries"]) for section in doc["machines"].values())
                 doc["machines"] = {}
             else:
                 section = doc["machines"].pop(self.machine_id, None) or {}
                 removed = len(section.get("entries") or {})
-            write_atomic(self.path, dump_document(doc))
+            self._write_locked(doc, rejected)
         self._entries = {}
+        self.pending.clear()
         return removed
 
 
+def _file_stamp(path: Path) -> list[int] | None:
+    """[size, mtime_ns, inode] of the file (through symlinks), or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _hot(entry: Entry) -> Entry:
+    """The dispatch fields of an entry (what the index keeps)."""
+    hot = {name: entry[name] for name in HOT_FIELDS if name in entry}
+    hot["problem"] = {"op": entry["problem"]["op"]}
+    return hot
+
+
+def _merge_entries(base: dict[str, Entry], newer: Mapping[str, Entry]) -> None:
+    """Per key, keep the entry with the newest ``tuned_at``."""
+    for key, entry in newer.items():
+        if key not in base or _newer(entry, base[key]):
+            base[key] = entry
+
+
+#: Journal records start with a line ``---``.
+_JOURNAL_RECORD = re.compile(r"^---\n", re.MULTILINE)
+
+
+def _parse_record(chunk: str) -> dict[str, Any] | None:
+    """One journal record, or None if it is empty, cut short or malformed."""
+    if not chunk.strip():
+        return None
+    try:
+        record = yaml.load(chunk, Loader=_SafeLoader)  # a safe loader
+    except (yaml.YAMLError, RecursionError):
+        return None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("machine"), str)
+        or entry_problem(record.get("key"), record.get("entry")) is not None
+    ):
+        return None
+    return record
+
+
 def load_file(path: Path) -> Document:
-    """Read another database file (for import/merge); ValueError if it is not one."""
+    """Read another database file (for import/merge), validated; ValueError if it is not one.
+
+    Malformed parts are dropped with a warning naming them (the file itself is not changed).
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -407,7 +791,14 @@ def load_file(path: Path) -> Document:
     doc = parse_document(text, str(path))
     if doc["schema"] > SCHEMA:
         raise ValueError(f"{path} has schema {doc['schema']}; this autotune reads up to {SCHEMA}")
-    return doc
+    clean, rejected = validate_document(doc)
+    if rejected:
+        names = ", ".join(repr(part) for part in list(rejected)[:3])
+        more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+        warnings.warn(
+            f"{path}: ignoring {len(rejected)} malformed part(s): {names}{more}", CacheWarning, stacklevel=2
+        )
+    return clean
 
 
 _database: Database | None = None
@@ -418,20 +809,34 @@ def database() -> Database:
     global _database
     path = cache_path()
     if _database is None or _database.path != path:
+        _flush_quietly(_database)
         _database = Database(path)
     return _database
+
+
+def _flush_quietly(db: Database | None) -> None:
+    """Write what ``db`` still holds in memory (at exit, or when the cache location changes)."""
+    if db is not None and db.pending:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheWarning)
+            db.flush()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    _flush_quietly(_database)
 
 
 def reset() -> None:
     """Drop the process-wide database object and fingerprint (after changing the cache dir or
     the thread settings: the next lookup re-reads the file under the current fingerprint)."""
     global _database
+    _flush_quietly(_database)
     _database = None
     fingerprint.cache_clear()
 
 
 def iter_sections(doc: Document) -> Iterable[tuple[str, dict[str, Any], dict[str, Entry]]]:
-    """(machine id, fingerprint, entries) for every section of a document."""
+    """(machine id, fingerprint, entries) for every section of a validated document."""
     for machine_id, section in doc["machines"].items():
-        if isinstance(section, dict):
-            yield machine_id, section.get("fingerprint") or {}, section.get("entries") or {}
+        yield machine_id, section.get("fingerprint") or {}, section.get("entries") or {}

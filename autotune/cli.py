@@ -2,8 +2,8 @@
 
 Verbs (the command-line contract; see README.md "The command")::
 
-    autotune tune  (--preset NAME | --shapes FILE.yaml) [--batch 1,8] [--dtype float32,float64]
-                   [--shard i/n] [--budget SECONDS] [--force]
+    autotune tune  (--preset NAME | --shapes FILE.yaml | --refresh) [--batch 1,8]
+                   [--dtype float32,float64] [--shard i/n] [--budget SECONDS] [--force]
     autotune show  [--op conv2d|matmul] [--all-machines] [--format table|yaml|json]
     autotune explain PROBLEM [--tune]
     autotune export FILE | import FILE | merge FILE... [--out FILE] | clear [--yes]
@@ -11,9 +11,13 @@ Verbs (the command-line contract; see README.md "The command")::
     autotune study precision|svd-rank|lns|mnist [--out DIR] [--quick]
 
 Exit status: 0 success; 2 usage error (bad arguments, bad problem syntax, unknown preset, invalid
-shapes file); 1 failure, with a one-line message; 130 interrupted (Ctrl-C) — ``tune`` keeps every
-problem finished before the interrupt, because each one is written to the database as soon as it
-is tuned.
+shapes file, an ``--out`` that cannot be written); 1 failure, with a one-line message (also when
+``tune`` could not save its results); 130 interrupted (Ctrl-C) — ``tune`` keeps every problem
+finished before the interrupt, because each one is written to the database as soon as it is
+tuned. No verb prints a traceback: a damaged database is reported in one line.
+
+Only light modules are imported at start-up; numpy, Numba and PyTorch load with the verb that
+needs them, so ``autotune --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +37,7 @@ from typing import Any, NoReturn
 import yaml
 
 import autotune
-from autotune import api, cache, report, shapes, tuner
+from autotune import cache, shapes
 from autotune.problem import DTYPES, Problem, ProblemSyntaxError, parse_problem
 
 PROBLEM_SYNTAX = """\
@@ -96,6 +101,8 @@ def _seconds(text: str) -> float:
 
 def _problem_list(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int]:
     """(what was asked for, the items of this shard, the size of the whole list)."""
+    if args.refresh:
+        return _unfit_entries()
     try:
         shape_list = shapes.load_preset(args.preset) if args.preset else shapes.load_shapes(args.shapes)
     except shapes.ShapesError as exc:
@@ -108,8 +115,31 @@ def _problem_list(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int
     return origin, items, len(items)
 
 
+def _unfit_entries() -> tuple[str, list[shapes.Item], int]:
+    """This machine's entries that no longer fit their problem (stale kernel set, looser
+    tolerance, unknown kernel or parameters), as items to re-tune (``tune --refresh``)."""
+    from autotune import api
+
+    items, skipped = [], 0
+    for key in cache.database().entries():
+        try:
+            problem = parse_problem(key)
+        except ProblemSyntaxError:
+            continue  # not a key autotune writes (an edited index or file): nothing to re-tune
+        if api.fitting_entry(problem) is not None:
+            continue
+        if isinstance(problem.weight, str) and problem.op == "matmul":
+            skipped += 1  # tuned on the caller's weight, which the database does not hold
+            continue
+        items.append(shapes.Item(problem))
+    note = f" ({skipped} tuned on a caller's weight are left to the next call)" if skipped else ""
+    return f"stale or unfit entries{note}", items, len(items)
+
+
 def _tune_one(problem: Problem, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
     """Tune (or re-tune) one problem into the database: (entry, "") or (None, why it failed)."""
+    from autotune import api
+
     try:
         (entry,) = api.tune([problem], force=args.force, budget_s=args.budget)
     except ValueError as exc:  # no candidate within the tolerance: recorded, the run goes on
@@ -123,6 +153,8 @@ def _tune_with_progress(
     """Tune ``todo`` one by one, filling ``tuned``/``failures`` as it goes (so that a Ctrl-C
     leaves an accurate count), with a progress bar on a terminal and one line per problem."""
     from tqdm import tqdm
+
+    from autotune import report
 
     bar = tqdm(total=len(todo), unit="problem", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
@@ -149,9 +181,12 @@ def _tune_with_progress(
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from autotune import api
+
     origin, items, total = _problem_list(args)
     db = cache.database()
-    todo = [item for item in items if args.force or db.lookup(item.problem.key) is None]
+    force = args.force or args.refresh
+    todo = [item for item in items if force or api.fitting_entry(item.problem) is None]
     cached = len(items) - len(todo)
     _note(
         f"{origin}: {len(items)}{f' of {total}' if args.shard else ''} problems, "
@@ -170,11 +205,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
         return 130
     print(_tune_table(items, tuned, failures, db))
+    saved = db.flush()
     _note(
         f"{len(tuned)} tuned, {cached} cached, {len(failures)} failed in "
         f"{time.perf_counter() - started:.1f} s; database: {db.path}"
-        + (" (read-only: nothing was saved)" if db.read_only else "")
     )
+    if tuned and not saved:
+        why = "it is read-only or from a newer autotune" if db.read_only else "it could not be written"
+        raise CommandError(
+            f"{len(db.pending) or len(tuned)} tuned result(s) were not saved to {db.path}: {why}"
+        )
     if failures:
         first = next(iter(failures.values()))
         raise CommandError(f"{len(failures)} problem(s) have no kernel within tolerance; first: {first}")
@@ -184,6 +224,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def _tune_table(
     items: list[shapes.Item], tuned: set[str], failures: dict[str, str], db: cache.Database
 ) -> str:
+    from autotune import report
+
     with_layers = any(item.layers for item in items)
     headers = (["layer"] if with_layers else []) + [*report.SUMMARY_HEADERS, "source"]
     rows = []
@@ -219,7 +261,7 @@ def _shown_entries(
     if args.all_machines:
         sections = list(cache.iter_sections(db.read_document()))
     else:
-        sections = [(db.machine_id, db.machine, db.entries())]
+        sections = [(db.machine_id, db.machine, db.full_entries())]
     found = []
     for machine_id, print_, entries in sections:
         for key, entry in entries.items():
@@ -229,6 +271,8 @@ def _shown_entries(
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from autotune import report
+
     db = cache.database()
     found = _shown_entries(args, db)
     summaries = [
@@ -280,6 +324,8 @@ def _parse_spec(words: Sequence[str]) -> Problem:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from autotune import api, report
+
     problem = _parse_spec(args.problem)
     db = cache.database()
     entry = db.lookup(problem.key)
@@ -292,6 +338,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
             (entry,) = api.tune([problem], budget_s=args.budget)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+    if "candidates" not in entry:  # a large database's index holds only the dispatch fields
+        entry = db.full_entries().get(problem.key, entry)
     print(report.explain_text(problem, entry, db.machine))
     return 0
 
@@ -389,6 +437,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    db = cache.database()
+    journal = db.sidecar(".journal")
+    if not journal.exists():
+        _note(f"nothing to compact: {db.path} has no journal")
+        return 0
+    try:
+        db.compact()
+    except OSError as exc:
+        raise CommandError(f"cannot write {db.path}: {exc.strerror or exc}") from None
+    _note(f"folded {journal.name} into {db.path}")
+    return 0
+
+
 def cmd_clear(args: argparse.Namespace) -> int:
     db = cache.database()
     doc = db.read_document()
@@ -409,6 +471,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
             _note("nothing removed")
             return 1
     removed = db.clear(all_machines=args.all_machines)
+    from autotune import api
+
     api.reset()  # kernels bound from the removed entries must not outlive them in this process
     _note(f"removed {removed} entries of {scope} from {db.path}")
     return 0
@@ -469,9 +533,22 @@ def cmd_versus(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def check_out_dir(path: Path, option: str = "--out") -> None:
+    """UsageError unless ``path`` is, or can be created as, a writable directory — checked by
+    creating it and a probe file in it before any work, so a long run never ends in a write error
+    (permission bits alone say nothing for root, or on a read-only file system)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from autotune import bench
 
+    check_out_dir(Path(args.out))
     command = "autotune " + " ".join(args.argv)
     if args.vs_torch or args.model:
         return cmd_versus(args, command)
@@ -511,6 +588,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         add_arguments(parser)
     options = vars(parser.parse_args(args.study_args))
     out, quick = options.pop("out"), options.pop("quick")
+    check_out_dir(out)
     try:
         written = module.run(out, quick=quick, **options)
     except (FileNotFoundError, ValueError) as exc:  # e.g. a --data directory without MNIST files
@@ -570,6 +648,12 @@ def _add_tune(subparsers: Any) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
+        "--refresh",
+        action="store_true",
+        help="re-tune this machine's entries that no longer fit (kernel set changed, tuned under a "
+        "looser tolerance, unknown kernel or parameters)",
+    )
+    source.add_argument(
         "--preset", metavar="NAME", help=f"a shipped problem list: {', '.join(preset_names())}"
     )
     source.add_argument("--shapes", metavar="FILE.yaml", type=Path, help="a problem list file")
@@ -593,9 +677,9 @@ def _add_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget",
         type=_seconds,
-        default=tuner.DEFAULT_BUDGET_S,
+        default=None,
         metavar="SECONDS",
-        help="tuning time budget per problem; past it the remaining candidates are timed once",
+        help="tuning time budget per problem (default: 5); past it the remaining candidates are timed once",
     )
 
 
@@ -654,6 +738,15 @@ def _add_database(subparsers: Any) -> None:
     merge.add_argument("files", nargs="+", metavar="FILE")
     merge.add_argument(
         "--out", metavar="FILE", help="write the combination here (merged with it if it exists)"
+    )
+    _verb(
+        subparsers,
+        "compact",
+        cmd_compact,
+        "Fold the journal of a large database into the YAML file.",
+        "A database above 1 MB takes new entries through an append-only journal beside it\n"
+        "(autotune.yaml.journal) instead of rewriting the whole file per entry; import, merge and\n"
+        "clear fold it in as well.",
     )
     clear = _verb(subparsers, "clear", cmd_clear, "Remove this machine's tuned entries from the database.")
     clear.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -769,6 +862,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         args.argv = argv
+        if getattr(args, "budget", False) is None:
+            from autotune.tuner import DEFAULT_BUDGET_S
+
+            args.budget = DEFAULT_BUDGET_S
         with _one_line_warnings():
             try:
                 return int(args.handler(args) or 0)
@@ -776,6 +873,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _fail(args.parser, str(exc))
             except CommandError as exc:
                 print(f"autotune {args.verb}: error: {exc}", file=sys.stderr)
+                return 1
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                # Last line of defence (e.g. a database file damaged in a way the schema check
+                # did not foresee): one line, never a traceback.
+                print(f"autotune {args.verb}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
                 return 1
     except SystemExit as exit_:  # argparse: --help/--version (0) and usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else 1

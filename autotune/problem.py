@@ -29,6 +29,9 @@ from typing import Any, ClassVar, Literal
 Pair = tuple[int, int]
 Quad = tuple[int, int, int, int]
 DTYPES: tuple[str, ...] = ("float32", "float64")
+#: Largest padded input or output (elements) a conv2d problem may have: 2^31 float64 values are
+#: 16 GB, already beyond what the float64 reference can hold on a typical machine.
+MAX_ELEMENTS = 2**31
 
 
 class ProblemSyntaxError(ValueError):
@@ -197,6 +200,13 @@ def check_conv_geometry(p: ConvProblem) -> None:
             f"conv2d: the (dilated) kernel {p.w_shape[2:]} does not fit the padded input "
             f"{p.x_shape[2:]} with padding {p.padding} and dilation {p.dilation}; "
             f"output would be {ho}x{wo}"
+        )
+    n, c_in, h, w = p.x_shape
+    padded = n * c_in * (h + p.padding[0] + p.padding[1]) * (w + p.padding[2] + p.padding[3])
+    if max(padded, n * p.w_shape[0] * ho * wo) > MAX_ELEMENTS:
+        raise ValueError(
+            f"conv2d: padding {p.padding} makes a padded input of {padded:.3g} elements and an "
+            f"output of {n * p.w_shape[0] * ho * wo:.3g}; at most 2^31 elements are supported"
         )
 
 

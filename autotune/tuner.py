@@ -35,6 +35,8 @@ timed as the dispatcher will run it.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -78,11 +80,14 @@ TUNE_COUNT = 0
 
 
 def set_tolerance(dtype: str, tol: float) -> None:
-    """Change the default tolerance for ``dtype`` in this process."""
-    if dtype not in DEFAULT_TOL:
+    """Change the default tolerance for ``dtype`` in this process (``autotune.set_tolerance`` also
+    forgets the choices bound under the old one)."""
+    if not isinstance(dtype, str) or dtype not in DEFAULT_TOL:
         raise ValueError(f"set_tolerance: dtype must be one of {sorted(DEFAULT_TOL)}, got {dtype!r}")
-    if not tol > 0:
-        raise ValueError(f"set_tolerance: tol must be > 0, got {tol!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"set_tolerance: tol must be a positive number, got {tol!r}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"set_tolerance: tol must be a positive finite number, got {tol!r}")
     DEFAULT_TOL[dtype] = float(tol)
 
 
@@ -187,7 +192,9 @@ class TuneResult:
             "problem": self.problem.to_dict(),
             "choice": self.choice,
             "params": dict(self.params),
-            "tol": float(f"{self.tol:.3g}"),
+            # Full precision: the dispatcher compares it with the current tolerance.
+            "tol": float(self.tol),
+            "kernels": registry.kernel_set_digest(self.problem.op),
             "tuned_at": self.tuned_at,
             "tuning_s": round(self.tuning_s, 3),
             "load": [round(value, 2) for value in self.load],
@@ -312,6 +319,8 @@ class _Search:
     contaminated: list[Verdict] = field(default_factory=list)  # too few clean runs: re-time
     timed: dict[int, Callable[..., Any]] = field(default_factory=dict)  # id(verdict) -> its call
     warm_up_s: float = 0.0  # first calls (Numba compilation on a fresh install) are not budgeted
+    #: (args, reference) of extra inputs an approximate candidate must also meet the tolerance on.
+    probes: list[tuple[tuple[Any, ...], np.ndarray]] = field(default_factory=list)
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started - self.warm_up_s > self.budget_s
@@ -345,9 +354,40 @@ def _run_once(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> tupl
         return verdict, fn
     verdict.rel_err = rel_max_error(y, search.ref)
     verdict.rel_l2 = rel_l2_error(y, search.ref)
+    if not spec.exact:
+        _check_probes(search, fn, verdict)
     if verdict.rel_err > search.tol:
         verdict.reason = f"inaccurate: rel_err {verdict.rel_err:.2e} > tol {search.tol:.0e}"
     return verdict, fn
+
+
+def _check_probes(search: _Search, fn: Callable[..., Any], verdict: Verdict) -> None:
+    """Raise ``verdict.rel_err`` to the worst error of an approximate candidate on the probes.
+
+    An approximate kernel's error depends on the data: tuned only on the caller's first operands
+    it may fail on the next ones, tuned only on random data it may fail on the caller's.
+    """
+    for probe_args, probe_ref in search.probes:
+        try:
+            y = fn(probe_args[0], *search.args[1:])  # the weight (maybe prepared) is shared
+        except Exception as exc:
+            verdict.reason = f"failed on random probe data: {type(exc).__name__}: {exc}"[:300]
+            return
+        if not np.all(np.isfinite(y)):
+            verdict.rel_err = float("inf")
+            return
+        verdict.rel_err = max(verdict.rel_err, rel_max_error(y, probe_ref))
+
+
+def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[tuple[Any, ...], np.ndarray]]:
+    """Random-normal first operands with the caller's weight, when the caller's inputs are given
+    (approximate kernels are eligible only then)."""
+    if not given or problem.tol is None:
+        return []
+    x = random_inputs(problem)[0]
+    probe_args = (x, *args[1:])
+    ref_args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in probe_args)
+    return [(probe_args, np.asarray(registry.reference(problem.op).fn(*ref_args), dtype=np.float64))]
 
 
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
@@ -522,6 +562,7 @@ def tune_problem(
     TUNE_COUNT += 1
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
+    given = inputs is not None
     inputs = random_inputs(problem) if inputs is None else inputs
     args = call_args(problem, inputs)
     reference = registry.reference(problem.op)
@@ -529,6 +570,7 @@ def tune_problem(
     ref = np.asarray(reference.fn(*ref_args), dtype=np.float64)
     tol = tolerance(problem)
     search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s)
+    search.probes = _probes(problem, args, given)
 
     verdicts: list[Verdict] = []
     for spec in _order(registry.specs(problem.op)):

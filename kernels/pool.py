@@ -41,7 +41,7 @@ T = TypeVar("T")
 LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 
-def configure() -> None:
+def configure() -> None:  # called below, on the first import of this module
     """Put Numba on PyTorch's OpenMP pool, with PyTorch's thread count (idempotent).
 
     Only defaults: a threading layer chosen with ``NUMBA_THREADING_LAYER`` is kept. Called on
@@ -134,3 +134,6 @@ def on_calling_thread(call: Callable[[], T]) -> T:
     finally:
         for lib, threads in zip(libraries, saved, strict=True):
             lib.set_num_threads(threads)
+
+
+configure()

@@ -22,7 +22,9 @@ Call conventions (arrays are C-contiguous numpy arrays of one float dtype):
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +80,11 @@ class KernelSpec:
             with the same semantics as ``fn`` (a vendor kernel's native call). The dispatcher
             uses it for torch inputs, so that a kernel that is PyTorch anyway does not pay a
             numpy round trip.
+        version: bump it when a change to the kernel can change its speed or its results; it is
+            part of :func:`kernel_set_digest`, so database entries made by the old code go stale.
+        finite_only: True if one NaN/Inf in the input can spread to outputs whose reference value
+            is finite (transforms that mix every input value into every output value: FFT,
+            Winograd). The dispatcher sends calls with non-finite input to an exact kernel instead.
     """
 
     name: str
@@ -94,6 +101,8 @@ class KernelSpec:
     worth_tuning: Callable[[Any], bool] = _always
     prepare: Callable[..., Any] | None = None
     tensor_fn: Callable[..., Any] | None = None
+    version: int = 1
+    finite_only: bool = False
 
     @property
     def summary(self) -> str:
@@ -130,6 +139,7 @@ def load_all() -> None:
     global _loaded
     if _loaded:
         return
+    importlib.import_module("kernels.pool")  # the one thread pool, before any kernel runs
     for package_name in (f"kernels.{op}" for op in OPS):
         package = importlib.import_module(package_name)
         for module in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
@@ -159,6 +169,40 @@ def get(op: str, name: str) -> KernelSpec:
     except KeyError:
         known = ", ".join(sorted(names(op)))
         raise KeyError(f"no {op} kernel named {name!r}; known: {known}") from None
+
+
+def kernel_set_digest(op: str) -> str:
+    """A short digest of the registered ``op`` kernels' names and versions.
+
+    Database entries record it; an entry whose digest differs was chosen among a different set of
+    kernels (one added, removed or changed) and is stale.
+    """
+    text = ";".join(f"{spec.name}:{spec.version}" for spec in sorted(specs(op), key=lambda s: s.name))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+#: Positional arguments of a kernel call before its keyword parameters.
+_POSITIONAL = {"conv2d": 7, "matmul": 2}
+
+
+def parameter_names(spec: KernelSpec) -> frozenset[str]:
+    """The keyword parameters ``spec.fn`` accepts after the call's positional arguments."""
+    parameters = list(inspect.signature(spec.fn).parameters.values())[_POSITIONAL[spec.op] :]
+    return frozenset(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def params_problem(spec: KernelSpec, problem: Any, params: Params) -> str | None:
+    """Why ``params`` are not a setting ``spec`` could have chosen for ``problem`` (None if they are).
+
+    A tuned choice is always one of ``spec.param_grid(problem)`` (or the defaults), so anything
+    else in a database entry was edited or written by different code.
+    """
+    unknown = sorted(set(params) - parameter_names(spec))
+    if unknown:
+        return f"{spec.name} has no parameter {unknown[0]!r}"
+    if dict(params) == dict(spec.defaults) or dict(params) in spec.param_grid(problem):
+        return None
+    return f"{spec.name} does not offer {dict(params)} for this problem"
 
 
 def reference(op: str) -> KernelSpec:

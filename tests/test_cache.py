@@ -122,7 +122,7 @@ def test_not_a_database_is_moved_aside(isolated_cache, fast_tuning):
     assert list(isolated_cache.glob("autotune.yaml.corrupt-*"))
 
 
-def test_malformed_entry_is_skipped_and_kept(isolated_cache, fast_tuning):
+def test_malformed_entry_is_dropped_and_kept_in_the_rejected_copy(isolated_cache, fast_tuning):
     db = cache.database()
     isolated_cache.mkdir(parents=True)
     doc = {
@@ -132,8 +132,9 @@ def test_malformed_entry_is_skipped_and_kept(isolated_cache, fast_tuning):
     (isolated_cache / "autotune.yaml").write_text(yaml.safe_dump(doc))
     with pytest.warns(CacheWarning, match="malformed"):
         autotune.conv2d(np.ones((1, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32))
-    kept = entries(isolated_cache)
-    assert kept["conv2d junk"] == "oops" and len(kept) == 2
+    assert "conv2d junk" not in entries(isolated_cache) and len(entries(isolated_cache)) == 1
+    rejected = yaml.safe_load((isolated_cache / "autotune.yaml.rejected").read_text())
+    assert rejected["rejected"][f"machines/{db.machine_id}/entries/conv2d junk"] == "oops"
 
 
 def test_other_machines_are_kept_but_not_used(isolated_cache, fast_tuning):

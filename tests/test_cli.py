@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune import bench, cache, cli, shapes, tuner
+from autotune import bench, cache, cli, report, shapes, tuner
 from autotune.problem import parse_problem
 
 TINY = """\
@@ -79,7 +79,7 @@ def test_tune_shapes_file_then_show_lists_every_problem(capsys, tiny_shapes, fas
     code, out, _ = run_cli(capsys, "show")
     assert code == 0
     for key in TINY_KEYS:
-        assert cli.report.short_key(key) in out
+        assert report.short_key(key) in out
 
 
 def test_show_machine_readable_formats_and_op_filter(capsys, tiny_shapes, fast_tuning):

@@ -39,7 +39,7 @@ def test_import_does_not_change_the_openmp_wait_policy():
 def test_conv_kernels_send_their_gemms_and_ffts_to_the_pool(method, monkeypatch):
     """No numpy/scipy BLAS or FFT thread pool is woken by a conv kernel: torch does the work."""
     calls = []
-    for name in ("matmul", "baddbmm"):
+    for name in ("matmul", "mm", "addmm", "bmm", "baddbmm"):
         original = getattr(torch, name)
 
         def counting(*args, _original=original, **kwargs):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels import pool  # noqa: F401  (first: every conv kernel's threads on PyTorch's pool)
+
 
 def output_hw(hw: tuple[int, int], khw: tuple[int, int], stride, padding, dilation) -> tuple[int, int]:
     """Output height and width of a conv2d (floor division, as torch)."""

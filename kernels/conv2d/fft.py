@@ -100,4 +100,4 @@ def fft(x, w, b, stride, padding, dilation, groups):
     return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups)
 
 
-register(KernelSpec(name="fft", op="conv2d", fn=fft, prepare=prepare))
+register(KernelSpec(name="fft", op="conv2d", fn=fft, prepare=prepare, finite_only=True))

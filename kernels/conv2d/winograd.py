@@ -402,5 +402,6 @@ register(
         param_grid=tile_grid,
         defaults={"tile": 2},
         prepare=prepare,
+        finite_only=True,
     )
 )

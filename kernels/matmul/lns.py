@@ -504,5 +504,6 @@ register(
         search="first_accurate",
         prepare=prepare_lns,
         worth_tuning=small_enough,
+        finite_only=True,  # the log format has no encoding for NaN/Inf
     )
 )

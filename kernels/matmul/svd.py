@@ -134,5 +134,6 @@ register(
         param_grid=svd_param_grid,
         search="first_accurate",
         prepare=prepare_svd,
+        finite_only=True,  # one NaN/Inf in b spreads through its SVD factors to every output
     )
 )
