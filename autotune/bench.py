@@ -466,7 +466,12 @@ def plot(result: BenchResult, path: Path) -> None:
     ax.set_ylabel("effective GFLOP/s (direct-equivalent)")
     ax.set_xticks(positions)
     ax.set_xticklabels([_axis_label(p) for p in result.problems], rotation=60, ha="right", fontsize=7)
-    ax.set_title(f"autotune bench {result.suite}: {result.machine.get('cpu')}")
+    ax.set_xlabel("problem (input ⊛ filter)")
+    ax.set_title(
+        f"autotune bench {result.suite}: {result.machine.get('cpu')}\n"
+        "bars above the GEMM peak: algorithms doing fewer multiplications than direct (Winograd, FFT)",
+        fontsize=9,
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autotune import report, shapes, timing
 from autotune.problem import ConvProblem
 
@@ -270,10 +272,56 @@ def markdown(result: VersusResult) -> str:
 
 
 def write(result: VersusResult, out_dir: Path) -> list[Path]:
-    """``versus.json`` and ``versus.md`` into ``out_dir``."""
+    """``versus.json``, ``versus.md`` and ``versus.png`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "versus.json", out_dir / "versus.md"
+    json_path, md_path, png_path = out_dir / "versus.json", out_dir / "versus.md", out_dir / "versus.png"
     record = {**asdict(result), "geomean": result.geomean()}
     json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(markdown(result) + "\n", encoding="utf-8")
-    return [json_path, md_path]
+    plot(result, png_path)
+    return [json_path, md_path, png_path]
+
+
+def load(path: Path) -> VersusResult:
+    """A :class:`VersusResult` back from its ``versus.json`` (to re-plot or compare runs)."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    rows = [Row(**row) for row in record.pop("rows")]
+    record.pop("geomean", None)
+    return VersusResult(**record, rows=rows)
+
+
+def plot(result: VersusResult, path: Path) -> None:
+    """Speed-up over plain PyTorch per problem (bars from parity, 1.0), coloured by the pick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = sorted({row.pick.split("(")[0] for row in result.rows})
+    colours = {pick: plt.get_cmap("tab10")(i) for i, pick in enumerate(picks)}
+    fig, ax = plt.subplots(figsize=(min(18.0, max(7.0, 0.45 * len(result.rows))), 5.5))
+    positions = np.arange(len(result.rows))
+    for pick in picks:
+        chosen = [i for i, row in enumerate(result.rows) if row.pick.split("(")[0] == pick]
+        gains = [result.rows[i].speedup - 1.0 for i in chosen]
+        ax.bar(positions[chosen], gains, bottom=1.0, color=colours[pick], label=pick)
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.axhline(0.95, color="grey", linestyle=":", linewidth=1, label="0.95 (acceptance floor)")
+    ax.set_ylabel("speed-up over plain PyTorch\n(its time / autotune's)")
+    ax.set_xlabel("problem (each side in a process of its own, alternating rounds)")
+    ax.set_xticks(positions)
+    ax.set_xticklabels(
+        [report.short_key(r.problem).replace(" float32", "") for r in result.rows],
+        rotation=60,
+        ha="right",
+        fontsize=7,
+    )
+    ax.set_title(
+        f"autotune vs plain PyTorch: {result.suite}, imported first: {result.import_first}; "
+        f"geo-mean {result.geomean():.3f}x",
+        fontsize=10,
+    )
+    ax.legend(title="autotune's pick", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
