@@ -88,15 +88,7 @@ def channel_sweep(channel_counts: list[int], seed: int = 0) -> list[SensitivityR
     for c in channel_counts:
         rng = np.random.default_rng((seed, c))
         x, w, b = rng.standard_normal((1, c, 8, 8)), rng.standard_normal((4, c, 3, 3)), np.zeros(4)
-        ref = conv2d_reference(x, w, b, (1, 1), PAD, (1, 1), 1)
-        for acc in (FLOAT16, FLOAT32):
-            label = "fp16" if acc is FLOAT16 else "fp32"
-            for name, conv in algs.items():
-                rows.append(
-                    SensitivityRow(
-                        "channels", "standard normal", label, name, c, _error(conv(x, w, b, acc), ref)
-                    )
-                )
+        rows += _accumulator_rows("channels", c, algs, x, w, b)
     return rows
 
 
@@ -108,15 +100,19 @@ def fft_size_sweep(sizes: list[int], channels: int = 8, seed: int = 0) -> list[S
         rng = np.random.default_rng((seed, p))
         x = rng.standard_normal((1, channels, p - 2, p - 2))
         w, b = rng.standard_normal((4, channels, 3, 3)), np.zeros(4)
-        ref = conv2d_reference(x, w, b, (1, 1), PAD, (1, 1), 1)
-        for acc in (FLOAT16, FLOAT32):
-            label = "fp16" if acc is FLOAT16 else "fp32"
-            for name, conv in algs.items():
-                rows.append(
-                    SensitivityRow(
-                        "fft size", "standard normal", label, name, p, _error(conv(x, w, b, acc), ref)
-                    )
-                )
+        rows += _accumulator_rows("fft size", p, algs, x, w, b)
+    return rows
+
+
+def _accumulator_rows(panel: str, value: int, algs: dict, x, w, b) -> list[SensitivityRow]:
+    """One row per algorithm and accumulator (fp16, fp32) on standard-normal operands."""
+    ref = conv2d_reference(x, w, b, (1, 1), PAD, (1, 1), 1)
+    rows = []
+    for acc in (FLOAT16, FLOAT32):
+        label = "fp16" if acc is FLOAT16 else "fp32"
+        for name, conv in algs.items():
+            error = _error(conv(x, w, b, acc), ref)
+            rows.append(SensitivityRow(panel, "standard normal", label, name, value, error))
     return rows
 
 
