@@ -70,3 +70,22 @@ def test_tensors_that_require_grad_and_non_contiguous_inputs():
         np.testing.assert_allclose(
             y.numpy(), oracle(inputs.detach(), w.detach(), padding=1).numpy(), rtol=1e-4, atol=1e-4
         )
+
+
+@pytest.mark.parametrize("method", ["winograd", "fft"])
+def test_repeat_calls_route_non_finite_input_to_the_exact_kernel(method, monkeypatch):
+    """The repeat-call path keeps the finite_only guard: NaN/Inf never spreads beyond torch's."""
+    spec = api.registry.get("conv2d", method)
+    monkeypatch.setattr(
+        api, "resolve", lambda problem, inputs=None: api.tuner.bind(spec, dict(spec.defaults))
+    )
+    w = torch.randn(4, 3, 3, 3)
+    clean = torch.randn(1, 3, 12, 12)
+    poisoned = clean.clone()
+    poisoned[0, 1, 5, 5] = float("nan")
+    poisoned[0, 2, 2, 7] = float("inf")
+    for x in (clean, poisoned, clean, poisoned):  # the first call binds, the rest repeat
+        y = autotune.conv2d(x, w, padding=1)
+        ref = oracle(x, w, padding=1)
+        assert torch.equal(torch.isfinite(y), torch.isfinite(ref))
+    assert any(key[0] == "conv2d-fast" for key in api._bound)

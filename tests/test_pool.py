@@ -112,3 +112,50 @@ def test_pool_matmul_and_fft_match_numpy():
 @pytest.mark.parametrize(("n", "expected"), [(1, 1), (11, 12), (13, 14), (97, 98), (121, 125), (224, 224)])
 def test_next_fast_len(n, expected):
     assert pool.next_fast_len(n) == expected
+
+
+@linux_only
+@pytest.mark.parametrize("first", ["torch", "autotune"])
+def test_one_pool_whichever_is_imported_first(first):
+    """In a fresh process, Numba's parallel work runs on PyTorch's worker threads in both orders."""
+    import subprocess
+
+    code = f"""
+import os
+import {first}
+import numpy as np, numba, torch, autotune
+from kernels import pool
+
+def ticks():
+    out = {{}}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{{tid}}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        out[int(tid)] = int(fields[11]) + int(fields[12])
+    return out
+
+def workers(run):
+    before = ticks()
+    for _ in range(20):
+        run()
+    after = ticks()
+    return {{t for t, v in after.items() if v - before.get(t, 0) >= 2 and t != os.getpid()}}
+
+@numba.njit(parallel=True)
+def busy(a):
+    total = 0.0
+    for i in numba.prange(a.size):
+        total += np.sin(a[i]) * np.cos(a[i])
+    return total
+
+data = np.linspace(0, 1, 2_000_000)
+x, w = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)
+busy(data)
+t = workers(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+n = workers(lambda: busy(data))
+print(pool.report()["numba_layer"], bool(n) and n <= t)
+"""
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: nothing to share")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["omp", "True"], done.stderr[-2000:]
