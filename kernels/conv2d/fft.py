@@ -100,4 +100,13 @@ def fft(x, w, b, stride, padding, dilation, groups):
     return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups)
 
 
-register(KernelSpec(name="fft", op="conv2d", fn=fft, prepare=prepare, finite_only=True))
+def larger_than_1x1(problem) -> bool:
+    """a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down"""
+    return tuple(problem.w_shape[2:]) != (1, 1)
+
+
+register(
+    KernelSpec(
+        name="fft", op="conv2d", fn=fft, prepare=prepare, finite_only=True, worth_tuning=larger_than_1x1
+    )
+)
