@@ -175,6 +175,7 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
                 fmt_time(verdict.median_us),
                 fmt_time(verdict.min_us),
                 f"{verdict.runs} ({verdict.preempted})" if verdict.runs else "-",
+                "-" if verdict.faults_per_run is None else f"{verdict.faults_per_run:.0f}",
                 fmt_err(verdict.rel_err),
                 outcome,
             ]
@@ -187,15 +188,18 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
         f"tuned {tuned_at} UTC in {entry.get('tuning_s', 0):.1f} s on {machine.get('cpu', '?')}",
         "",
     ]
-    headers = ["candidate", "score", "median", "min", "runs (preempted)", "rel_err", "verdict"]
-    table = text_table(headers, rows, right=[1, 2, 3, 4, 5])
+    headers = ["candidate", "score", "median", "min", "runs (preempted)", "faults/run", "rel_err", "verdict"]
+    table = text_table(headers, rows, right=[1, 2, 3, 4, 5, 6])
     load = entry.get("load")
     seen = (
         f"load average while tuning: {load[0]} -> {load[1]}; "
         if isinstance(load, list) and len(load) == 2
         else ""
     )
-    note = f"{seen}score = 20th percentile of the runs not preempted (the choice rests on it)"
+    note = (
+        f"{seen}score = 20th percentile of the runs not preempted (the choice rests on it); "
+        "faults/run = minor page faults, memory the allocator fetched from the OS"
+    )
     return "\n".join([*header, table, "", note, f"why: {entry.get('why') or chosen.choice}"])
 
 

@@ -40,10 +40,11 @@ MIN_CLEAN = 3
 
 @dataclass(frozen=True)
 class Sample:
-    """One timed run: wall time and whether the process was preempted during it."""
+    """One timed run: wall time, whether the process was preempted, minor page faults taken."""
 
     wall_us: float
     preempted: bool
+    faults: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Timing:
     cut: bool = False  # stopped after CUT_RUNS runs because it could not win
     score_us: float = 0.0  # SCORE_PERCENTILE of the clean runs: what the choice rests on
     preempted: int = 0  # runs during which a thread of this process was switched out
+    faults_per_run: float = 0.0  # median minor page faults of a run
 
     @property
     def clean(self) -> int:
@@ -79,19 +81,29 @@ try:
     def _involuntary_switches() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
+    def _page_faults() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
 except ImportError:  # not on POSIX: no preemption signal, every run counts as clean
 
     def _involuntary_switches() -> int:
         return 0
 
+    def _page_faults() -> int:
+        return 0
+
 
 def run_once(run: Callable[[], Any]) -> Sample:
-    """Time one call of ``run`` and note whether this process was preempted meanwhile."""
+    """Time one call of ``run``; note whether this process was preempted meanwhile and how many
+    minor page faults it took (fresh memory from the OS: an allocator effect, not the kernel's,
+    that differs between processes — BENCHMARKS.md §1)."""
+    faults = _page_faults()
     switches = _involuntary_switches()
     t0 = time.perf_counter_ns()
     run()
     t1 = time.perf_counter_ns()
-    return Sample((t1 - t0) / 1e3, _involuntary_switches() != switches)
+    preempted = _involuntary_switches() != switches
+    return Sample((t1 - t0) / 1e3, preempted, _page_faults() - faults)
 
 
 def summarize(samples: Sequence[Sample | float], cut: bool = False) -> Timing:
@@ -112,6 +124,7 @@ def summarize(samples: Sequence[Sample | float], cut: bool = False) -> Timing:
         cut=cut,
         score_us=float(np.percentile(basis, SCORE_PERCENTILE)),
         preempted=int(wall.size - clean.size),
+        faults_per_run=float(np.median([s.faults for s in runs])),
     )
 
 

@@ -116,6 +116,7 @@ class Verdict:
     prepare_us: float | None = None  # one-time cost of the spec's ``prepare`` (not in median_us)
     runs: int = 0
     preempted: int = 0  # timed runs during which this process was preempted (excluded from score)
+    faults_per_run: float | None = None  # median minor page faults of a timed run
     rel_err: float | None = None
     rel_l2: float | None = None
     ok: bool = False
@@ -136,6 +137,7 @@ class Verdict:
         """Take a measurement's statistics."""
         self.median_us, self.min_us, self.score_us = result.median_us, result.min_us, result.score_us
         self.spread_us, self.runs, self.preempted = result.spread_us, result.runs, result.preempted
+        self.faults_per_run = result.faults_per_run
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"kernel": self.kernel}
@@ -148,6 +150,8 @@ class Verdict:
         if self.runs:
             record["runs"] = self.runs
             record["preempted"] = self.preempted
+        if self.faults_per_run is not None:
+            record["faults_per_run"] = float(f"{self.faults_per_run:.3g}")
         for name in ("rel_err", "rel_l2"):
             value = getattr(self, name)
             if value is not None:
@@ -166,6 +170,7 @@ class Verdict:
             params=dict(record.get("params") or {}),
             runs=int(record.get("runs") or 0),
             preempted=int(record.get("preempted") or 0),
+            faults_per_run=record.get("faults_per_run"),
             ok=bool(record.get("ok")),
             reason=record.get("reason"),
             **known,

@@ -119,3 +119,19 @@ def test_the_vendor_is_kept_unless_another_kernel_is_clearly_faster():
     winner, why = tuner.choose([close, vendor], tol=1e-4)
     assert winner is vendor and "within 10%" in why
     assert tuner.choose([close, vendor, clear], tol=1e-4)[0] is clear
+
+
+def test_page_faults_of_a_run_are_counted_and_recorded():
+    """Fresh memory from the OS shows up per run (the allocator effect behind BENCHMARKS §1)."""
+
+    def touch_fresh_pages():
+        buffer = np.empty(64 << 20, dtype=np.uint8)  # 64 MB: mapped fresh, faulted in when written
+        buffer[::4096] = 1
+
+    result = timing.measure(touch_fresh_pages, min_runs=3, min_time_s=0.0)
+    assert result.faults_per_run >= (64 << 20) // (2 << 20)  # at least one per huge page
+    quiet = timing.measure(lambda: None, min_runs=3, min_time_s=0.0)
+    assert quiet.faults_per_run == 0
+    verdict = tuner.Verdict(kernel="k")
+    verdict.record(result)
+    assert verdict.to_dict()["faults_per_run"] == pytest.approx(result.faults_per_run, rel=1e-2)
