@@ -15,7 +15,7 @@ does not pay for numpy, Numba and PyTorch before they are needed.
 import importlib
 from typing import Any
 
-import kernels  # noqa: F401  (first: sets the OpenMP wait policy before numba/torch load)
+import kernels  # noqa: F401  (light: the thread pool is configured when a kernel module loads)
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ _PUBLIC = {
     "set_mode": "autotune.api",
     "set_tolerance": "autotune.api",
     "tune": "autotune.api",
+    "tune_model": "autotune.models",
     "ConvProblem": "autotune.problem",
     "MatmulProblem": "autotune.problem",
     "parse_problem": "autotune.problem",

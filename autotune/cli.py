@@ -99,10 +99,33 @@ def _seconds(text: str) -> float:
 # tune
 
 
+def _model_items(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int]:
+    """The conv2d/linear problems of ``--model`` on an ``--input`` of each ``--batch`` size."""
+    import torch
+
+    from autotune import models
+
+    if not args.input:
+        raise UsageError("--model needs --input NxCxHxW (the example input's shape)")
+    try:
+        model = models.load_factory(args.model)().eval()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    items: dict[str, shapes.Item] = {}
+    for batch in args.batch or [args.input[0]]:
+        for item in models.collect(model, torch.randn(batch, *args.input[1:])):
+            seen = items.get(item.problem.key)
+            items[item.problem.key] = item if seen is None else seen
+    args.model_instance = model
+    return f"model {args.model}", list(items.values()), len(items)
+
+
 def _problem_list(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int]:
     """(what was asked for, the items of this shard, the size of the whole list)."""
     if args.refresh:
         return _unfit_entries()
+    if args.model:
+        return _model_items(args)
     try:
         shape_list = shapes.load_preset(args.preset) if args.preset else shapes.load_shapes(args.shapes)
     except shapes.ShapesError as exc:
@@ -113,6 +136,18 @@ def _problem_list(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int
         index, count = args.shard
         return f"{origin}, shard {index}/{count}", shapes.shard(items, index, count), len(items)
     return origin, items, len(items)
+
+
+def _print_model_report(args: argparse.Namespace, items: list[shapes.Item]) -> None:
+    """Per layer: choice, time, vs torch; then the converted model against the plain one."""
+    import torch
+
+    from autotune import models
+
+    batch = (args.batch or [args.input[0]])[0]
+    example = torch.randn(batch, *args.input[1:])
+    plain_us, converted_us = models.compare_forward(args.model_instance, example)
+    print(models.report_text(models.ModelReport(models.layer_rows(items), plain_us, converted_us)))
 
 
 def _unfit_entries() -> tuple[str, list[shapes.Item], int]:
@@ -205,6 +240,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
         return 130
     print(_tune_table(items, tuned, failures, db))
+    if args.model and not failures:
+        _print_model_report(args, items)
     saved = db.flush()
     _note(
         f"{len(tuned)} tuned, {cached} cached, {len(failures)} failed in "
@@ -643,7 +680,8 @@ def _add_tune(subparsers: Any) -> None:
         f"Shapes file schema: examples/shapes.yaml (and autotune/shapes.py).\n\n"
         f"examples:\n  autotune tune --preset resnet18 --batch 1\n"
         f"  autotune tune --shapes examples/shapes.yaml --dtype float32,float64\n"
-        f"  autotune tune --preset vgg16 --shard 1/2     # on machine 1; --shard 2/2 on machine 2\n\n"
+        f"  autotune tune --preset vgg16 --shard 1/2     # on machine 1; --shard 2/2 on machine 2\n"
+        f"  autotune tune --model examples/resnet.py:resnet_tiny --input 1x3x64x64 --batch 1,8\n\n"
         f"{PROBLEM_SYNTAX}",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -657,6 +695,13 @@ def _add_tune(subparsers: Any) -> None:
         "--preset", metavar="NAME", help=f"a shipped problem list: {', '.join(preset_names())}"
     )
     source.add_argument("--shapes", metavar="FILE.yaml", type=Path, help="a problem list file")
+    source.add_argument(
+        "--model",
+        type=_model_spec,
+        metavar="FILE.py:FACTORY",
+        help="a model: its conv2d/linear layers as autotune.nn.convert dispatches them (needs --input)",
+    )
+    parser.add_argument("--input", type=_shape, metavar="1x3x224x224", help="the model's example input shape")
     parser.add_argument(
         "--batch",
         type=_batch_list,
