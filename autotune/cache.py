@@ -798,6 +798,9 @@ def load_file(path: Path) -> Document:
         warnings.warn(
             f"{path}: ignoring {len(rejected)} malformed part(s): {names}{more}", CacheWarning, stacklevel=2
         )
+    other = Database(Path(path))
+    if other.sidecar(".journal").exists():  # a large database's newest entries (read, not changed)
+        other._fold_journal(clean)
     return clean
 
 

@@ -677,6 +677,23 @@ def test_large_file_takes_new_entries_through_the_journal(
     assert len(section["entries"]) == 2 and "candidates" in section["entries"]["matmul a=4x8 b=8x2 float32"]
 
 
+def test_merge_and_import_read_a_large_files_journal_too(
+    isolated_cache, fast_tuning, large_file_mode, tmp_path, monkeypatch
+):
+    """A shard database whose newest entries are still in its journal merges completely."""
+    autotune.tune(["conv2d x=1x1x8x8 w=1x1x3x3"])
+    autotune.tune(["matmul a=4x8 b=8x2"])  # journaled: the YAML file does not have it yet
+    assert (isolated_cache / "autotune.yaml.journal").exists()
+    target = tmp_path / "merged"
+    target.mkdir()
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(target))
+    api.reset()
+    assert cli.main(["merge", str(isolated_cache / "autotune.yaml")]) == 0
+    api.reset()
+    assert "matmul a=4x8 b=8x2 float32" in cache.database().entries()
+    assert (isolated_cache / "autotune.yaml.journal").exists()  # the source is left as it was
+
+
 def test_index_is_used_only_for_the_file_it_was_built_from(isolated_cache, fast_tuning, large_file_mode):
     autotune.tune(["matmul a=4x8 b=8x2"])
     api.reset()
