@@ -292,8 +292,7 @@ def resolve(problem: Problem, inputs: tuple[np.ndarray, ...] | None = None) -> C
     if mode == "off":
         name, params = EXACT_DEFAULT[problem.op]
     elif mode == "heuristic":
-        rules = heuristics.choose_conv if problem.op == "conv2d" else heuristics.choose_matmul
-        name, params = rules(problem)  # type: ignore[arg-type]
+        name, params, _ = heuristics.choose(problem, db.entries())
         if not _applies(registry.get(problem.op, name), problem):
             name, params = EXACT_DEFAULT[problem.op]
     else:

@@ -368,6 +368,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     entry = db.lookup(problem.key)
     if entry is None:
         if not args.tune:
+            from autotune import heuristics, tuner
+
+            name, params, source = heuristics.choose(problem, db.entries())
+            print(
+                f"{problem.key}\n  not tuned; heuristic mode would pick {tuner.label(name, params)} {source}"
+            )
             raise CommandError(
                 f"{problem.key} is not tuned on this machine ({db.path}); add --tune to tune it now"
             )

@@ -58,3 +58,56 @@ def test_heuristic_dispatch_matches_the_reference(shape):
     w = rng.standard_normal(shape[1]).astype(np.float32)
     y = autotune.conv2d(x, w, padding=1)
     np.testing.assert_allclose(y, autotune.conv2d(x, w, padding=1, method="naive"), rtol=1e-4, atol=1e-4)
+
+
+def _entry(choice: str, params: dict | None = None) -> dict:
+    return {"choice": choice, "params": params or {}}
+
+
+def test_learned_pick_follows_the_nearest_tuned_problems():
+    tuned = {
+        "conv2d x=1x64x56x56 w=64x64x3x3 stride=1 pad=1 dilation=1 groups=1 float32": _entry(
+            "winograd", {"tile": 4}
+        ),
+        "conv2d x=1x128x28x28 w=128x128x3x3 stride=1 pad=1 dilation=1 groups=1 float32": _entry(
+            "winograd", {"tile": 4}
+        ),
+        "conv2d x=1x1x49x49 w=1x1x3x3 stride=1 pad=0 dilation=1 groups=1 float32": _entry("direct"),
+    }
+    near = ConvProblem((1, 96, 40, 40), (96, 96, 3, 3), padding=(1, 1, 1, 1))
+    prediction = heuristics.learned_conv(near, tuned)
+    assert prediction is not None and (prediction.name, prediction.params) == ("winograd", {"tile": 4})
+    assert prediction.neighbours[0][0].startswith("conv2d x=1x64x56x56") or prediction.neighbours[0][
+        0
+    ].startswith("conv2d x=1x128x28x28")
+    far = ConvProblem((8, 3, 512, 512), (32, 3, 9, 9), stride=(2, 2))
+    assert heuristics.learned_conv(far, tuned) is None
+    assert heuristics.choose(far, tuned)[2].startswith("by rule")
+
+
+def test_learned_pick_never_takes_a_choice_that_does_not_apply():
+    tuned = {
+        "conv2d x=1x64x56x56 w=64x64x3x3 stride=1 pad=1 dilation=1 groups=1 float32": _entry(
+            "winograd", {"tile": 2}
+        )
+    }
+    strided = ConvProblem((1, 64, 56, 56), (64, 64, 3, 3), stride=(2, 2), padding=(1, 1, 1, 1))
+    assert heuristics.learned_conv(strided, tuned) is None  # winograd needs stride 1
+
+
+def test_heuristic_mode_dispatches_the_learned_pick(isolated_cache, fast_tuning, monkeypatch):
+    autotune.tune(["conv2d x=1x8x20x20 w=8x8x3x3 pad=1"])
+    tuned_choice = next(iter(autotune.api.cache.database().entries().values()))["choice"]
+    autotune.set_mode("heuristic")
+    problem = ConvProblem((1, 8, 24, 24), (8, 8, 3, 3), padding=(1, 1, 1, 1))
+    name, _, source = heuristics.choose(problem, autotune.api.cache.database().entries())
+    assert name == tuned_choice and source.startswith("from the nearest tuned problems")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(problem.x_shape).astype(np.float32)
+    w = rng.standard_normal(problem.w_shape).astype(np.float32)
+    np.testing.assert_allclose(
+        autotune.conv2d(x, w, padding=1),
+        autotune.conv2d(x, w, padding=1, method="naive"),
+        rtol=1e-4,
+        atol=1e-4,
+    )
