@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from autotune import cache, heuristics, tuner, weights
+from autotune import cache, estimate, heuristics, tuner, weights
 from autotune.problem import ConvProblem, MatmulProblem, Problem, parse_problem
 from autotune.weights import Weight
 from kernels import registry
@@ -788,6 +788,7 @@ def tune(
     force: bool = False,
     budget_s: float = tuner.DEFAULT_BUDGET_S,
     on_result: Callable[[Problem, dict[str, Any], bool], None] | None = None,
+    prune: bool = False,
 ) -> list[dict[str, Any]]:
     """Tune each problem (a Problem or its text form) into the database; return the entries.
 
@@ -796,6 +797,9 @@ def tune(
     result is written as soon as it is measured, so an interruption keeps everything finished so
     far; results the file could not take yet stay in ``cache.database().pending``.
     ``on_result(problem, entry, cached)`` is called after each problem (progress reporting).
+
+    With ``prune``, candidates that this machine's earlier measurements (the entries in memory)
+    put far behind the best measured so far are not tried (:mod:`autotune.estimate`).
     """
     db = cache.database()
     entries = []
@@ -804,8 +808,9 @@ def tune(
         entry = None if force else fitting_entry(problem)
         cached = entry is not None
         if entry is None:
+            known = estimate.rates(db.entries()) if prune else {}
             try:
-                result = tuner.tune_problem(problem, budget_s=budget_s)
+                result = tuner.tune_problem(problem, budget_s=budget_s, rates=known)
             except RuntimeError as exc:
                 raise _no_kernel_error(problem, exc) from None
             entry = result.to_entry()

@@ -176,7 +176,7 @@ def _tune_one(problem: Problem, args: argparse.Namespace) -> tuple[dict[str, Any
     from autotune import api
 
     try:
-        (entry,) = api.tune([problem], force=args.force, budget_s=args.budget)
+        (entry,) = api.tune([problem], force=args.force, budget_s=args.budget, prune=args.prune)
     except ValueError as exc:  # no candidate within the tolerance: recorded, the run goes on
         return None, str(exc)
     return entry, ""
@@ -708,6 +708,12 @@ def _add_tune(subparsers: Any) -> None:
         help="a model: its conv2d/linear layers as autotune.nn.convert dispatches them (needs --input)",
     )
     parser.add_argument("--input", type=_shape, metavar="1x3x224x224", help="the model's example input shape")
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="skip candidates that this machine's earlier measurements put more than 3x behind the best "
+        "(faster; see BENCHMARKS.md §12 for what it costs)",
+    )
     parser.add_argument(
         "--batch",
         type=_batch_list,

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import timing
+from autotune import estimate, timing
 from autotune.cache import now_iso
 from autotune.problem import ConvProblem, Problem
 from kernels import registry
@@ -72,6 +72,8 @@ RACE_MARGIN = 0.5
 RACE_SIZE = 3
 #: Interleaved rounds of such a close race (each round times both leaders back to back).
 RACE_ROUNDS = 7
+#: A candidate estimated this many times slower than the best measured so far is not tried.
+PRUNE_FACTOR = 3.0
 #: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
 DEFAULT_BUDGET_S = 5.0
 
@@ -326,6 +328,8 @@ class _Search:
     warm_up_s: float = 0.0  # first calls (Numba compilation on a fresh install) are not budgeted
     #: (args, reference) of extra inputs an approximate candidate must also meet the tolerance on.
     probes: list[tuple[tuple[Any, ...], np.ndarray]] = field(default_factory=list)
+    #: Effective rates measured earlier on this machine (:mod:`autotune.estimate`); empty: no pruning.
+    rates: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started - self.warm_up_s > self.budget_s
@@ -495,11 +499,34 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
                 break
         return verdicts
     for params in grid:
+        pruned = _pruned(search, spec, params)
+        if pruned is not None:
+            verdicts.append(pruned)
+            continue
         verdict, fn = _run_once(search, spec, params)
         if fn is not None:
             _time(search, verdict, fn)
         verdicts.append(verdict)
     return verdicts
+
+
+def _pruned(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> Verdict | None:
+    """A "not tried" verdict when this machine's earlier measurements put the candidate beyond
+    :data:`PRUNE_FACTOR` times the best time measured so far (None: measure it)."""
+    if not search.rates or not np.isfinite(search.best_us):
+        return None
+    name = label(spec.name, params)
+    estimated = estimate.estimate_us(search.problem, name, search.rates)
+    if estimated is None or estimated <= PRUNE_FACTOR * search.best_us:
+        return None
+    return Verdict(
+        kernel=spec.name,
+        params=dict(params),
+        reason=(
+            f"not tried: estimated {estimated:.0f} us from this machine's earlier measurements "
+            f"(> {PRUNE_FACTOR:g}x the best {search.best_us:.0f} us; tune without --prune times it)"
+        ),
+    )
 
 
 def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
@@ -557,11 +584,14 @@ def tune_problem(
     budget_s: float = DEFAULT_BUDGET_S,
     min_runs: int = 5,
     min_time_s: float = 0.05,
+    rates: dict[tuple[str, str], float] | None = None,
 ) -> TuneResult:
     """Time and check every applicable kernel for ``problem``; return the verdicts and the choice.
 
     ``inputs`` defaults to seeded random-normal operands; pass the real ones when approximate
-    kernels are eligible, because their error depends on the data.
+    kernels are eligible, because their error depends on the data. ``rates``
+    (:func:`autotune.estimate.rates`) lets candidates estimated :data:`PRUNE_FACTOR` slower than
+    the best measured so far go untried.
     """
     global TUNE_COUNT
     TUNE_COUNT += 1
@@ -574,7 +604,7 @@ def tune_problem(
     ref_args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)
     ref = np.asarray(reference.fn(*ref_args), dtype=np.float64)
     tol = tolerance(problem)
-    search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s)
+    search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s, rates=dict(rates or {}))
     search.probes = _probes(problem, args, given)
 
     verdicts: list[Verdict] = []

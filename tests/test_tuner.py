@@ -184,3 +184,23 @@ def test_close_leaders_are_re_timed_interleaved_before_choosing():
     assert lucky_v.median_us > steady_v.median_us
     assert choose([steady_v, lucky_v], tol=1e-4)[0] is steady_v
     assert steady_v.runs >= 2 * tuner.RACE_ROUNDS
+
+
+def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuning):
+    from autotune import estimate
+
+    earlier = tuner.tune_problem(ConvProblem((1, 4, 16, 16), (4, 4, 3, 3), padding=(1, 1, 1, 1)))
+    entries = {earlier.problem.key: earlier.to_entry()}
+    known = estimate.rates(entries)
+    assert known, "every timed candidate gives its kind a rate"
+    fft_kind = ("fft", estimate.problem_kind(SMALL))
+    assert fft_kind in known and estimate.estimate_us(SMALL, "fft", known) > 0
+    slow = {kind: (rate / 1e4 if kind[0] == "fft" else rate) for kind, rate in known.items()}
+    result = tuner.tune_problem(SMALL, rates=slow)
+    fft = next(v for v in result.candidates if v.kernel == "fft")
+    assert not fft.ok and fft.reason.startswith("not tried: estimated") and fft.runs == 0
+    assert next(
+        v for v in result.candidates if v.kernel == "torch"
+    ).ok  # measured: it has no estimate problem
+    exhaustive = tuner.tune_problem(SMALL)
+    assert next(v for v in exhaustive.candidates if v.kernel == "fft").runs > 0
