@@ -25,15 +25,16 @@ from pathlib import Path
 SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
 
 
-def tune(preset: str, batch: str, cache_dir: Path, *, loaded: bool) -> float:
-    """Run ``autotune tune`` into ``cache_dir`` (with one core kept busy if ``loaded``); seconds."""
+def tune(preset: str, batch: str, cache_dir: Path, *flags: str, loaded: bool = False) -> float:
+    """Run ``autotune tune`` (with ``flags``) into ``cache_dir``, with one core kept busy if
+    ``loaded``; returns the seconds it took."""
     spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if loaded else None
     try:
         time.sleep(0.5 if loaded else 0)
         env = {**os.environ, "AUTOTUNE_CACHE_DIR": str(cache_dir)}
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "autotune", "tune", "--preset", preset, "--batch", batch],
+            [sys.executable, "-m", "autotune", "tune", "--preset", preset, "--batch", batch, *flags],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -89,18 +90,26 @@ def retime(quiet: dict[str, str], loaded: dict[str, str], rounds: int) -> list[t
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def arguments(doc: str, batch: str) -> argparse.Namespace:
+    """--preset, --batch, --rounds (shared with benchmarks/pruned_tuning.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="resnet18")
-    parser.add_argument("--batch", default="1")
+    parser.add_argument("--batch", default=batch)
     parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="autotune-loaded-"))
-    quiet_dir, loaded_dir = root / "quiet", root / "loaded"
-    quiet_dir.mkdir()
-    loaded_dir.mkdir()
+    return parser.parse_args()
+
+
+def two_databases(prefix: str, first: str, second: str) -> tuple[Path, Path]:
+    """Two fresh database folders under one temporary root."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    for name in (first, second):
+        (root / name).mkdir()
+    return root / first, root / second
+
+
+def main() -> None:
+    args = arguments(__doc__, "1")
+    quiet_dir, loaded_dir = two_databases("autotune-loaded-", "quiet", "loaded")
     quiet_s = tune(args.preset, args.batch, quiet_dir, loaded=False)
     loaded_s = tune(args.preset, args.batch, loaded_dir, loaded=True)
     rows = retime(choices(quiet_dir), choices(loaded_dir), args.rounds)

@@ -13,13 +13,7 @@ it cost?
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,32 +27,12 @@ def loaded_tuning():
     return module
 
 
-def tune(preset: str, batch: str, cache_dir: Path, *extra: str) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "autotune", "tune", "--preset", preset, "--batch", batch, *extra],
-        env={**os.environ, "AUTOTUNE_CACHE_DIR": str(cache_dir)},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--preset", default="resnet18")
-    parser.add_argument("--batch", default="1,8")
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="autotune-pruned-"))
-    exhaustive_dir, pruned_dir = root / "exhaustive", root / "pruned"
-    exhaustive_dir.mkdir()
-    pruned_dir.mkdir()
-    exhaustive_s = tune(args.preset, args.batch, exhaustive_dir)
-    pruned_s = tune(args.preset, args.batch, pruned_dir, "--prune")
     helpers = loaded_tuning()
+    args = helpers.arguments(__doc__, "1,8")
+    exhaustive_dir, pruned_dir = helpers.two_databases("autotune-pruned-", "exhaustive", "pruned")
+    exhaustive_s = helpers.tune(args.preset, args.batch, exhaustive_dir)
+    pruned_s = helpers.tune(args.preset, args.batch, pruned_dir, "--prune")
     rows = helpers.retime(helpers.choices(exhaustive_dir), helpers.choices(pruned_dir), args.rounds)
     print(
         f"tuning {args.preset} --batch {args.batch}: exhaustive {exhaustive_s:.1f} s, "
