@@ -72,8 +72,11 @@ RACE_MARGIN = 0.5
 RACE_SIZE = 3
 #: Interleaved rounds of such a close race (each round times both leaders back to back).
 RACE_ROUNDS = 7
-#: A candidate estimated this many times slower than the best measured so far is not tried.
+#: A candidate estimated this many times slower than the best measured so far is not tried ...
 PRUNE_FACTOR = 3.0
+#: ... once the best takes this long: below it fixed costs, not FLOPs, set the time, so a rate
+#: model misleads (on the seed preset it pruned the winner), and pruning would save little.
+PRUNE_MIN_US = 1000.0
 #: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
 DEFAULT_BUDGET_S = 5.0
 
@@ -513,7 +516,7 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
 def _pruned(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> Verdict | None:
     """A "not tried" verdict when this machine's earlier measurements put the candidate beyond
     :data:`PRUNE_FACTOR` times the best time measured so far (None: measure it)."""
-    if not search.rates or not np.isfinite(search.best_us):
+    if not search.rates or not np.isfinite(search.best_us) or search.best_us < PRUNE_MIN_US:
         return None
     name = label(spec.name, params)
     estimated = estimate.estimate_us(search.problem, name, search.rates)

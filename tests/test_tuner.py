@@ -186,9 +186,10 @@ def test_close_leaders_are_re_timed_interleaved_before_choosing():
     assert steady_v.runs >= 2 * tuner.RACE_ROUNDS
 
 
-def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuning):
+def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuning, monkeypatch):
     from autotune import estimate
 
+    monkeypatch.setattr(tuner, "PRUNE_MIN_US", 0.0)  # SMALL is far below the production threshold
     earlier = tuner.tune_problem(ConvProblem((1, 4, 16, 16), (4, 4, 3, 3), padding=(1, 1, 1, 1)))
     entries = {earlier.problem.key: earlier.to_entry()}
     known = estimate.rates(entries)
