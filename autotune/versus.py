@@ -311,7 +311,7 @@ def plot(result: VersusResult, path: Path) -> None:
     ax.set_xlabel("problem (each side in a process of its own, alternating rounds)")
     ax.set_xticks(positions)
     ax.set_xticklabels(
-        [report.short_key(r.problem).replace(" float32", "") for r in result.rows],
+        [report.short_key(r.problem).removeprefix("conv2d ").replace(" float32", "") for r in result.rows],
         rotation=60,
         ha="right",
         fontsize=7,
