@@ -672,6 +672,16 @@ def _verb(
     return parser
 
 
+def _add_model_options(model_group: Any, input_group: Any, model_help: str) -> None:
+    """``--model FILE.py:FACTORY`` (into ``model_group``) and its ``--input NxCxHxW``."""
+    model_group.add_argument(
+        "--model", type=_model_spec, metavar="FILE.py:FACTORY", help=f"{model_help} (needs --input)"
+    )
+    input_group.add_argument(
+        "--input", type=_shape, metavar="1x3x224x224", help="the model's example input shape"
+    )
+
+
 def _add_tune(subparsers: Any) -> None:
     from autotune.shapes import preset_names
 
@@ -701,13 +711,9 @@ def _add_tune(subparsers: Any) -> None:
         "--preset", metavar="NAME", help=f"a shipped problem list: {', '.join(preset_names())}"
     )
     source.add_argument("--shapes", metavar="FILE.yaml", type=Path, help="a problem list file")
-    source.add_argument(
-        "--model",
-        type=_model_spec,
-        metavar="FILE.py:FACTORY",
-        help="a model: its conv2d/linear layers as autotune.nn.convert dispatches them (needs --input)",
+    _add_model_options(
+        source, parser, "a model: its conv2d/linear layers as autotune.nn.convert dispatches them"
     )
-    parser.add_argument("--input", type=_shape, metavar="1x3x224x224", help="the model's example input shape")
     parser.add_argument(
         "--prune",
         action="store_true",
@@ -841,13 +847,7 @@ def _add_reports(subparsers: Any) -> None:
     versus.add_argument(
         "--vs-torch", action="store_true", help="compare autotune.conv2d with F.conv2d in another process"
     )
-    versus.add_argument(
-        "--model",
-        type=_model_spec,
-        metavar="FILE.py:FACTORY",
-        help="compare a whole model (implies --vs-torch)",
-    )
-    versus.add_argument("--input", type=_shape, metavar="1x3x224x224", help="the model's input shape")
+    _add_model_options(versus, versus, "compare a whole model (implies --vs-torch)")
     versus.add_argument(
         "--import-first",
         choices=["torch", "autotune"],
