@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import api, cache, report, shapes, timing, tuner
+from autotune import api, cache, evaluate, report, shapes, tables, timing, tuner
 from autotune.problem import ConvProblem, Problem
 from autotune.weights import Weight
 from kernels import registry
@@ -188,7 +188,7 @@ def _warm_up(
     if y.shape != tuple(problem.out_shape):
         record.reason = f"wrong output shape {y.shape}"
         return None
-    record.rel_err = tuner.rel_max_error(y, ref) if np.all(np.isfinite(y)) else float("inf")
+    record.rel_err = evaluate.rel_max_error(y, ref) if np.all(np.isfinite(y)) else float("inf")
     tol = tuner.tolerance(problem)
     record.ok = record.rel_err <= tol
     if not record.ok:
@@ -263,10 +263,9 @@ def _time_interleaved(runners: list[_Runner], cap_s: float) -> None:
 def bench_problem(item: shapes.Item, pick: str, cap_s: float) -> ProblemResult:
     """Time every exact kernel of one problem and the dispatcher, interleaved (see module doc)."""
     problem = item.problem
-    inputs = tuner.random_inputs(problem)
-    args = tuner.call_args(problem, inputs)
-    reference = registry.reference(problem.op)
-    ref = np.asarray(reference.fn(*(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)))
+    inputs = evaluate.random_inputs(problem)
+    args = evaluate.call_args(problem, inputs)
+    ref = evaluate.reference_output(problem, args)
     records, runners = _kernel_runners(problem, args, ref, cap_s)
     dispatch = _dispatch_call(problem, inputs)
     if dispatch is not None:
@@ -395,7 +394,7 @@ def summary_text(result: BenchResult) -> str:
         [
             f"suite {result.suite}: {len(rows)} problems in {result.wall_s:.0f} s; "
             f"peak {result.peak_gflops:.1f} GFLOP/s ({result.peak_method})",
-            report.text_table(headers, rows, right=_right(headers)),
+            tables.text(headers, rows, right=_right(headers)),
         ]
     )
 
@@ -418,7 +417,7 @@ def markdown(result: BenchResult) -> str:
         f" threads: {threads}; {versions}; Python {platform.python_version()}",
         f"* peak: **{result.peak_gflops:.1f} GFLOP/s** ({result.peak_method}, same run)",
         "",
-        report.markdown_table(headers, rows, right=_right(headers)),
+        tables.markdown(headers, rows, right=_right(headers)),
         "",
         "Kernel columns: median time of the kernel's fastest accepted setting (tile size in brackets);"
         " `✗` over the error tolerance (never chosen); `*` one run only (its warm-up exceeded the"

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 import yaml
 
 import autotune
-from autotune import cache, shapes
+from autotune import cache, shapes, tables
 from autotune.problem import DTYPES, Problem, ProblemSyntaxError, parse_problem
 
 PROBLEM_SYNTAX = """\
@@ -278,7 +278,7 @@ def _tune_table(
             ]
         rows.append(([report.layer_text(item.layers)] if with_layers else []) + cells)
     offset = 1 if with_layers else 0
-    return report.text_table(headers, rows, right=[offset + 2, offset + 3, offset + 5])
+    return tables.text(headers, rows, right=[offset + 2, offset + 3, offset + 5])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +343,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         for machine_id, _, s in summaries
     ]
     offset = 1 if args.all_machines else 0
-    print(report.text_table(headers, rows, right=[offset + 2, offset + 3, offset + 5]))
+    print(tables.text(headers, rows, right=[offset + 2, offset + 3, offset + 5]))
     print(f"{len(rows)} problem{'s' if len(rows) != 1 else ''}; details of one: autotune explain <problem>")
     return 0
 

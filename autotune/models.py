@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from autotune import api, shapes, timing
+from autotune import api, shapes, tables, timing
 from autotune.problem import ConvProblem, MatmulProblem, Problem
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
@@ -194,7 +194,7 @@ def report_text(report_: ModelReport) -> str:
         ]
         for row in report_.rows
     ]
-    lines = [report.text_table(headers, rows, right=[3, 4])]
+    lines = [tables.text(headers, rows, right=[3, 4])]
     if math.isfinite(report_.plain_us):
         lines.append(
             f"whole model, forward in this process: plain {report.fmt_time(report_.plain_us)}, "

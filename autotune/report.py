@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from autotune import tables
 from autotune.problem import Problem
 from autotune.tuner import Verdict, label, tolerance
 
@@ -189,7 +190,7 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
         "",
     ]
     headers = ["candidate", "score", "median", "min", "runs (preempted)", "faults/run", "rel_err", "verdict"]
-    table = text_table(headers, rows, right=[1, 2, 3, 4, 5, 6])
+    table = tables.text(headers, rows, right=[1, 2, 3, 4, 5, 6])
     load = entry.get("load")
     seen = (
         f"load average while tuning: {load[0]} -> {load[1]}; "
@@ -201,31 +202,6 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
         "faults/run = minor page faults, memory the allocator fetched from the OS"
     )
     return "\n".join([*header, table, "", note, f"why: {entry.get('why') or chosen.choice}"])
-
-
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """A fixed-width table: two spaces between columns, a rule under the header.
-
-    ``right`` lists the column indices to right-align (numbers).
-    """
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            str(cell).rjust(width) if i in right else str(cell).ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(padded).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """A GitHub-flavoured markdown table (``right`` columns right-aligned)."""
-    align = ["---:" if i in right else "---" for i in range(len(headers))]
-    lines = [headers, align, *rows]
-    return "\n".join("| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in lines)
 
 
 def layer_text(layers: Sequence[str], limit: int = 1) -> str:

@@ -38,8 +38,7 @@ import logging
 import math
 import numbers
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +46,10 @@ import numpy as np
 
 from autotune import estimate, timing
 from autotune.cache import now_iso
-from autotune.problem import ConvProblem, Problem
+from autotune.evaluate import call_args, random_inputs, reference_output, rel_l2_error, rel_max_error
+from autotune.problem import Problem
 from kernels import registry
-from kernels.registry import KernelSpec
+from kernels.registry import KernelSpec, label
 
 log = logging.getLogger("autotune.tuner")
 
@@ -99,13 +99,6 @@ def set_tolerance(dtype: str, tol: float) -> None:
 def tolerance(problem: Problem) -> float:
     """The tolerance a problem is tuned to: its own ``tol`` or the dtype default."""
     return problem.tol if problem.tol is not None else DEFAULT_TOL[problem.dtype]
-
-
-def label(name: str, params: dict[str, Any]) -> str:
-    """``winograd(tile=4)``: how a kernel + parameter setting is named in reports and the file."""
-    if not params:
-        return name
-    return f"{name}({','.join(f'{k}={v}' for k, v in params.items())})"
 
 
 @dataclass
@@ -214,49 +207,7 @@ class TuneResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs and error metrics.
-
-
-def problem_seed(problem: Problem) -> int:
-    """A stable seed per problem, so every run (and process) tunes on the same inputs."""
-    return zlib.crc32(problem.key.encode())
-
-
-def random_inputs(problem: Problem, seed: int | None = None) -> tuple[np.ndarray, ...]:
-    """Seeded standard-normal operands of the problem's shapes and dtype."""
-    rng = np.random.default_rng(problem_seed(problem) if seed is None else seed)
-    dtype = np.dtype(problem.dtype)
-
-    def normal(shape: Sequence[int]) -> np.ndarray:
-        return rng.standard_normal(tuple(shape)).astype(dtype)
-
-    if isinstance(problem, ConvProblem):
-        return normal(problem.x_shape), normal(problem.w_shape), normal(problem.w_shape[:1])
-    return normal(problem.a_shape), normal(problem.b_shape)
-
-
-def rel_max_error(y: np.ndarray, ref: np.ndarray) -> float:
-    """``max|y − ref| / max(max|ref|, tiny)`` in float64."""
-    diff = np.abs(np.asarray(y, dtype=np.float64) - ref)
-    return float(diff.max() / max(float(np.abs(ref).max()), np.finfo(np.float64).tiny))
-
-
-def rel_l2_error(y: np.ndarray, ref: np.ndarray) -> float:
-    """``‖y − ref‖₂ / max(‖ref‖₂, tiny)`` in float64."""
-    diff = np.linalg.norm(np.asarray(y, dtype=np.float64) - ref)
-    return float(diff / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny))
-
-
-# ---------------------------------------------------------------------------------------------
 # Candidates.
-
-
-def call_args(problem: Problem, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
-    """Positional arguments of a kernel call for this problem."""
-    if isinstance(problem, ConvProblem):
-        x, w, b = inputs
-        return (x, w, b, problem.stride, problem.padding, problem.dilation, problem.groups)
-    return tuple(inputs)
 
 
 def bind(spec: KernelSpec, params: dict[str, Any]) -> Callable[..., Any]:
@@ -398,8 +349,7 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
         return []
     x = random_inputs(problem)[0]
     probe_args = (x, *args[1:])
-    ref_args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in probe_args)
-    return [(probe_args, np.asarray(registry.reference(problem.op).fn(*ref_args), dtype=np.float64))]
+    return [(probe_args, reference_output(problem, probe_args))]
 
 
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
@@ -603,9 +553,7 @@ def tune_problem(
     given = inputs is not None
     inputs = random_inputs(problem) if inputs is None else inputs
     args = call_args(problem, inputs)
-    reference = registry.reference(problem.op)
-    ref_args = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)
-    ref = np.asarray(reference.fn(*ref_args), dtype=np.float64)
+    ref = reference_output(problem, args)
     tol = tolerance(problem)
     search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s, rates=dict(rates or {}))
     search.probes = _probes(problem, args, given)

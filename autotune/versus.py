@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import report, shapes, timing
+from autotune import report, shapes, tables, timing
 from autotune.problem import ConvProblem
 
 #: Alternating timing rounds per problem.
@@ -247,7 +247,7 @@ def summary_text(result: VersusResult) -> str:
     worst = result.worst()
     return "\n".join(
         [
-            report.text_table(headers, rows, right=[3, 4, 5, 6, 7, 8]),
+            tables.text(headers, rows, right=[3, 4, 5, 6, 7, 8]),
             f"geo-mean speed-up vs torch in its own process: {result.geomean():.3f}x; worst "
             f"{worst.speedup:.2f}x ({report.short_key(worst.problem)}); imported first: "
             f"{result.import_first}; peak {result.peak_gflops:.0f} GFLOP/s",
@@ -263,7 +263,7 @@ def markdown(result: VersusResult) -> str:
             f"`{result.command}` — {len(result.rows)} rows, imported first: {result.import_first}, "
             f"threads {result.threads}",
             "",
-            report.markdown_table(headers, rows, right=[3, 4, 5, 6, 7, 8]),
+            tables.markdown(headers, rows, right=[3, 4, 5, 6, 7, 8]),
             "",
             f"Geo-mean speed-up **{result.geomean():.3f}x**, worst {worst.speedup:.2f}x "
             f"({report.short_key(worst.problem)}); peak {result.peak_gflops:.0f} GFLOP/s.",

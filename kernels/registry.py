@@ -111,6 +111,14 @@ class KernelSpec:
         return doc.splitlines()[0] if doc else ""
 
 
+def label(name: str, params: Params) -> str:
+    """``winograd(tile=4)``: how a kernel + parameter setting is named in reports, ``method=`` and
+    the database."""
+    if not params:
+        return name
+    return f"{name}({','.join(f'{k}={v}' for k, v in params.items())})"
+
+
 _REGISTRY: dict[tuple[str, str], KernelSpec] = {}
 _ALIASES: dict[tuple[str, str], str] = {}
 _loaded = False

@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from autotune.studies import _plots, _tables, literature, sensitivity
-from autotune.tuner import label as kernel_label
+from kernels.registry import label as kernel_label
 from autotune.tuner import rel_l2_error, rel_max_error
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
