@@ -16,8 +16,7 @@ import importlib
 from typing import Any
 
 import kernels  # noqa: F401  (light: the thread pool is configured when a kernel module loads)
-
-__version__ = "0.1.0"
+from autotune._version import __version__
 
 #: public name → the module that defines it
 _PUBLIC = {

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import api, cache, evaluate, report, shapes, tables, timing, tuner
+from autotune import api, cache, evaluate, machine, report, shapes, tables, timing, tuner
 from autotune.problem import ConvProblem, Problem
 from autotune.weights import Weight
 from kernels import registry
@@ -303,7 +303,7 @@ def run(
     from tqdm import tqdm
 
     started = time.perf_counter()
-    started_at = cache.now_iso()
+    started_at = machine.now_iso()
     peak = measure_peak_gflops()
     items = shapes.expand(shape_list, batches, dtypes)
     results = []
@@ -319,7 +319,7 @@ def run(
         command=command,
         started_at=started_at,
         wall_s=time.perf_counter() - started,
-        machine=dict(cache.fingerprint()),
+        machine=dict(machine.fingerprint()),
         peak_gflops=peak,
         peak_method=f"best of {PEAK_REPEATS} float32 {PEAK_N}x{PEAK_N}x{PEAK_N} GEMMs, numpy BLAS",
         problems=results,

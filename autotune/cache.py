@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import numbers
 import os
@@ -56,12 +55,14 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from filelock import FileLock, Timeout
+
+from autotune import machine
+from autotune.machine import fingerprint, fingerprint_id, now_iso
 
 SCHEMA = 1
 FILENAME = "autotune.yaml"
@@ -88,7 +89,7 @@ class CacheWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------------------------------
-# Location and machine fingerprint.
+# Location.
 
 
 def cache_dir() -> Path:
@@ -108,88 +109,6 @@ def cache_dir() -> Path:
 def cache_path() -> Path:
     """The database file."""
     return cache_dir() / FILENAME
-
-
-_ISA_FLAGS = (
-    "sse4.2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512vnni",
-    "avx512bf16",
-    "avx512fp16",
-    "amx-tile",
-    "neon",
-    "sve",
-)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("model name", "Model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-@cache
-def fingerprint() -> dict[str, Any]:
-    """What makes timings comparable: CPU, ISA, cores, thread settings, library versions.
-
-    Computed once per process, when the database is first used.
-    """
-    import llvmlite.binding as llvm
-    import numba
-    import numpy
-    import threadpoolctl
-    import torch
-
-    from autotune import __version__
-
-    features = llvm.get_host_cpu_features()
-    blas_threads = max(
-        (pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"),
-        default=1,
-    )
-    return {
-        "cpu": _cpu_model(),
-        "llvm_cpu": llvm.get_host_cpu_name(),
-        "isa": [flag for flag in _ISA_FLAGS if features.get(flag, False)],
-        "cores": os.cpu_count(),
-        "threads": {
-            "numba": numba.get_num_threads(),
-            "numba_layer": numba.threading_layer(),  # "omp": PyTorch's pool (kernels/pool.py)
-            "torch": torch.get_num_threads(),
-            "blas": blas_threads,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        },
-        "versions": {
-            "numpy": str(numpy.__version__),
-            "numba": str(numba.__version__),
-            "torch": str(torch.__version__),
-            "autotune": __version__,
-        },
-    }
-
-
-def fingerprint_id(print_: Mapping[str, Any]) -> str:
-    """Short stable id of a fingerprint (the section name in the file)."""
-    text = yaml.safe_dump(dict(print_), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def now_iso() -> str:
-    """UTC timestamp used for ``tuned_at`` (sortable as text)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -836,7 +755,7 @@ def reset() -> None:
     global _database
     _flush_quietly(_database)
     _database = None
-    fingerprint.cache_clear()
+    machine.forget()
 
 
 def iter_sections(doc: Document) -> Iterable[tuple[str, dict[str, Any], dict[str, Entry]]]:

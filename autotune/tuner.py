@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 
 from autotune import estimate, timing
-from autotune.cache import now_iso
 from autotune.evaluate import call_args, random_inputs, reference_output, rel_l2_error, rel_max_error
+from autotune.machine import now_iso
 from autotune.problem import Problem
 from kernels import registry
 from kernels.registry import KernelSpec, label

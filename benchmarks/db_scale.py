@@ -36,9 +36,9 @@ CHILD = """
 import json, time
 t0 = time.perf_counter()
 import numpy as np, autotune
-from autotune import api, cache, tuner
+from autotune import api, cache, machine, tuner
 from kernels import registry
-registry.load_all(); cache.fingerprint()  # process start-up, the same for any database size
+registry.load_all(); machine.fingerprint()  # process start-up, the same for any database size
 imported = time.perf_counter() - t0
 a = np.ones(({m}, 64), np.float32)
 b = np.ones((64, {n}), np.float32)

@@ -50,10 +50,10 @@ def choices(cache_dir: Path) -> dict[str, str]:
     """Problem key → chosen kernel label, from this machine's section of the database."""
     import yaml
 
-    from autotune import cache, tuner
+    from autotune import cache, machine, tuner
 
     doc = yaml.safe_load((cache_dir / cache.FILENAME).read_text())
-    section = doc["machines"][cache.fingerprint_id(cache.fingerprint())]
+    section = doc["machines"][machine.fingerprint_id(machine.fingerprint())]
     return {key: tuner.label(e["choice"], e.get("params") or {}) for key, e in section["entries"].items()}
 
 

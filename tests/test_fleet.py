@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autotune import cache, shapes
+from autotune import cache, machine, shapes
 
 SHARDS = 4
 # No ``batch``/``dtype`` keys: every problem keeps its own N/M and dtype, so 8 distinct problems.
@@ -55,7 +55,7 @@ def this_machine_keys(cache_dir: Path) -> set[str]:
     """Problem keys of this machine's section of the database in ``cache_dir`` (file and journal,
     read through autotune's own reader), after checking that it has no other section."""
     db = cache.Database(cache_dir / cache.FILENAME)
-    assert db.machine_id == cache.fingerprint_id(cache.fingerprint())
+    assert db.machine_id == machine.fingerprint_id(machine.fingerprint())
     doc = db.read_document()
     assert set(doc["machines"]) == {db.machine_id}, "tuned under another fingerprint than this process's"
     return set(db.full_entries())

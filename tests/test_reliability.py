@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import autotune
-from autotune import api, cache, cli, tuner
+from autotune import api, cache, cli, machine, tuner
 from autotune.api import ChoiceWarning
 from autotune.cache import CacheWarning
 from autotune.problem import ConvProblem, MatmulProblem
@@ -74,7 +74,7 @@ def fitting_entry(problem, choice: str, params: dict | None = None, **fields) ->
         "params": params or {},
         "tol": tuner.tolerance(problem),
         "kernels": registry.kernel_set_digest(problem.op),
-        "tuned_at": cache.now_iso(),
+        "tuned_at": machine.now_iso(),
         "candidates": {},
     }
     entry.update(fields)

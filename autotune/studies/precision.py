@@ -44,7 +44,6 @@ import torch
 from tqdm import tqdm
 
 from autotune.studies import _plots, _tables, literature, sensitivity
-from kernels.registry import label as kernel_label
 from autotune.tuner import rel_l2_error, rel_max_error
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
@@ -54,6 +53,7 @@ from kernels.lowprec.float_fft import fft_lowprec
 from kernels.lowprec.float_matmul import K_BLOCK, gemm_rounded, log_matmul_lowprec, matmul_lowprec
 from kernels.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FORMATS, round_array
 from kernels.matmul.reference import matmul_reference
+from kernels.registry import label as kernel_label
 
 NAME = "precision"
 Op = Literal["conv2d", "matmul"]
