@@ -123,11 +123,11 @@ class Side:
 
     def _entries(self) -> dict[str, Any]:
         """Per problem key: the database's choice and the tuner's in-process torch timing."""
-        from autotune import cache
+        from autotune import state
 
         found = {}
         for key in self.keys:
-            entry = cache.database().lookup(key) or {}
+            entry = state.database().lookup(key) or {}
             torch_record = (entry.get("candidates") or {}).get("torch") or {}
             label = entry.get("choice", "?")
             if entry.get("params"):

@@ -1,70 +1,41 @@
-"""The dispatcher: validate and normalise a call once, look its choice up, call the kernel.
+"""The public calls: validate and normalise once, look the choice up, call the kernel.
 
 The hot path of a repeated call is: normalise the arguments, build a tuple key, one dict lookup
-(:data:`_bound`), call. Only a miss builds a :class:`~autotune.problem.Problem`, consults the YAML
-database, and — depending on the mode — tunes, applies the heuristic rules, or takes the exact
-default:
-
-* ``tune`` (default; ``AUTOTUNE_MODE=tune``): time and check every candidate now, persist, use;
-* ``heuristic``: rule-based pick (:mod:`autotune.heuristics`), no timing, nothing written;
-* ``off``: always the exact default (``im2col`` for conv2d, ``blas`` for matmul) — BLAS-based,
-  any geometry, reference-grade accuracy.
+(``STATE.bound``), call. Only a miss builds a :class:`~autotune.problem.Problem` (which checks the
+geometry) and asks :func:`autotune.dispatch.resolve` — database, then tune / heuristic / exact
+default by the mode. A repeated conv2d call with torch tensors is keyed on its raw arguments and
+skips even the normalisation (:func:`_fast_conv_key`).
 
 numpy in → numpy out; CPU torch tensors in → torch tensors out (zero-copy both ways; the result
 carries no autograd history — these are inference kernels).
 
-A database entry is used only when it fits the call (:func:`entry_invalidity`): its kernel is
-registered, applies and offers its parameters, it is exact for an exact call, it was tuned under
-a tolerance at least as strict as the current one, and it was made by the current kernel set. An
-entry that does not fit gets one warning and is re-tuned (tune mode, which repairs the entry) or
-bypassed (other modes). This is decided once, when a call key is first bound.
-
 Two guards stay on the hot path because no entry can prove them: a kernel whose spec is
 ``finite_only`` (FFT, Winograd) gets non-finite input routed to the exact default, and an
-approximate matmul choice is re-checked against an exact product on a sample of calls
-(``$AUTOTUNE_VERIFY``, see :func:`verify_rate`).
+approximate matmul choice is re-checked on a sample of calls (:mod:`autotune.dispatch`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-import warnings
+import numbers
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from autotune import cache, estimate, heuristics, tuner, weights
-from autotune.problem import ConvProblem, MatmulProblem, Problem, parse_problem
+from autotune import dispatch, state, weights
+from autotune.dispatch import ChoiceWarning, exact_default
+from autotune.problem import ConvProblem, MatmulProblem, Problem
+from autotune.state import MODES, STATE
 from autotune.weights import Weight
 from kernels import registry
 from kernels.matmul.lowrank import LowRank
 
+__all__ = ["ChoiceWarning", "conv2d", "get_mode", "matmul", "reset", "set_mode", "set_tolerance", "tune"]
+
 Mode = Literal["tune", "heuristic", "off"]
-MODES: tuple[str, ...] = ("tune", "heuristic", "off")
-EXACT_DEFAULT: dict[str, tuple[str, dict[str, Any]]] = {
-    "conv2d": ("im2col", {}),
-    "matmul": ("blas", {}),
-}
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
-
-_mode: str | None = None
-#: call key → kernel with its parameters bound. Filled on first use of each key.
-_bound: dict[tuple[Any, ...], Callable[..., Any]] = {}
-#: call key → sampler re-checking an approximate choice (only keys bound to an inexact kernel).
-_verifiers: dict[tuple[Any, ...], _Verifier] = {}
-#: problem keys whose database entry was already reported as not fitting (one warning each).
-_reported: set[str] = set()
-#: Default share of calls on which an approximate choice is re-checked (``$AUTOTUNE_VERIFY``).
-DEFAULT_VERIFY_RATE = 0.01
-
-
-class ChoiceWarning(UserWarning):
-    """A remembered choice did not fit a call; the call went on with a fitting kernel."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,45 +44,38 @@ class ChoiceWarning(UserWarning):
 
 def set_mode(mode: Mode | None) -> None:
     """Set the miss behaviour for this process (None: back to ``$AUTOTUNE_MODE`` / ``tune``)."""
-    global _mode
     if mode is not None and mode not in MODES:
         raise ValueError(f"set_mode: mode must be one of {MODES}, got {mode!r}")
-    _mode = mode
-    _forget()
+    STATE.mode = mode
+    STATE.forget()
 
 
 def get_mode() -> str:
     """The active mode: :func:`set_mode`'s, else ``$AUTOTUNE_MODE``, else ``tune``."""
-    if _mode is not None:
-        return _mode
-    mode = os.environ.get("AUTOTUNE_MODE", "tune").strip().lower() or "tune"
-    if mode not in MODES:
-        raise ValueError(f"AUTOTUNE_MODE must be one of {MODES}, got {mode!r}")
-    return mode
+    return STATE.get_mode()
 
 
 def set_tolerance(dtype: str, tol: float) -> None:
     """Change the default tolerance for ``dtype`` in this process.
 
-    Choices bound for that dtype are forgotten, so the next call checks its entry against the new
-    tolerance (a stricter one re-tunes entries tuned under a looser one).
+    Choices bound for that dtype are forgotten, so the next call checks its entry against the
+    new tolerance (a stricter one re-tunes entries tuned under a looser one).
     """
-    tuner.set_tolerance(dtype, tol)
-    _forget(lambda key: key[3] == dtype)
-
-
-def _forget(which: Callable[[tuple[Any, ...]], bool] | None = None) -> None:
-    """Drop bound choices (all, or the keys ``which`` selects) and their verifiers."""
-    for key in [k for k in _bound if which is None or which(k)]:
-        del _bound[key]
-        _verifiers.pop(key, None)
+    if not isinstance(dtype, str) or dtype not in STATE.tolerances:
+        raise ValueError(f"set_tolerance: dtype must be one of {sorted(STATE.tolerances)}, got {dtype!r}")
+    STATE.tolerances[dtype] = _tolerance(tol, "set_tolerance", optional=False)  # type: ignore[assignment]
+    STATE.forget(lambda key: dtype in repr(key))  # the dtype's name, or torch's, is part of every key
 
 
 def reset() -> None:
     """Forget every in-memory choice and the database handle (e.g. after changing the cache dir)."""
-    _forget()
-    _reported.clear()
-    cache.reset()
+    state.reset()
+
+
+def tune(problems: Iterable[Problem | str], **options: Any) -> list[dict[str, Any]]:
+    """Tune each problem (a Problem or its text form) into the database; return the entries
+    (options and behaviour: :func:`autotune.dispatch.tune`)."""
+    return dispatch.tune(problems, **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +126,8 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
 
 
-def _padding(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, int], stride) -> tuple:
+def padding_quad(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, int], stride) -> tuple:
+    """``padding=`` (int, pair, ``"same"``, ``"valid"``) as (top, bottom, left, right), as torch pads."""
     if isinstance(value, str):
         if value == "valid":
             return (0, 0, 0, 0)
@@ -178,143 +143,15 @@ def _padding(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, int], 
     return (ph, ph, pw, pw)
 
 
-def _tolerance(tol: Any, op: str) -> float | None:
-    if tol is None:
+def _tolerance(tol: Any, where: str, optional: bool = True) -> float | None:
+    """``tol`` as a float (None stays None when ``optional``); TypeError/ValueError name it."""
+    if tol is None and optional:
         return None
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{op}: tol must be a positive number or None, got {tol!r}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"{where}: tol must be a positive number{' or None' * optional}, got {tol!r}")
     if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"{op}: tol must be a positive finite number or None, got {tol!r}")
+        raise ValueError(f"{where}: tol must be a positive finite number{' or None' * optional}, got {tol!r}")
     return float(tol)
-
-
-_LABEL = re.compile(r"^\s*(?P<name>[A-Za-z_][\w]*)\s*(\((?P<params>[^)]*)\))?\s*$")
-
-
-def _parse_method(method: str, op: str) -> tuple[registry.KernelSpec, dict[str, Any]]:
-    """``"winograd"`` or ``"winograd(tile=4)"`` → spec and parameters."""
-    if not isinstance(method, str):
-        raise TypeError(f"{op}: method must be a string or None, got {type(method).__name__}")
-    match = _LABEL.match(method)
-    if match is None:
-        raise ValueError(f"{op}: cannot parse method={method!r}; expected e.g. 'winograd(tile=4)'")
-    try:
-        spec = registry.get(op, match["name"])
-    except KeyError:
-        raise ValueError(
-            f"{op}: unknown method {match['name']!r}; expected one of "
-            f"{', '.join(registry.names(op))} (or None to dispatch by the tuning database)"
-        ) from None
-    params = dict(spec.defaults)
-    accepted = registry.parameter_names(spec)
-    for item in filter(None, (match["params"] or "").split(",")):
-        name, equals, text = (part.strip() for part in item.partition("="))
-        if name not in accepted or not equals:
-            known = ", ".join(sorted(accepted)) or "none"
-            raise ValueError(
-                f"{op}: method={method!r}: {spec.name} has no parameter {name!r} "
-                f"(its parameters: {known}); expected e.g. 'winograd(tile=4)'"
-            )
-        params[name] = _parameter_value(text, name, method, op)
-    return spec, params
-
-
-def _parameter_value(text: str, name: str, method: str, op: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(f"{op}: method={method!r}: parameter {name} must be a number, got {text!r}")
-    return value
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolution on a miss.
-
-
-def entry_invalidity(problem: Problem, entry: dict[str, Any]) -> str | None:
-    """Why a (schema-valid) database entry must not be used for ``problem``; None if it fits."""
-    try:
-        spec = registry.get(problem.op, entry["choice"])
-    except KeyError:
-        return f"its kernel {entry['choice']!r} is not registered"
-    if not _applies(spec, problem):
-        return f"{spec.name} does not apply to this problem"
-    if not spec.exact and problem.tol is None:
-        return f"{spec.name} is approximate and the call is exact (no tol=)"
-    wrong_params = registry.params_problem(spec, problem, entry.get("params") or {})
-    if wrong_params:
-        return wrong_params
-    tuned_tol, current_tol = entry.get("tol"), tuner.tolerance(problem)
-    if tuned_tol is None or tuned_tol > current_tol * (1 + 1e-9):
-        return f"it was tuned under tol {tuned_tol}, looser than the current tol {current_tol:g}"
-    if entry.get("kernels") != registry.kernel_set_digest(problem.op):
-        return "it was chosen among a different set of kernels (stale; `autotune tune --refresh`)"
-    return None
-
-
-def fitting_entry(problem: Problem) -> dict[str, Any] | None:
-    """The database entry for ``problem`` if there is one and it fits, else None."""
-    entry = cache.database().lookup(problem.key)
-    return entry if entry is not None and entry_invalidity(problem, entry) is None else None
-
-
-def _report_unfit(problem: Problem, why: str, action: str) -> None:
-    if problem.key not in _reported:
-        _reported.add(problem.key)
-        warnings.warn(
-            f"the database entry for {problem.key} is not used: {why}; {action}", ChoiceWarning, stacklevel=5
-        )
-
-
-def _no_kernel_error(problem: Problem, exc: RuntimeError) -> ValueError:
-    return ValueError(
-        f"{problem.op}: no kernel meets tol={tuner.tolerance(problem):g} for {problem.key} "
-        f"({exc}); loosen tol or force one with method="
-    )
-
-
-def resolve(problem: Problem, inputs: tuple[np.ndarray, ...] | None = None) -> Callable[..., Any]:
-    """The kernel to call for ``problem`` under the current mode (may tune and persist)."""
-    db = cache.database()
-    entry = db.lookup(problem.key)
-    mode = get_mode()
-    if entry is not None:
-        why = entry_invalidity(problem, entry)
-        if why is None:
-            return tuner.bind(registry.get(problem.op, entry["choice"]), dict(entry.get("params") or {}))
-        _report_unfit(problem, why, "re-tuning" if mode == "tune" else f"falling back ({mode} mode)")
-    if mode == "off":
-        name, params = EXACT_DEFAULT[problem.op]
-    elif mode == "heuristic":
-        name, params, _ = heuristics.choose(problem, db.entries())
-        if not _applies(registry.get(problem.op, name), problem):
-            name, params = EXACT_DEFAULT[problem.op]
-    else:
-        try:
-            result = tuner.tune_problem(problem, inputs=inputs)
-        except RuntimeError as exc:
-            raise _no_kernel_error(problem, exc) from None
-        db.store({problem.key: result.to_entry()})
-        name, params = result.choice, result.params
-    return tuner.bind(registry.get(problem.op, name), params)
-
-
-def _applies(spec: registry.KernelSpec, problem: Problem) -> bool:
-    return problem.dtype in spec.dtypes and bool(spec.applies(problem))
-
-
-def _forced(spec: registry.KernelSpec, params: dict[str, Any], problem: Problem) -> Callable[..., Any]:
-    if not _applies(spec, problem):
-        doc = (spec.applies.__doc__ or "").strip().splitlines()
-        needs = f" (needs {doc[0][0].lower()}{doc[0][1:].rstrip('.')})" if doc else ""
-        raise ValueError(f"{problem.op}: method={spec.name!r} does not apply to {problem.key}{needs}")
-    return tuner.bind(spec, params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +260,7 @@ def _fast_conv_call(
 
     views = _TensorViews()
     spec = _spec_of(fn)
-    exact = _exact_default("conv2d") if spec is not None and spec.finite_only else None
+    exact = exact_default(ConvProblem) if spec is not None and spec.finite_only else None
 
     def call(x: Any, w: Any, b: Any) -> Any:
         wa, ba = views.of(w, b)
@@ -473,7 +310,7 @@ def conv2d(
         _fast_conv_key(x, w, b, stride, padding, dilation, groups) if method is None and tol is None else None
     )
     if fast_key is not None:
-        fast = _bound.get(fast_key)
+        fast = STATE.bound.get(fast_key)
         if fast is not None:
             return fast(x, w, b)
     is_torch = isinstance(x, torch.Tensor)
@@ -505,12 +342,12 @@ def conv2d(
         groups = int(groups)
     stride_hw = _pair(stride, "stride")
     dilation_hw = _pair(dilation, "dilation")
-    pad = _padding(padding, wa.shape[2:], dilation_hw, stride_hw)
+    pad = padding_quad(padding, wa.shape[2:], dilation_hw, stride_hw)
     tol_value = _tolerance(tol, "conv2d")
     ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
 
     key = ("conv2d", xa.shape, wa.shape, dtype, stride_hw, pad, dilation_hw, groups, tol_value, method, fixed)
-    fn = _bound.get(key)
+    fn = STATE.bound.get(key)
     if fn is None:
         problem = ConvProblem(
             tuple(xa.shape),
@@ -524,15 +361,15 @@ def conv2d(
             "fixed" if fixed else None,
         )
         if method is not None:
-            fn = _forced(*_parse_method(method, "conv2d"), problem)
+            fn = dispatch.forced(*registry.parse("conv2d", method), problem)
         else:
-            fn = resolve(problem)
-        _bound[key] = fn
+            fn = dispatch.resolve(problem)
+        STATE.bound[key] = fn
     if fast_key is not None and x.dim() == 4 and (ba is None or b.dtype == x.dtype):
-        _bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
+        STATE.bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
     spec = getattr(fn, "spec", None)
     if spec is not None and spec.finite_only and method is None and not _all_finite(xa, wa):
-        fn = _exact_default("conv2d")  # its NaN/Inf pattern is the reference's
+        fn = exact_default(ConvProblem)  # its NaN/Inf pattern is the reference's
     weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
     y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
     if seed_form:
@@ -546,11 +383,6 @@ def _all_finite(*arrays: np.ndarray) -> bool:
     """No NaN/Inf in any array: one vectorised pass each (measured faster than a sum, e.g. 19 us
     vs 32 us on a 1x64x56x56 float32 input)."""
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
-
-
-def _exact_default(op: str) -> Callable[..., Any]:
-    name, params = EXACT_DEFAULT[op]
-    return tuner.bind(registry.get(op, name), params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,14 +437,14 @@ def _matmul_kernel(
 ) -> Callable[..., Any]:
     """The bound kernel: forced by ``method`` (ranks become svd's parameters) or resolved."""
     if method is None:
-        return resolve(problem, inputs)
-    spec, params = _parse_method(method, "matmul")
+        return dispatch.resolve(problem, inputs)
+    spec, params = registry.parse("matmul", method)
     ranks = {"rank_a": problem.rank_a, "rank_b": problem.rank_b}
     if spec.name == "svd":
         params.update({name: rank for name, rank in ranks.items() if rank is not None})
     elif any(rank is not None for rank in ranks.values()):
         raise ValueError(f"matmul: rank_A/rank_B are truncation ranks of method='svd', not of {method!r}")
-    return _forced(spec, params, problem)
+    return dispatch.forced(spec, params, problem)
 
 
 def _weight_for_call(
@@ -671,7 +503,7 @@ def matmul(
     factored = isinstance(a, LowRank) or isinstance(b, LowRank)
     if method is None and (factored or rank_a is not None or rank_b is not None):
         method = "svd"  # ranks and factors are svd's parameters: there is nothing left to choose
-    elif factored and _parse_method(method, "matmul")[0].name != "svd":  # type: ignore[arg-type]
+    elif factored and registry.parse("matmul", method)[0].name != "svd":  # type: ignore[arg-type]
         raise ValueError(f"matmul: a LowRank operand needs method='svd' (or None), got {method!r}")
     a_arg = a if isinstance(a, LowRank) else np.ascontiguousarray(a)
     state = weight = None
@@ -681,142 +513,18 @@ def matmul(
         weight = state.digest(b)  # type: ignore[arg-type]
 
     key = ("matmul", a.shape, b.shape, dtype, rank_a, rank_b, tol_value, method, weight)
-    fn = _bound.get(key)
+    fn = STATE.bound.get(key)
     if fn is None:
         problem = MatmulProblem(tuple(a.shape), tuple(b.shape), dtype, rank_a, rank_b, tol_value, weight)
         inputs = None if weight is None else (a_arg, np.ascontiguousarray(b))
         fn = _matmul_kernel(problem, method, inputs)  # type: ignore[arg-type]
-        _bound[key] = fn
-        _watch_if_approximate(key, fn, problem, method)
+        STATE.bound[key] = fn
+        dispatch.watch_if_approximate(key, fn, problem, method)
     spec = getattr(fn, "spec", None)
     if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
-        fn = _exact_default("matmul")
+        fn = exact_default(MatmulProblem)
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
-    verifier = _verifiers.get(key)
+    verifier = STATE.verifiers.get(key)
     if verifier is not None and verifier.due():
-        c = _verified(key, verifier, a_arg, b, c)  # type: ignore[arg-type]
+        c = dispatch.verified(key, (a_arg, b), c)
     return torch.from_numpy(c) if is_torch else c
-
-
-# ---------------------------------------------------------------------------------------------
-# Re-checking approximate choices on later calls.
-
-
-def verify_rate() -> float:
-    """Share of calls on which an approximate choice is re-checked: ``$AUTOTUNE_VERIFY`` (a number
-    in [0, 1]; 0 turns checking off), default :data:`DEFAULT_VERIFY_RATE`. The first call of each
-    bound choice is always checked when the rate is above 0."""
-    text = os.environ.get("AUTOTUNE_VERIFY", "").strip()
-    if not text:
-        return DEFAULT_VERIFY_RATE
-    try:
-        rate = float(text)
-    except ValueError:
-        rate = math.nan
-    if not 0 <= rate <= 1:
-        raise ValueError(f"AUTOTUNE_VERIFY must be a number in [0, 1] (share of calls checked), got {text!r}")
-    return rate
-
-
-@dataclass
-class _Verifier:
-    """Counts the calls of one bound approximate choice and says which ones to check."""
-
-    problem: MatmulProblem
-    period: int
-    calls: int = 0
-
-    def due(self) -> bool:
-        self.calls += 1
-        return (self.calls - 1) % self.period == 0
-
-
-def _watch_if_approximate(
-    key: tuple[Any, ...], fn: Callable[..., Any], problem: MatmulProblem, method: str | None
-) -> None:
-    """Register a verifier for a key bound (by the tuner or the database) to an inexact kernel."""
-    spec = getattr(fn, "spec", None)
-    if method is not None or spec is None or spec.exact or problem.tol is None:
-        return  # forced kernels are the caller's responsibility; exact ones need no check
-    rate = verify_rate()
-    if rate > 0:
-        _verifiers[key] = _Verifier(problem, period=max(1, round(1 / rate)))
-
-
-def _verified(
-    key: tuple[Any, ...], verifier: _Verifier, a: np.ndarray, b: np.ndarray, c: np.ndarray
-) -> np.ndarray:
-    """``c`` if it is within the problem's tolerance of the exact product; otherwise warn, drop
-    the choice, re-tune on these operands (tune mode) and return the re-tuned kernel's result."""
-    exact = a.astype(np.float64) @ np.asarray(b, dtype=np.float64)
-    problem = verifier.problem
-    if not np.isfinite(exact).all():
-        return c  # non-finite operands went to the exact default: nothing to compare
-    error, tol = tuner.rel_max_error(c, exact), tuner.tolerance(problem)
-    if error <= tol:
-        return c
-    warnings.warn(
-        f"matmul: the approximate choice for {problem.key} has rel_err {error:.2e} > tol {tol:g} on "
-        f"this call's operands; "
-        + ("re-tuning on them" if get_mode() == "tune" else "using the exact default from now on"),
-        ChoiceWarning,
-        stacklevel=3,
-    )
-    _verifiers.pop(key, None)
-    contiguous_b = np.ascontiguousarray(b)
-    if get_mode() == "tune":
-        try:
-            result = tuner.tune_problem(problem, inputs=(a, contiguous_b))
-        except RuntimeError as exc:
-            raise _no_kernel_error(problem, exc) from None
-        cache.database().store({problem.key: result.to_entry()})
-        fn = tuner.bind(registry.get("matmul", result.choice), result.params)
-    else:
-        fn = _exact_default("matmul")
-    _bound[key] = fn
-    _watch_if_approximate(key, fn, problem, None)
-    return fn(a, contiguous_b)
-
-
-# ---------------------------------------------------------------------------------------------
-# Offline tuning.
-
-
-def tune(
-    problems: Iterable[Problem | str],
-    *,
-    force: bool = False,
-    budget_s: float = tuner.DEFAULT_BUDGET_S,
-    on_result: Callable[[Problem, dict[str, Any], bool], None] | None = None,
-    prune: bool = False,
-) -> list[dict[str, Any]]:
-    """Tune each problem (a Problem or its text form) into the database; return the entries.
-
-    Problems with an entry that fits (:func:`entry_invalidity`) are skipped unless ``force``;
-    entries that do not fit (stale, tuned under a looser tolerance, ...) are re-tuned. Each
-    result is written as soon as it is measured, so an interruption keeps everything finished so
-    far; results the file could not take yet stay in ``cache.database().pending``.
-    ``on_result(problem, entry, cached)`` is called after each problem (progress reporting).
-
-    With ``prune``, candidates that this machine's earlier measurements (the entries in memory)
-    put far behind the best measured so far are not tried (:mod:`autotune.estimate`).
-    """
-    db = cache.database()
-    entries = []
-    for item in problems:
-        problem = parse_problem(item) if isinstance(item, str) else item
-        entry = None if force else fitting_entry(problem)
-        cached = entry is not None
-        if entry is None:
-            known = estimate.rates(db.entries()) if prune else {}
-            try:
-                result = tuner.tune_problem(problem, budget_s=budget_s, rates=known)
-            except RuntimeError as exc:
-                raise _no_kernel_error(problem, exc) from None
-            entry = result.to_entry()
-            db.store({problem.key: entry})
-            _forget(lambda key, op=problem.op: key[0] == op)  # no bound kernel outlives its entry
-        entries.append(entry)
-        if on_result is not None:
-            on_result(problem, entry, cached)
-    return entries

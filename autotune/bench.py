@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import api, cache, evaluate, machine, report, shapes, tables, timing, tuner
+from autotune import api, evaluate, machine, report, shapes, state, tables, timing, tuner
 from autotune.problem import ConvProblem, Problem
 from autotune.weights import Weight
 from kernels import registry
@@ -206,7 +206,7 @@ def _kernel_call(
     """The call to time, as the dispatcher makes it: for a fixed weight (``problem.weight``) with
     the weight prepared once if the spec has a ``prepare`` hook (its cost goes to
     ``record.prepare_us``), else with the transform in every call; None if preparing failed."""
-    fn = tuner.bind(spec, params)
+    fn = spec.bind(params)
     if spec.prepare is None or not fixed:
         return lambda: fn(*args)
     started = time.perf_counter()
@@ -233,7 +233,7 @@ def _kernel_runners(
             records.append(CandidateTime(label=spec.name, kernel=spec.name, reason=excluded))
             continue
         for params in spec.param_grid(problem):
-            record = CandidateTime(tuner.label(spec.name, params), spec.name, dict(params))
+            record = CandidateTime(registry.label(spec.name, params), spec.name, dict(params))
             records.append(record)
             call = _kernel_call(spec, params, args, record, problem.weight is not None)
             if call is None:
@@ -264,7 +264,7 @@ def bench_problem(item: shapes.Item, pick: str, cap_s: float) -> ProblemResult:
     """Time every exact kernel of one problem and the dispatcher, interleaved (see module doc)."""
     problem = item.problem
     inputs = evaluate.random_inputs(problem)
-    args = evaluate.call_args(problem, inputs)
+    args = problem.call_args(inputs)
     ref = evaluate.reference_output(problem, args)
     records, runners = _kernel_runners(problem, args, ref, cap_s)
     dispatch = _dispatch_call(problem, inputs)
@@ -283,10 +283,10 @@ def bench_problem(item: shapes.Item, pick: str, cap_s: float) -> ProblemResult:
 
 def dispatcher_pick(problem: Problem, budget_s: float) -> str:
     """The database's choice for ``problem``, tuning it first if it is not cached."""
-    entry = cache.database().lookup(problem.key)
+    entry = state.database().lookup(problem.key)
     if entry is None:
         (entry,) = api.tune([problem], budget_s=budget_s)
-    return tuner.label(entry["choice"], dict(entry.get("params") or {}))
+    return registry.label(entry["choice"], dict(entry.get("params") or {}))
 
 
 def run(

@@ -45,7 +45,6 @@ Rules:
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import numbers
@@ -61,8 +60,8 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
-from autotune import machine
 from autotune.machine import fingerprint, fingerprint_id, now_iso
+from autotune.problem import PROBLEMS
 
 SCHEMA = 1
 FILENAME = "autotune.yaml"
@@ -119,9 +118,6 @@ def empty_document() -> Document:
     return {"schema": SCHEMA, "machines": {}}
 
 
-_OPS = ("conv2d", "matmul")
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -136,7 +132,7 @@ def entry_problem(key: Any, entry: Any) -> str | None:
     Checks types only — it is cheap enough for every entry of a large file. Whether the entry
     fits a call (kernel registered, parameters, tolerance, kernel set) is the dispatcher's check.
     """
-    if not isinstance(key, str) or key.split(" ", 1)[0] not in _OPS:
+    if not isinstance(key, str) or key.split(" ", 1)[0] not in PROBLEMS:
         return "the key is not a problem ('conv2d ...' or 'matmul ...')"
     if not isinstance(entry, dict):
         return f"an entry must be a mapping, got {type(entry).__name__}"
@@ -721,41 +717,6 @@ def load_file(path: Path) -> Document:
     if other.sidecar(".journal").exists():  # a large database's newest entries (read, not changed)
         other._fold_journal(clean)
     return clean
-
-
-_database: Database | None = None
-
-
-def database() -> Database:
-    """The process-wide database for the current cache location (re-resolved if it changed)."""
-    global _database
-    path = cache_path()
-    if _database is None or _database.path != path:
-        _flush_quietly(_database)
-        _database = Database(path)
-    return _database
-
-
-def _flush_quietly(db: Database | None) -> None:
-    """Write what ``db`` still holds in memory (at exit, or when the cache location changes)."""
-    if db is not None and db.pending:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CacheWarning)
-            db.flush()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    _flush_quietly(_database)
-
-
-def reset() -> None:
-    """Drop the process-wide database object and fingerprint (after changing the cache dir or
-    the thread settings: the next lookup re-reads the file under the current fingerprint)."""
-    global _database
-    _flush_quietly(_database)
-    _database = None
-    machine.forget()
 
 
 def iter_sections(doc: Document) -> Iterable[tuple[str, dict[str, Any], dict[str, Entry]]]:

@@ -37,7 +37,7 @@ from typing import Any, NoReturn
 import yaml
 
 import autotune
-from autotune import cache, shapes, tables
+from autotune import cache, shapes, state, tables
 from autotune.problem import DTYPES, Problem, ProblemSyntaxError, parse_problem
 
 PROBLEM_SYNTAX = """\
@@ -153,15 +153,15 @@ def _print_model_report(args: argparse.Namespace, items: list[shapes.Item]) -> N
 def _unfit_entries() -> tuple[str, list[shapes.Item], int]:
     """This machine's entries that no longer fit their problem (stale kernel set, looser
     tolerance, unknown kernel or parameters), as items to re-tune (``tune --refresh``)."""
-    from autotune import api
+    from autotune import dispatch
 
     items, skipped = [], 0
-    for key in cache.database().entries():
+    for key in state.database().entries():
         try:
             problem = parse_problem(key)
         except ProblemSyntaxError:
             continue  # not a key autotune writes (an edited index or file): nothing to re-tune
-        if api.fitting_entry(problem) is not None:
+        if dispatch.fitting_entry(problem) is not None:
             continue
         if isinstance(problem.weight, str) and problem.op == "matmul":
             skipped += 1  # tuned on the caller's weight, which the database does not hold
@@ -216,12 +216,12 @@ def _tune_with_progress(
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from autotune import api
+    from autotune import dispatch
 
     origin, items, total = _problem_list(args)
-    db = cache.database()
+    db = state.database()
     force = args.force or args.refresh
-    todo = [item for item in items if force or api.fitting_entry(item.problem) is None]
+    todo = [item for item in items if force or dispatch.fitting_entry(item.problem) is None]
     cached = len(items) - len(todo)
     _note(
         f"{origin}: {len(items)}{f' of {total}' if args.shard else ''} problems, "
@@ -310,7 +310,7 @@ def _shown_entries(
 def cmd_show(args: argparse.Namespace) -> int:
     from autotune import report
 
-    db = cache.database()
+    db = state.database()
     found = _shown_entries(args, db)
     summaries = [
         (machine_id, print_, report.summarize(key, entry)) for machine_id, print_, key, entry in found
@@ -364,16 +364,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from autotune import api, report
 
     problem = _parse_spec(args.problem)
-    db = cache.database()
+    db = state.database()
     entry = db.lookup(problem.key)
     if entry is None:
         if not args.tune:
-            from autotune import heuristics, tuner
+            from autotune import heuristics
+            from kernels import registry
 
             name, params, source = heuristics.choose(problem, db.entries())
-            print(
-                f"{problem.key}\n  not tuned; heuristic mode would pick {tuner.label(name, params)} {source}"
-            )
+            pick = registry.label(name, params)
+            print(f"{problem.key}\n  not tuned; heuristic mode would pick {pick} {source}")
             raise CommandError(
                 f"{problem.key} is not tuned on this machine ({db.path}); add --tune to tune it now"
             )
@@ -430,7 +430,7 @@ def _merge_into_database(docs: Sequence[cache.Document], origin: str) -> None:
     combined = cache.empty_document()
     for doc in docs:
         cache.merge_documents(combined, doc)
-    db = cache.database()
+    db = state.database()
     before = db.read_document()
     try:
         after = db.merge_into_file(combined)
@@ -449,7 +449,7 @@ def _merge_into_database(docs: Sequence[cache.Document], origin: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    db = cache.database()
+    db = state.database()
     doc = db.read_document()
     entries, machines = _count(doc)
     if args.file == "-":
@@ -481,7 +481,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    db = cache.database()
+    db = state.database()
     journal = db.sidecar(".journal")
     if not journal.exists():
         _note(f"nothing to compact: {db.path} has no journal")
@@ -495,7 +495,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    db = cache.database()
+    db = state.database()
     doc = db.read_document()
     count = sum(
         len(entries)

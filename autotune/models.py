@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from autotune import api, shapes, tables, timing
+from autotune import api, dispatch, shapes, tables, timing
 from autotune.problem import ConvProblem, MatmulProblem, Problem
 
 DTYPES = {torch.float32: "float32", torch.float64: "float64"}
@@ -46,7 +46,7 @@ def _conv_problem(layer: torch.nn.Conv2d, x: torch.Tensor) -> Problem | None:
     if layer.padding_mode != "zeros" or x.dim() != 4 or x.dtype not in DTYPES:
         return None  # autotune.nn.Conv2d leaves these to torch
     kernel_hw = tuple(layer.weight.shape[2:])
-    pad = api._padding(layer.padding, kernel_hw, tuple(layer.dilation), tuple(layer.stride))
+    pad = api.padding_quad(layer.padding, kernel_hw, tuple(layer.dilation), tuple(layer.stride))
     return ConvProblem(
         tuple(x.shape),
         tuple(layer.weight.shape),
@@ -147,7 +147,7 @@ def layer_rows(items: Sequence[shapes.Item]) -> list[LayerRow]:
 
     rows = []
     for item in items:
-        entry = api.fitting_entry(item.problem)
+        entry = dispatch.fitting_entry(item.problem)
         if entry is None:
             rows.append(LayerRow(item.layers, item.problem.key, "not tuned", None, None))
             continue

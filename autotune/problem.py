@@ -23,8 +23,14 @@ error depends on the data); for conv2d it is ``weight=fixed`` (a module paramete
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from kernels import registry
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `autotune --help` needs none of it
+    import numpy as np
 
 Pair = tuple[int, int]
 Quad = tuple[int, int, int, int]
@@ -36,6 +42,94 @@ MAX_ELEMENTS = 2**31
 
 class ProblemSyntaxError(ValueError):
     """A problem spec that cannot be parsed; the message says which token and why."""
+
+
+class Problem:
+    """What every op's problem class provides (the dispatch core never branches on the op).
+
+    A subclass is a frozen dataclass with ``op``, ``dtype``, ``tol`` and ``weight`` fields and
+    these class attributes: ``FIELDS`` (the ``name=value`` tokens of its text form),
+    ``POSITIONAL`` (positional arguments of a kernel call before the keyword parameters) and
+    ``EXACT_DEFAULT`` (kernel name and parameters used in ``off`` mode and for non-finite input).
+    Registered with :func:`register`, it is parsed, stored, tuned and dispatched like the
+    built-in ops.
+    """
+
+    op: ClassVar[str]
+    FIELDS: ClassVar[frozenset[str]]
+    POSITIONAL: ClassVar[int]
+    EXACT_DEFAULT: ClassVar[tuple[str, dict[str, Any]]]
+    dtype: str
+    tol: float | None
+    weight: str | None
+
+    @property
+    def key(self) -> str:
+        """The canonical text form (the database key)."""
+        raise NotImplementedError
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def flops(self) -> int:
+        """Direct-equivalent FLOPs (2 per multiply-add), the yardstick for GFLOP/s."""
+        raise NotImplementedError
+
+    def random_inputs(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Standard-normal operands of this problem's shapes and dtype (the tuner's inputs)."""
+        raise NotImplementedError
+
+    def call_args(self, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+        """Positional arguments of a kernel call on ``inputs`` (operands, then geometry)."""
+        return tuple(inputs)
+
+    def with_batch(self, batch: int) -> Problem:
+        """This problem with its batch (leading) dimension replaced."""
+        raise NotImplementedError
+
+    def exact(self, args: tuple[Any, ...]) -> np.ndarray:
+        """The float64 result of a call with ``args``: the op's reference kernel on widened
+        operands (the oracle every candidate is checked against)."""
+        import numpy as np
+
+        wide = tuple(a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args)
+        return np.asarray(registry.reference(self.op).fn(*wide), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for the YAML entry (tuples as lists, None fields left out)."""
+        record = {"op": self.op, **asdict(self)}  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in record.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Problem:
+        """Inverse of :meth:`to_dict` (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k != "op"})
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str], dtype: str, tol: float | None) -> Problem:
+        """Build from the ``name=value`` tokens of the text form."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.key
+
+
+#: op name → its problem class.
+PROBLEMS: dict[str, type[Problem]] = {}
+P = TypeVar("P", bound=type[Problem])
+
+
+def register(cls: P) -> P:
+    """Make ``cls`` an op the core parses, stores, tunes and dispatches (a class decorator)."""
+    PROBLEMS[cls.op] = cls
+    registry.add_op(cls.op, cls.POSITIONAL)
+    return cls
+
+
+def _normal(rng: np.random.Generator, dtype: str) -> Callable[[tuple[int, ...]], np.ndarray]:
+    return lambda shape: rng.standard_normal(tuple(shape)).astype(dtype)
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -57,8 +151,9 @@ def _tol_text(tol: float | None) -> str:
     return "" if tol is None else f" tol={tol:g}"
 
 
+@register
 @dataclass(frozen=True)
-class ConvProblem:
+class ConvProblem(Problem):
     """One conv2d call: x (N, C, H, W) ⊛ w (K, C/groups, kh, kw)."""
 
     x_shape: tuple[int, int, int, int]
@@ -70,7 +165,13 @@ class ConvProblem:
     dtype: str = "float32"
     tol: float | None = None
     weight: Literal["fixed"] | None = None
-    op: ClassVar[Literal["conv2d"]] = "conv2d"
+    op: ClassVar[str] = "conv2d"
+    FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"x", "w", "stride", "pad", "padding", "dilation", "groups", "tol", "weight"}
+    )
+    POSITIONAL: ClassVar[int] = 7
+    #: BLAS-based, any geometry, reference-grade accuracy.
+    EXACT_DEFAULT: ClassVar[tuple[str, dict[str, Any]]] = ("im2col", {})
 
     def __post_init__(self) -> None:
         check_conv_geometry(self)
@@ -87,14 +188,12 @@ class ConvProblem:
 
     @property
     def flops(self) -> int:
-        """Direct-equivalent FLOPs (2 per multiply-add), the yardstick for GFLOP/s."""
         n, k, ho, wo = self.out_shape
         _, c_per_group, kh, kw = self.w_shape
         return 2 * n * k * ho * wo * c_per_group * kh * kw
 
     @property
     def key(self) -> str:
-        """The canonical text form (see the module docstring)."""
         return (
             f"conv2d x={_dims(self.x_shape)} w={_dims(self.w_shape)} "
             f"stride={_pair_text(self.stride)} pad={_pad_text(self.padding)} "
@@ -102,19 +201,39 @@ class ConvProblem:
             f"{_tol_text(self.tol)}{'' if self.weight is None else f' weight={self.weight}'}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form for the YAML entry."""
-        record = {"op": self.op, **asdict(self)}
-        for name in ("x_shape", "w_shape", "stride", "padding", "dilation"):
-            record[name] = list(record[name])
-        return {k: v for k, v in record.items() if v is not None}
+    def random_inputs(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        normal = _normal(rng, self.dtype)
+        return normal(self.x_shape), normal(self.w_shape), normal(self.w_shape[:1])
 
-    def __str__(self) -> str:
-        return self.key
+    def call_args(self, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+        x, w, b = inputs
+        return (x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def with_batch(self, batch: int) -> ConvProblem:
+        return replace(self, x_shape=(batch, *self.x_shape[1:]))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str], dtype: str, tol: float | None) -> ConvProblem:
+        for required in ("x", "w"):
+            if required not in fields:
+                raise ProblemSyntaxError(f"conv2d spec needs {required}=...; e.g. x=1x64x56x56")
+        pad_text = fields.get("pad", fields.get("padding", "0"))
+        return cls(
+            x_shape=_parse_shape(fields["x"], 4, f"x={fields['x']}"),  # type: ignore[arg-type]
+            w_shape=_parse_shape(fields["w"], 4, f"w={fields['w']}"),  # type: ignore[arg-type]
+            stride=_parse_pair(fields.get("stride", "1"), "stride"),
+            padding=_parse_pad(pad_text, f"pad={pad_text}"),
+            dilation=_parse_pair(fields.get("dilation", "1"), "dilation"),
+            groups=_parse_ints(fields.get("groups", "1"), ",", "groups")[0],
+            dtype=dtype,
+            tol=tol,
+            weight=fields.get("weight"),  # type: ignore[arg-type]
+        )
 
 
+@register
 @dataclass(frozen=True)
-class MatmulProblem:
+class MatmulProblem(Problem):
     """One matmul call: a (m, k) @ b (k, n), optionally with truncated-SVD ranks."""
 
     a_shape: Pair
@@ -124,7 +243,10 @@ class MatmulProblem:
     rank_b: int | None = None
     tol: float | None = None
     weight: str | None = field(default=None)
-    op: ClassVar[Literal["matmul"]] = "matmul"
+    op: ClassVar[str] = "matmul"
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"a", "b", "rank_a", "rank_b", "tol", "weight"})
+    POSITIONAL: ClassVar[int] = 2
+    EXACT_DEFAULT: ClassVar[tuple[str, dict[str, Any]]] = ("blas", {})
 
     def __post_init__(self) -> None:
         check_matmul_geometry(self)
@@ -151,17 +273,123 @@ class MatmulProblem:
             f"{_tol_text(self.tol)}{weight}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        record = {"op": self.op, **asdict(self)}
-        record["a_shape"] = list(self.a_shape)
-        record["b_shape"] = list(self.b_shape)
-        return {k: v for k, v in record.items() if v is not None}
+    def random_inputs(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        normal = _normal(rng, self.dtype)
+        return normal(self.a_shape), normal(self.b_shape)
 
-    def __str__(self) -> str:
-        return self.key
+    def with_batch(self, batch: int) -> MatmulProblem:
+        return replace(self, a_shape=(batch, self.a_shape[1]))
+
+    def exact(self, args: tuple[Any, ...]) -> np.ndarray:
+        """float64 BLAS: as exact as the reference loops and fast enough to check live calls."""
+        import numpy as np
+
+        a, b = args
+        return np.asarray(a, dtype=np.float64) @ np.asarray(b, dtype=np.float64)
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str], dtype: str, tol: float | None) -> MatmulProblem:
+        for required in ("a", "b"):
+            if required not in fields:
+                raise ProblemSyntaxError(f"matmul spec needs {required}=...; e.g. a=64x784 b=784x512")
+        ranks = {
+            name: _parse_ints(fields[name], ",", name)[0] if name in fields else None
+            for name in ("rank_a", "rank_b")
+        }
+        return cls(
+            a_shape=_parse_shape(fields["a"], 2, f"a={fields['a']}"),  # type: ignore[arg-type]
+            b_shape=_parse_shape(fields["b"], 2, f"b={fields['b']}"),  # type: ignore[arg-type]
+            dtype=dtype,
+            tol=tol,
+            weight=fields.get("weight"),
+            **ranks,
+        )
 
 
-Problem = ConvProblem | MatmulProblem
+# ---------------------------------------------------------------------------------------------
+# Parsing the text form.
+
+_TOKEN = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>\S+)$")
+
+
+def _parse_ints(text: str, sep: str, token: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(sep))
+    except ValueError:
+        raise ProblemSyntaxError(f"{token!r}: expected integers separated by {sep!r}") from None
+    return values
+
+
+def _parse_pair(text: str, token: str) -> Pair:
+    values = _parse_ints(text, ",", token)
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) == 2:
+        return (values[0], values[1])
+    raise ProblemSyntaxError(f"{token!r}: expected one or two integers")
+
+
+def _parse_pad(text: str, token: str) -> Quad:
+    values = _parse_ints(text, ",", token)
+    if len(values) in (1, 2):
+        rows, cols = _parse_pair(text, token)
+        return (rows, rows, cols, cols)
+    if len(values) == 4:
+        return (values[0], values[1], values[2], values[3])
+    raise ProblemSyntaxError(f"{token!r}: expected 1, 2 or 4 integers")
+
+
+def _parse_shape(text: str, ndim: int, token: str) -> tuple[int, ...]:
+    values = _parse_ints(text, "x", token)
+    if len(values) != ndim:
+        raise ProblemSyntaxError(f"{token!r}: expected {ndim} dimensions like {'x'.join('N' * ndim)}")
+    return values
+
+
+def parse_problem(spec: str) -> Problem:
+    """Parse the text form (see the module docstring); ProblemSyntaxError names the bad token."""
+    tokens = spec.split()
+    if not tokens:
+        raise ProblemSyntaxError("empty problem spec; expected e.g. 'conv2d x=1x3x32x32 w=8x3x3x3'")
+    op, rest = tokens[0], tokens[1:]
+    if op not in PROBLEMS:
+        raise ProblemSyntaxError(f"unknown op {op!r}; expected {' or '.join(repr(o) for o in PROBLEMS)}")
+    cls = PROBLEMS[op]
+    fields: dict[str, str] = {}
+    dtype = "float32"
+    for token in rest:
+        if token in DTYPES:
+            dtype = token
+            continue
+        match = _TOKEN.match(token)
+        if not match or match["name"] not in cls.FIELDS:
+            raise ProblemSyntaxError(
+                f"unexpected token {token!r} in a {op} spec; expected one of "
+                f"{', '.join(sorted(cls.FIELDS))} as name=value, or a dtype ({', '.join(DTYPES)})"
+            )
+        fields[match["name"]] = match["value"]
+    try:
+        tol = float(fields["tol"]) if "tol" in fields else None
+    except ValueError:
+        raise ProblemSyntaxError(f"tol={fields['tol']!r}: expected a number") from None
+    try:
+        return cls.from_fields(fields, dtype, tol)
+    except ProblemSyntaxError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ProblemSyntaxError(str(exc)) from None
+
+
+def problem_from_dict(record: Mapping[str, Any]) -> Problem:
+    """Inverse of ``to_dict`` (used when reading the YAML file)."""
+    cls = PROBLEMS.get(record.get("op"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown op {record.get('op')!r} in a problem record")
+    return cls.from_dict(record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of the built-in ops.
 
 
 def check_conv_geometry(p: ConvProblem) -> None:
@@ -226,144 +454,3 @@ def check_matmul_geometry(p: MatmulProblem) -> None:
     for name, rank, shape in (("rank_A", p.rank_a, p.a_shape), ("rank_B", p.rank_b, p.b_shape)):
         if rank is not None and not 1 <= rank <= min(shape):
             raise ValueError(f"matmul: {name} must be in 1..{min(shape)}, got {rank}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing the text form.
-
-_TOKEN = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>\S+)$")
-
-
-def _parse_ints(text: str, sep: str, token: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(sep))
-    except ValueError:
-        raise ProblemSyntaxError(f"{token!r}: expected integers separated by {sep!r}") from None
-    return values
-
-
-def _parse_pair(text: str, token: str) -> Pair:
-    values = _parse_ints(text, ",", token)
-    if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) == 2:
-        return (values[0], values[1])
-    raise ProblemSyntaxError(f"{token!r}: expected one or two integers")
-
-
-def _parse_pad(text: str, token: str) -> Quad:
-    values = _parse_ints(text, ",", token)
-    if len(values) in (1, 2):
-        rows, cols = _parse_pair(text, token)
-        return (rows, rows, cols, cols)
-    if len(values) == 4:
-        return (values[0], values[1], values[2], values[3])
-    raise ProblemSyntaxError(f"{token!r}: expected 1, 2 or 4 integers")
-
-
-def _parse_shape(text: str, ndim: int, token: str) -> tuple[int, ...]:
-    values = _parse_ints(text, "x", token)
-    if len(values) != ndim:
-        raise ProblemSyntaxError(f"{token!r}: expected {ndim} dimensions like {'x'.join('N' * ndim)}")
-    return values
-
-
-_CONV_FIELDS = {"x", "w", "stride", "pad", "padding", "dilation", "groups", "tol", "weight"}
-_MATMUL_FIELDS = {"a", "b", "rank_a", "rank_b", "tol", "weight"}
-
-
-def parse_problem(spec: str) -> Problem:
-    """Parse the text form (see the module docstring); ProblemSyntaxError names the bad token."""
-    tokens = spec.split()
-    if not tokens:
-        raise ProblemSyntaxError("empty problem spec; expected e.g. 'conv2d x=1x3x32x32 w=8x3x3x3'")
-    op, rest = tokens[0], tokens[1:]
-    if op not in ("conv2d", "matmul"):
-        raise ProblemSyntaxError(f"unknown op {op!r}; expected 'conv2d' or 'matmul'")
-    fields: dict[str, str] = {}
-    dtype = "float32"
-    allowed = _CONV_FIELDS if op == "conv2d" else _MATMUL_FIELDS
-    for token in rest:
-        if token in DTYPES:
-            dtype = token
-            continue
-        match = _TOKEN.match(token)
-        if not match or match["name"] not in allowed:
-            raise ProblemSyntaxError(
-                f"unexpected token {token!r} in a {op} spec; expected one of "
-                f"{', '.join(sorted(allowed))} as name=value, or a dtype ({', '.join(DTYPES)})"
-            )
-        fields[match["name"]] = match["value"]
-    try:
-        tol = float(fields["tol"]) if "tol" in fields else None
-    except ValueError:
-        raise ProblemSyntaxError(f"tol={fields['tol']!r}: expected a number") from None
-    try:
-        return _build(op, fields, dtype, tol)
-    except ProblemSyntaxError:
-        raise
-    except (ValueError, TypeError) as exc:
-        raise ProblemSyntaxError(str(exc)) from None
-
-
-def _build(op: str, fields: dict[str, str], dtype: str, tol: float | None) -> Problem:
-    if op == "conv2d":
-        for required in ("x", "w"):
-            if required not in fields:
-                raise ProblemSyntaxError(f"conv2d spec needs {required}=...; e.g. x=1x64x56x56")
-        pad_text = fields.get("pad", fields.get("padding", "0"))
-        return ConvProblem(
-            x_shape=_parse_shape(fields["x"], 4, f"x={fields['x']}"),  # type: ignore[arg-type]
-            w_shape=_parse_shape(fields["w"], 4, f"w={fields['w']}"),  # type: ignore[arg-type]
-            stride=_parse_pair(fields.get("stride", "1"), "stride"),
-            padding=_parse_pad(pad_text, f"pad={pad_text}"),
-            dilation=_parse_pair(fields.get("dilation", "1"), "dilation"),
-            groups=_parse_ints(fields.get("groups", "1"), ",", "groups")[0],
-            dtype=dtype,
-            tol=tol,
-            weight=fields.get("weight"),  # type: ignore[arg-type]
-        )
-    for required in ("a", "b"):
-        if required not in fields:
-            raise ProblemSyntaxError(f"matmul spec needs {required}=...; e.g. a=64x784 b=784x512")
-    ranks = {
-        name: _parse_ints(fields[name], ",", name)[0] if name in fields else None
-        for name in ("rank_a", "rank_b")
-    }
-    return MatmulProblem(
-        a_shape=_parse_shape(fields["a"], 2, f"a={fields['a']}"),  # type: ignore[arg-type]
-        b_shape=_parse_shape(fields["b"], 2, f"b={fields['b']}"),  # type: ignore[arg-type]
-        dtype=dtype,
-        tol=tol,
-        weight=fields.get("weight"),
-        **ranks,
-    )
-
-
-def problem_from_dict(record: dict[str, Any]) -> Problem:
-    """Inverse of ``to_dict`` (used when reading the YAML file)."""
-    data = dict(record)
-    op = data.pop("op")
-    if op == "conv2d":
-        return ConvProblem(
-            x_shape=tuple(data["x_shape"]),
-            w_shape=tuple(data["w_shape"]),
-            stride=tuple(data.get("stride", (1, 1))),
-            padding=tuple(data.get("padding", (0, 0, 0, 0))),
-            dilation=tuple(data.get("dilation", (1, 1))),
-            groups=int(data.get("groups", 1)),
-            dtype=str(data.get("dtype", "float32")),
-            tol=data.get("tol"),
-            weight=data.get("weight"),
-        )
-    if op == "matmul":
-        return MatmulProblem(
-            a_shape=tuple(data["a_shape"]),
-            b_shape=tuple(data["b_shape"]),
-            dtype=str(data.get("dtype", "float32")),
-            rank_a=data.get("rank_a"),
-            rank_b=data.get("rank_b"),
-            tol=data.get("tol"),
-            weight=data.get("weight"),
-        )
-    raise ValueError(f"unknown op {op!r} in a problem record")

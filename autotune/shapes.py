@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from autotune.problem import DTYPES, ConvProblem, MatmulProblem, Problem, ProblemSyntaxError, parse_problem
+from autotune.problem import DTYPES, Problem, ProblemSyntaxError, parse_problem
 
 
 class ShapesError(ValueError):
@@ -153,10 +153,7 @@ def with_batch_and_dtype(problem: Problem, batch: int | None, dtype: str | None)
     if dtype is not None:
         changes["dtype"] = dtype
     if batch is not None:
-        if isinstance(problem, ConvProblem):
-            changes["x_shape"] = (batch, *problem.x_shape[1:])
-        elif isinstance(problem, MatmulProblem):
-            changes["a_shape"] = (batch, problem.a_shape[1])
+        problem = problem.with_batch(batch)
     return dataclasses.replace(problem, **changes) if changes else problem
 
 

@@ -35,8 +35,6 @@ timed as the dispatcher will run it.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,16 +43,15 @@ from typing import Any
 import numpy as np
 
 from autotune import estimate, timing
-from autotune.evaluate import call_args, random_inputs, reference_output, rel_l2_error, rel_max_error
+from autotune.evaluate import random_inputs, reference_output, rel_l2_error, rel_max_error
 from autotune.machine import now_iso
 from autotune.problem import Problem
+from autotune.state import STATE
 from kernels import registry
 from kernels.registry import KernelSpec, label
 
 log = logging.getLogger("autotune.tuner")
 
-#: Default relative max-error tolerance per dtype; see :func:`set_tolerance`.
-DEFAULT_TOL: dict[str, float] = {"float32": 1e-4, "float64": 1e-10}
 #: A candidate whose first timed runs all exceed this multiple of the best median is cut.
 CUT_FACTOR = 4.0
 #: Near-ties are resolved by accuracy only within this relative distance of the fastest.
@@ -80,25 +77,10 @@ PRUNE_MIN_US = 1000.0
 #: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
 DEFAULT_BUDGET_S = 5.0
 
-#: How many problems this process has tuned (tests use it to prove a cache hit timed nothing).
-TUNE_COUNT = 0
-
-
-def set_tolerance(dtype: str, tol: float) -> None:
-    """Change the default tolerance for ``dtype`` in this process (``autotune.set_tolerance`` also
-    forgets the choices bound under the old one)."""
-    if not isinstance(dtype, str) or dtype not in DEFAULT_TOL:
-        raise ValueError(f"set_tolerance: dtype must be one of {sorted(DEFAULT_TOL)}, got {dtype!r}")
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise TypeError(f"set_tolerance: tol must be a positive number, got {tol!r}")
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"set_tolerance: tol must be a positive finite number, got {tol!r}")
-    DEFAULT_TOL[dtype] = float(tol)
-
 
 def tolerance(problem: Problem) -> float:
-    """The tolerance a problem is tuned to: its own ``tol`` or the dtype default."""
-    return problem.tol if problem.tol is not None else DEFAULT_TOL[problem.dtype]
+    """The tolerance a problem is tuned to: its own ``tol`` or the process's dtype default."""
+    return problem.tol if problem.tol is not None else STATE.tolerances[problem.dtype]
 
 
 @dataclass
@@ -210,25 +192,6 @@ class TuneResult:
 # Candidates.
 
 
-def bind(spec: KernelSpec, params: dict[str, Any]) -> Callable[..., Any]:
-    """The kernel function with its parameters fixed (what the dispatcher calls).
-
-    When there is something to bind, or the spec has a ``prepare`` hook, the result carries
-    ``.spec`` and ``.params``, so a dispatcher can pass a prepared weight instead of the raw one.
-    """
-    if not params and spec.prepare is None:
-        return spec.fn
-    fn = spec.fn
-
-    def bound(*args: Any) -> Any:
-        return fn(*args, **params)
-
-    bound.__name__ = label(spec.name, params)
-    bound.spec = spec  # type: ignore[attr-defined]
-    bound.params = dict(params)  # type: ignore[attr-defined]
-    return bound
-
-
 def _with_prepared_weight(
     spec: KernelSpec, params: dict[str, Any], fn: Callable[..., Any], args: tuple[Any, ...], verdict: Verdict
 ) -> Callable[..., Any]:
@@ -245,17 +208,10 @@ def _with_prepared_weight(
 
 def _exclusion(spec: KernelSpec, problem: Problem) -> str | None:
     """Why ``spec`` is not a candidate for ``problem`` (None if it is)."""
-    if problem.dtype not in spec.dtypes:
-        return f"not applicable: {problem.dtype} not supported"
-    if not spec.applies(problem):
-        doc = (spec.applies.__doc__ or "").strip().splitlines()
-        return "not applicable" + (f": needs {doc[0][0].lower()}{doc[0][1:]}" if doc else "")
     if not spec.exact and problem.tol is None:
-        return "approximate: eligible only with an explicit tol= (or forced with method=)"
-    if not spec.worth_tuning(problem):
-        doc = (spec.worth_tuning.__doc__ or "").strip().splitlines()
-        return "not tried: " + (doc[0] if doc else "cannot win at this size") + " (method= forces it)"
-    return None
+        reason = "approximate: eligible only with an explicit tol= (or forced with method=)"
+        return spec.inapplicable(problem) or reason
+    return spec.inapplicable(problem) or spec.unpromising(problem)
 
 
 def _order(spec_list: list[KernelSpec]) -> list[KernelSpec]:
@@ -292,7 +248,7 @@ class _Search:
 def _run_once(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> tuple[Verdict, Any]:
     """Warm-up/accuracy call; returns the verdict so far and the bound function (None if failed)."""
     verdict = Verdict(kernel=spec.name, params=dict(params))
-    fn = bind(spec, params)
+    fn = spec.bind(params)
     started = time.perf_counter()
     try:
         if spec.prepare is not None and search.problem.weight is not None:
@@ -546,13 +502,12 @@ def tune_problem(
     (:func:`autotune.estimate.rates`) lets candidates estimated :data:`PRUNE_FACTOR` slower than
     the best measured so far go untried.
     """
-    global TUNE_COUNT
-    TUNE_COUNT += 1
+    STATE.notify("tune-started", problem)
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
     given = inputs is not None
     inputs = random_inputs(problem) if inputs is None else inputs
-    args = call_args(problem, inputs)
+    args = problem.call_args(inputs)
     ref = reference_output(problem, args)
     tol = tolerance(problem)
     search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s, rates=dict(rates or {}))
@@ -569,7 +524,7 @@ def tune_problem(
     _settle_close_race(search, verdicts)
     winner, why = choose(verdicts, tol)
     verdicts.sort(key=lambda v: (not v.ok, v.time_us))
-    return TuneResult(
+    result = TuneResult(
         problem=problem,
         choice=winner.kernel,
         params=winner.params,
@@ -580,3 +535,5 @@ def tune_problem(
         why=why,
         load=(load_before, timing.load_average()),
     )
+    STATE.notify("tune-finished", result)
+    return result

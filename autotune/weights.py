@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from autotune.state import STATE
+
 #: Prepared forms kept for plain numpy weights, by content digest (least recently used dropped).
 DIGEST_CACHE_SIZE = 8
-
-#: How many times a prepared form was computed in this process (tests use it to prove reuse).
-PREPARE_COUNT = 0
 
 #: (kernel, parameters) settings whose ``prepare`` returned the weight itself (e.g. svd without
 #: ``rank_b``): there is nothing to prepare, so callers skip even the weight's state lookup.
@@ -78,8 +77,7 @@ class WeightState:
         key = _prepare_key(spec, params)
         found = self._prepared.get(key)
         if found is None:
-            global PREPARE_COUNT
-            PREPARE_COUNT += 1
+            STATE.notify("prepared", spec)
             contiguous = np.ascontiguousarray(array)
             found = spec.prepare(contiguous, **params)
             if found is contiguous:  # nothing derived; never keep a reference to the caller's array

@@ -15,15 +15,16 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from autotune import cache, heuristics, tuner
+from autotune import heuristics, state
 from autotune.problem import ConvProblem, parse_problem
+from kernels import registry
 
 
 def measured_us(entry: dict[str, Any], name: str, params: dict[str, Any]) -> float | None:
     """The entry's time of ``name(params)`` (score, else median); any setting of ``name`` if that
     exact one was not tried; None if the kernel has no time there."""
     candidates = entry.get("candidates") or {}
-    record = candidates.get(tuner.label(name, params))
+    record = candidates.get(registry.label(name, params))
     if record is None:
         timed = [r for r in candidates.values() if r.get("kernel") == name and r.get("median_us")]
         record = min(timed, key=lambda r: r.get("score_us") or r["median_us"]) if timed else None
@@ -39,7 +40,7 @@ def best_us(entry: dict[str, Any]) -> float:
 
 
 def main() -> None:
-    db = cache.database()
+    db = state.database()
     entries = {k: e for k, e in db.full_entries().items() if k.startswith("conv2d") and e.get("candidates")}
     rows = {"learned": [], "rules": []}
     fallbacks = untimed = 0

@@ -20,7 +20,7 @@ import torch
 os.environ.setdefault("AUTOTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="autotune-hot-"))
 
 import autotune
-from autotune import api
+from autotune import state
 
 CALLS = 2000
 
@@ -31,7 +31,7 @@ def best_us(fn) -> float:
 
 def last_bound():
     """The kernel the dispatcher bound for the call just made (its in-memory map keeps order)."""
-    return next(reversed(api._bound.values()))
+    return next(reversed(state.STATE.bound.values()))
 
 
 def conv_case(shape_x, shape_w, padding):

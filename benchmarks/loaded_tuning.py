@@ -50,17 +50,18 @@ def choices(cache_dir: Path) -> dict[str, str]:
     """Problem key → chosen kernel label, from this machine's section of the database."""
     import yaml
 
-    from autotune import cache, machine, tuner
+    from autotune import cache, machine
+    from kernels import registry
 
     doc = yaml.safe_load((cache_dir / cache.FILENAME).read_text())
     section = doc["machines"][machine.fingerprint_id(machine.fingerprint())]
-    return {key: tuner.label(e["choice"], e.get("params") or {}) for key, e in section["entries"].items()}
+    return {key: registry.label(e["choice"], e.get("params") or {}) for key, e in section["entries"].items()}
 
 
 def retime(quiet: dict[str, str], loaded: dict[str, str], rounds: int) -> list[tuple[str, str, str, float]]:
     """Per problem: (key, quiet choice, loaded choice, loaded time / quiet time)."""
     import autotune
-    from autotune import timing, tuner
+    from autotune import evaluate, timing
     from autotune.problem import parse_problem
 
     rows = []
@@ -70,7 +71,7 @@ def retime(quiet: dict[str, str], loaded: dict[str, str], rounds: int) -> list[t
             rows.append((key, quiet_label, loaded_label, 1.0))
             continue
         problem = parse_problem(key)
-        x, w, b = tuner.random_inputs(problem)
+        x, w, b = evaluate.random_inputs(problem)
         pad = problem.padding
 
         def call(label: str, x=x, w=w, b=b, problem=problem, pad=pad):

@@ -25,12 +25,15 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import math
 import pkgutil
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Op = Literal["conv2d", "matmul"]
+Op = str
+#: Ops whose kernels live in a package ``kernels.<op>`` (imported by :func:`load_all`).
 OPS: tuple[Op, ...] = ("conv2d", "matmul")
 FLOAT_DTYPES = frozenset({"float32", "float64"})
 
@@ -66,9 +69,11 @@ class KernelSpec:
         reference: True for the float64 oracle every candidate is checked against.
         aliases: other names accepted for ``method=`` (e.g. ``pytorch`` for ``torch``).
         defaults: parameters used when the kernel is forced with ``method=`` and none are given.
+        needs: what ``applies`` requires, in words (``"3×3 filters, stride 1, dilation 1"``): the
+            reason recorded when it does not apply.
         worth_tuning: ``worth_tuning(problem) -> bool``; False keeps the tuner from trying a kernel
-            that applies but cannot win at this size (its docstring's first line says why, in
-            the entry); ``method=`` still forces it.
+            that applies but cannot win at this size; ``method=`` still forces it.
+        declines: why ``worth_tuning`` says no, in words: the reason recorded in the entry.
         prepare: optional ``prepare(weight, **params) -> prepared weight``: the once-per-weight
             part of the kernel (truncated SVD factors, an LNS encoding, …). The weight is the
             second positional argument of the call (matmul ``b``, conv2d ``w``). It is an
@@ -93,16 +98,53 @@ class KernelSpec:
     dtypes: frozenset[str] = FLOAT_DTYPES
     exact: bool = True
     applies: Callable[[Any], bool] = _always
+    needs: str = ""
     param_grid: Callable[[Any], list[dict[str, Any]]] = _no_params
     search: Literal["all", "first_accurate"] = "all"
     reference: bool = False
     aliases: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     worth_tuning: Callable[[Any], bool] = _always
+    declines: str = "cannot win at this size"
     prepare: Callable[..., Any] | None = None
     tensor_fn: Callable[..., Any] | None = None
     version: int = 1
     finite_only: bool = False
+
+    def label(self, params: Params) -> str:
+        """This kernel with ``params`` as reports, ``method=`` and the database name it."""
+        return label(self.name, params)
+
+    def bind(self, params: Params) -> Callable[..., Any]:
+        """The kernel function with its parameters fixed (what the dispatcher calls).
+
+        When there is something to bind, or the spec has a ``prepare`` hook, the result carries
+        ``.spec`` and ``.params``, so a dispatcher can pass a prepared weight instead of the raw
+        one.
+        """
+        if not params and self.prepare is None:
+            return self.fn
+        fn, fixed = self.fn, dict(params)
+
+        def bound(*args: Any) -> Any:
+            return fn(*args, **fixed)
+
+        bound.__name__ = self.label(fixed)
+        bound.spec = self  # type: ignore[attr-defined]
+        bound.params = fixed  # type: ignore[attr-defined]
+        return bound
+
+    def inapplicable(self, problem: Any) -> str | None:
+        """Why this kernel cannot compute ``problem`` (None if it can)."""
+        if problem.dtype not in self.dtypes:
+            return f"not applicable: {problem.dtype} not supported"
+        if not self.applies(problem):
+            return "not applicable" + (f": needs {self.needs}" if self.needs else "")
+        return None
+
+    def unpromising(self, problem: Any) -> str | None:
+        """Why the tuner should not try this kernel on ``problem`` although it applies (None: try)."""
+        return None if self.worth_tuning(problem) else f"not tried: {self.declines} (method= forces it)"
 
     @property
     def summary(self) -> str:
@@ -119,6 +161,16 @@ def label(name: str, params: Params) -> str:
     return f"{name}({','.join(f'{k}={v}' for k, v in params.items())})"
 
 
+#: op → positional arguments of a kernel call before its keyword parameters.
+_POSITIONAL: dict[str, int] = {"conv2d": 7, "matmul": 2}
+
+
+def add_op(op: str, positional: int) -> None:
+    """Accept kernels of a new op whose calls take ``positional`` arguments before the keyword
+    parameters (``autotune.problem.register`` calls it for each problem class)."""
+    _POSITIONAL[op] = positional
+
+
 _REGISTRY: dict[tuple[str, str], KernelSpec] = {}
 _ALIASES: dict[tuple[str, str], str] = {}
 _loaded = False
@@ -126,8 +178,8 @@ _loaded = False
 
 def register(spec: KernelSpec) -> KernelSpec:
     """Add ``spec`` to the registry (a later registration under the same name replaces it)."""
-    if spec.op not in OPS:
-        raise ValueError(f"register: op must be one of {OPS}, got {spec.op!r}")
+    if spec.op not in _POSITIONAL:
+        raise ValueError(f"register: op must be one of {sorted(_POSITIONAL)}, got {spec.op!r}")
     _REGISTRY[(spec.op, spec.name)] = spec
     for alias in spec.aliases:
         _ALIASES[(spec.op, alias)] = spec.name
@@ -189,10 +241,6 @@ def kernel_set_digest(op: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-#: Positional arguments of a kernel call before its keyword parameters.
-_POSITIONAL = {"conv2d": 7, "matmul": 2}
-
-
 def parameter_names(spec: KernelSpec) -> frozenset[str]:
     """The keyword parameters ``spec.fn`` accepts after the call's positional arguments."""
     parameters = list(inspect.signature(spec.fn).parameters.values())[_POSITIONAL[spec.op] :]
@@ -211,6 +259,55 @@ def params_problem(spec: KernelSpec, problem: Any, params: Params) -> str | None
     if dict(params) == dict(spec.defaults) or dict(params) in spec.param_grid(problem):
         return None
     return f"{spec.name} does not offer {dict(params)} for this problem"
+
+
+_LABEL = re.compile(r"^\s*(?P<name>[A-Za-z_][\w]*)\s*(\((?P<params>[^)]*)\))?\s*$")
+
+
+def parse(op: str, method: Any) -> tuple[KernelSpec, dict[str, Any]]:
+    """``"winograd"`` or ``"winograd(tile=4)"`` (a :func:`label`) → spec and parameters.
+
+    Parameters missing from the text take the spec's ``defaults``. TypeError/ValueError name
+    the ``method`` argument and say what was expected.
+    """
+    if not isinstance(method, str):
+        raise TypeError(f"{op}: method must be a string or None, got {type(method).__name__}")
+    match = _LABEL.match(method)
+    if match is None:
+        raise ValueError(f"{op}: cannot parse method={method!r}; expected e.g. 'winograd(tile=4)'")
+    try:
+        spec = get(op, match["name"])
+    except KeyError:
+        raise ValueError(
+            f"{op}: unknown method {match['name']!r}; expected one of "
+            f"{', '.join(names(op))} (or None to dispatch by the tuning database)"
+        ) from None
+    params = dict(spec.defaults)
+    accepted = parameter_names(spec)
+    for item in filter(None, (match["params"] or "").split(",")):
+        name, equals, text = (part.strip() for part in item.partition("="))
+        if name not in accepted or not equals:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise ValueError(
+                f"{op}: method={method!r}: {spec.name} has no parameter {name!r} "
+                f"(its parameters: {known}); expected e.g. 'winograd(tile=4)'"
+            )
+        params[name] = _number(text, f"{op}: method={method!r}: parameter {name}")
+    return spec, params
+
+
+def _number(text: str, what: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a number, got {text!r}")
+    return value
 
 
 def reference(op: str) -> KernelSpec:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import pytest
 from hypothesis import settings
 
 import autotune
-from autotune import tuner
+from autotune import state, tuner
 
 # Numba compiles on first use; a wall-clock deadline per example would only measure that.
 settings.register_profile("autotune", deadline=None, max_examples=40, derandomize=True)
@@ -21,12 +22,12 @@ def isolated_cache(tmp_path, monkeypatch):
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(cache_dir))
     monkeypatch.delenv("AUTOTUNE_MODE", raising=False)
-    saved_tol = dict(tuner.DEFAULT_TOL)
+    saved_tol = dict(state.STATE.tolerances)
     autotune.set_mode(None)
     autotune.reset()
     yield cache_dir
-    tuner.DEFAULT_TOL.clear()
-    tuner.DEFAULT_TOL.update(saved_tol)
+    state.STATE.tolerances.clear()
+    state.STATE.tolerances.update(saved_tol)
     autotune.set_mode(None)
     autotune.reset()
 
@@ -59,3 +60,12 @@ def throwaway_kernels():
     yield add
     for op, name in names:
         registry.unregister(op, name)
+
+
+@pytest.fixture(autouse=True)
+def counts():
+    """How many times each tuning event happened during the test (``"tune-started"``,
+    ``"tune-finished"``, ``"prepared"``): proves that a cache hit timed and prepared nothing."""
+    seen: Counter[str] = Counter()
+    with state.listening(lambda event, _subject: seen.update([event])):
+        yield seen

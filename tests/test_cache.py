@@ -13,18 +13,20 @@ import pytest
 import yaml
 
 import autotune
-from autotune import cache, tuner
+from autotune import state
 from autotune.cache import CacheWarning
 
 CONV_CALL = textwrap.dedent(
     """
     import numpy as np, autotune
-    from autotune import tuner
+    from autotune import state
+    tuned = []
+    state.STATE.listeners.append(lambda event, _: tuned.append(event == "tune-started"))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, {c}, 10, 10)).astype(np.float32)
     w = rng.standard_normal((3, {c}, 3, 3)).astype(np.float32)
     y = autotune.conv2d(x, w, padding=1)
-    print(tuner.TUNE_COUNT, float(np.abs(y).sum()))
+    print(sum(tuned), float(np.abs(y).sum()))
     """
 )
 
@@ -92,14 +94,14 @@ def test_eight_processes_writing_at_once_lose_nothing(isolated_cache):
     }
 
 
-def test_hit_is_served_from_memory(isolated_cache, fast_tuning):
+def test_hit_is_served_from_memory(counts, isolated_cache, fast_tuning):
     x = np.ones((1, 1, 6, 6), np.float32)
     w = np.ones((1, 1, 3, 3), np.float32)
     autotune.conv2d(x, w)
     (isolated_cache / "autotune.yaml").unlink()
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     autotune.conv2d(x, w)
-    assert before == tuner.TUNE_COUNT
+    assert before == counts["tune-started"]
     assert not (isolated_cache / "autotune.yaml").exists()
 
 
@@ -123,7 +125,7 @@ def test_not_a_database_is_moved_aside(isolated_cache, fast_tuning):
 
 
 def test_malformed_entry_is_dropped_and_kept_in_the_rejected_copy(isolated_cache, fast_tuning):
-    db = cache.database()
+    db = state.database()
     isolated_cache.mkdir(parents=True)
     doc = {
         "schema": 1,
@@ -137,7 +139,7 @@ def test_malformed_entry_is_dropped_and_kept_in_the_rejected_copy(isolated_cache
     assert rejected["rejected"][f"machines/{db.machine_id}/entries/conv2d junk"] == "oops"
 
 
-def test_other_machines_are_kept_but_not_used(isolated_cache, fast_tuning):
+def test_other_machines_are_kept_but_not_used(counts, isolated_cache, fast_tuning):
     key = "conv2d x=1x1x5x5 w=1x1x3x3 stride=1 pad=0 dilation=1 groups=1 float32"
     foreign = {
         "fingerprint": {"cpu": "Some Other CPU", "cores": 128},
@@ -149,9 +151,9 @@ def test_other_machines_are_kept_but_not_used(isolated_cache, fast_tuning):
     (isolated_cache / "autotune.yaml").write_text(
         yaml.safe_dump({"schema": 1, "machines": {"elsewhere000": foreign}})
     )
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     autotune.conv2d(np.ones((1, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32))
-    assert before + 1 == tuner.TUNE_COUNT  # the foreign entry was not used
+    assert before + 1 == counts["tune-started"]  # the foreign entry was not used
     doc = load(isolated_cache)
     assert doc["machines"]["elsewhere000"] == foreign
     assert len(doc["machines"]) == 2
@@ -167,15 +169,15 @@ def test_newer_schema_is_never_overwritten(isolated_cache, fast_tuning):
     assert (isolated_cache / "autotune.yaml").read_text() == future
 
 
-def test_heuristic_mode_writes_nothing(isolated_cache):
+def test_heuristic_mode_writes_nothing(counts, isolated_cache):
     autotune.set_mode("heuristic")
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     x = np.random.default_rng(0).standard_normal((1, 16, 20, 20)).astype(np.float32)
     w = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
     y = autotune.conv2d(x, w, padding=1)
     expected = autotune.conv2d(x, w, padding=1, method="naive")
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
-    assert before == tuner.TUNE_COUNT
+    assert before == counts["tune-started"]
     assert not isolated_cache.exists() or not (isolated_cache / "autotune.yaml").exists()
 
 
@@ -185,12 +187,12 @@ def test_heuristic_mode_from_the_environment(isolated_cache, monkeypatch):
     assert not (isolated_cache / "autotune.yaml").exists()
 
 
-def test_off_mode_uses_the_exact_default(isolated_cache):
+def test_off_mode_uses_the_exact_default(counts, isolated_cache):
     autotune.set_mode("off")
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     y = autotune.conv2d(np.ones((1, 1, 5, 5), np.float32), np.ones((1, 1, 3, 3), np.float32))
     assert float(y.sum()) == pytest.approx(81.0)
-    assert before == tuner.TUNE_COUNT
+    assert before == counts["tune-started"]
     assert not (isolated_cache / "autotune.yaml").exists()
 
 

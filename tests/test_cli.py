@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune import bench, cache, cli, report, shapes, tuner
+from autotune import bench, cache, cli, report, shapes, state, tuner
 from autotune.problem import parse_problem
 
 TINY = """\
@@ -62,7 +62,7 @@ def run_script(cache_dir: Path, *argv: str, stdin: str | None = None) -> subproc
 
 
 def db_keys() -> set[str]:
-    return set(cache.database().entries())
+    return set(state.database().entries())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,14 +93,14 @@ def test_show_machine_readable_formats_and_op_filter(capsys, tiny_shapes, fast_t
     assert [r["problem"] for r in yaml.safe_load(out)] == ["matmul a=1x16 b=16x8 float32"]
 
 
-def test_rerun_skips_cached_problems_unless_forced(capsys, tiny_shapes, fast_tuning):
+def test_rerun_skips_cached_problems_unless_forced(counts, capsys, tiny_shapes, fast_tuning):
     assert cli.main(["tune", "--shapes", str(tiny_shapes), "--budget", "0.2"]) == 0
-    count = tuner.TUNE_COUNT
+    count = counts["tune-started"]
     code, out, err = run_cli(capsys, "tune", "--shapes", tiny_shapes)
-    assert code == 0 and count == tuner.TUNE_COUNT
+    assert code == 0 and count == counts["tune-started"]
     assert "3 already cached" in err and out.count("cached") == 3
     code, _, err = run_cli(capsys, "tune", "--shapes", tiny_shapes, "--force", "--budget", "0.2")
-    assert code == 0 and count + 3 == tuner.TUNE_COUNT
+    assert code == 0 and count + 3 == counts["tune-started"]
 
 
 def test_batch_and_dtype_expand_the_list(capsys, tiny_shapes, fast_tuning):
@@ -122,7 +122,7 @@ def test_explain_takes_one_argument_or_several_words(capsys, tiny_shapes, fast_t
         capsys, "explain", "conv2d", "x=1x2x6x6", "w=2x2x3x3", "stride=1", "pad=1", "float32"
     )
     assert code == 0 and words == quoted
-    entry = cache.database().lookup(parse_problem("conv2d x=1x2x6x6 w=2x2x3x3 pad=1").key)
+    entry = state.database().lookup(parse_problem("conv2d x=1x2x6x6 w=2x2x3x3 pad=1").key)
     lines = quoted.splitlines()
     for label, record in entry["candidates"].items():
         line = next(line for line in lines if line.startswith(label + " "))
@@ -138,7 +138,7 @@ def test_explain_lists_accepted_fastest_first_then_rejected(capsys, tiny_shapes,
     table = out.split("\n\n")[1].splitlines()[2:]
     verdicts = ["rejected" if "rejected:" in row else "ok" for row in table]
     assert verdicts == sorted(verdicts, key=lambda v: v == "rejected")
-    entry = next(iter(cache.database().entries().values()))
+    entry = next(iter(state.database().entries().values()))
     accepted = sorted((v["score_us"], label) for label, v in entry["candidates"].items() if v["ok"])
     assert [row.split()[0] for row in table[: len(accepted)]] == [label for _, label in accepted]
 
@@ -163,7 +163,7 @@ def test_ctrl_c_keeps_what_was_tuned_and_a_rerun_finishes(capsys, tiny_shapes, f
     code, _, err = run_cli(capsys, "tune", "--shapes", tiny_shapes, "--budget", "0.2")
     assert code == 130
     assert "interrupted: 1 of 3 problems tuned and saved" in err and "Traceback" not in err
-    cache.reset()  # a new process: read the file, not this process's memory
+    state.reset()  # a new process: read the file, not this process's memory
     assert len(db_keys()) == 1
     monkeypatch.setattr(tuner, "tune_problem", fast_tuning)
     code, _, err = run_cli(capsys, "tune", "--shapes", tiny_shapes, "--budget", "0.2")
@@ -176,17 +176,17 @@ def test_ctrl_c_keeps_what_was_tuned_and_a_rerun_finishes(capsys, tiny_shapes, f
 
 def test_export_clear_import_round_trip(capsys, tiny_shapes, fast_tuning, tmp_path):
     assert cli.main(["tune", "--shapes", str(tiny_shapes), "--budget", "0.2"]) == 0
-    before = dict(cache.database().entries())
+    before = dict(state.database().entries())
     exported = tmp_path / "export.yaml"
     assert cli.main(["export", str(exported)]) == 0
     assert cli.main(["clear", "--yes"]) == 0
-    cache.reset()
+    state.reset()
     assert db_keys() == set()
     capsys.readouterr()
     code, _, err = run_cli(capsys, "import", exported)
     assert code == 0 and "3 added" in err
-    cache.reset()
-    assert cache.database().entries() == before
+    state.reset()
+    assert state.database().entries() == before
 
 
 def test_merge_of_two_shards_equals_one_unsharded_run(
@@ -215,7 +215,7 @@ def test_merge_of_two_shards_equals_one_unsharded_run(
 
 
 def test_merge_keeps_the_newest_entry_per_key_and_every_machine(capsys, tmp_path):
-    db = cache.database()
+    db = state.database()
     key = "matmul a=2x3 b=3x4 float32"
 
     def document(machine: str, choice: str, tuned_at: str) -> dict:
@@ -237,9 +237,9 @@ def test_merge_keeps_the_newest_entry_per_key_and_every_machine(capsys, tmp_path
         files[-1].write_text(yaml.safe_dump(doc))
     # newest wins whatever the order of the files
     assert cli.main(["merge", str(files[1]), str(files[0]), str(files[2])]) == 0
-    cache.reset()
-    assert cache.database().lookup(key)["choice"] == "blas"
-    sections = {m: entries for m, _, entries in cache.iter_sections(cache.database().read_document())}
+    state.reset()
+    assert state.database().lookup(key)["choice"] == "blas"
+    sections = {m: entries for m, _, entries in cache.iter_sections(state.database().read_document())}
     assert sections["another-cpu"][key]["choice"] == "naive"
 
 

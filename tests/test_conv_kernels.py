@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from autotune.evaluate import rel_max_error
 from autotune.problem import ConvProblem
-from autotune.tuner import DEFAULT_TOL, rel_max_error
+from autotune.state import DEFAULT_TOL
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
 from kernels.conv2d.winograd import TILE_SIZES

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import autotune
-from autotune import api
+from autotune import api, dispatch, state
+from kernels import registry
 
 
 def oracle(x, w, b=None, **geometry):
@@ -23,7 +24,7 @@ def max_error(y, ref) -> float:
 def test_repeat_calls_follow_new_and_mutated_weights(method, monkeypatch):
     """Fresh weights, in-place updates and a new bias are all seen by the cached fast entry."""
     monkeypatch.setattr(
-        api, "resolve", lambda problem, inputs=None: api.tuner.bind(api.registry.get("conv2d", method), {})
+        dispatch, "resolve", lambda problem, inputs=None: registry.get("conv2d", method).bind({})
     )
     x = torch.randn(1, 3, 10, 10)
     w = torch.randn(4, 3, 3, 3)
@@ -38,12 +39,12 @@ def test_repeat_calls_follow_new_and_mutated_weights(method, monkeypatch):
         y = autotune.conv2d(x, w, b, padding=1)
         assert isinstance(y, torch.Tensor)
         assert max_error(y, oracle(x, w, b, padding=1)) < 1e-5
-    assert any(key[0] == "conv2d-fast" for key in api._bound)
+    assert any(key[0] == "conv2d-fast" for key in state.STATE.bound)
 
 
 def test_a_torch_choice_is_a_native_tensor_call(monkeypatch):
     calls = []
-    spec = api.registry.get("conv2d", "torch")
+    spec = registry.get("conv2d", "torch")
     native = spec.tensor_fn
 
     def counting(*args):
@@ -51,7 +52,7 @@ def test_a_torch_choice_is_a_native_tensor_call(monkeypatch):
         return native(*args)
 
     monkeypatch.setattr(api, "_native", lambda fn: counting)
-    monkeypatch.setattr(api, "resolve", lambda problem, inputs=None: spec.fn)
+    monkeypatch.setattr(dispatch, "resolve", lambda problem, inputs=None: spec.fn)
     x, w = torch.randn(2, 3, 8, 8), torch.randn(5, 3, 3, 3)
     for _ in range(3):
         y = autotune.conv2d(x, w, stride=2)
@@ -75,10 +76,8 @@ def test_tensors_that_require_grad_and_non_contiguous_inputs():
 @pytest.mark.parametrize("method", ["winograd", "fft"])
 def test_repeat_calls_route_non_finite_input_to_the_exact_kernel(method, monkeypatch):
     """The repeat-call path keeps the finite_only guard: NaN/Inf never spreads beyond torch's."""
-    spec = api.registry.get("conv2d", method)
-    monkeypatch.setattr(
-        api, "resolve", lambda problem, inputs=None: api.tuner.bind(spec, dict(spec.defaults))
-    )
+    spec = registry.get("conv2d", method)
+    monkeypatch.setattr(dispatch, "resolve", lambda problem, inputs=None: spec.bind(spec.defaults))
     w = torch.randn(4, 3, 3, 3)
     clean = torch.randn(1, 3, 12, 12)
     poisoned = clean.clone()
@@ -88,4 +87,4 @@ def test_repeat_calls_route_non_finite_input_to_the_exact_kernel(method, monkeyp
         y = autotune.conv2d(x, w, padding=1)
         ref = oracle(x, w, padding=1)
         assert torch.equal(torch.isfinite(y), torch.isfinite(ref))
-    assert any(key[0] == "conv2d-fast" for key in api._bound)
+    assert any(key[0] == "conv2d-fast" for key in state.STATE.bound)

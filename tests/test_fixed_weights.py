@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import autotune
 import autotune.nn
-from autotune import tuner, weights
+from autotune import state, tuner
 from autotune.problem import ConvProblem, parse_problem
 
 
@@ -25,36 +25,36 @@ def torch_conv(x, w, padding=1):
 
 
 @pytest.mark.parametrize("method", ["winograd(tile=4)", "fft"])
-def test_weight_handle_is_transformed_once(method):
+def test_weight_handle_is_transformed_once(counts, method):
     x, w = operands()
     handle = autotune.Weight(w)
-    before = weights.PREPARE_COUNT
+    before = counts["prepared"]
     for _ in range(3):
         y = autotune.conv2d(x, handle, padding=1, method=method)
-    assert weights.PREPARE_COUNT == before + 1
+    assert counts["prepared"] == before + 1
     np.testing.assert_allclose(y, torch_conv(x, w), rtol=1e-4, atol=1e-4)
 
 
-def test_plain_arrays_are_never_prepared():
+def test_plain_arrays_are_never_prepared(counts):
     x, w = operands()
-    before = weights.PREPARE_COUNT
+    before = counts["prepared"]
     for _ in range(3):
         autotune.conv2d(x, w, padding=1, method="winograd")
-    assert weights.PREPARE_COUNT == before
+    assert counts["prepared"] == before
 
 
-def test_parameter_is_reprepared_after_an_in_place_update():
+def test_parameter_is_reprepared_after_an_in_place_update(counts):
     x, w = operands(1)
     param = torch.nn.Parameter(torch.from_numpy(w.copy()))
     xt = torch.from_numpy(x)
     with torch.no_grad():
-        before = weights.PREPARE_COUNT
+        before = counts["prepared"]
         first = autotune.conv2d(xt, param, padding=1, method="fft")
         again = autotune.conv2d(xt, param, padding=1, method="fft")
-        assert weights.PREPARE_COUNT == before + 1
+        assert counts["prepared"] == before + 1
         param.mul_(2.0)  # bumps torch's version counter
         doubled = autotune.conv2d(xt, param, padding=1, method="fft")
-    assert weights.PREPARE_COUNT == before + 2
+    assert counts["prepared"] == before + 2
     np.testing.assert_allclose(again.numpy(), first.numpy())
     np.testing.assert_allclose(doubled.numpy(), 2 * first.numpy(), rtol=1e-4, atol=1e-4)
 
@@ -71,9 +71,8 @@ def test_dispatch_keys_fixed_weights_apart(isolated_cache, fast_tuning):
     x, w = operands(2, c=4, k=4, hw=10)
     autotune.conv2d(x, w, padding=1)
     autotune.conv2d(x, autotune.Weight(w), padding=1)
-    from autotune import cache
 
-    keys = set(cache.database().entries())
+    keys = set(state.database().entries())
     assert keys == {
         "conv2d x=1x4x10x10 w=4x4x3x3 stride=1 pad=1 dilation=1 groups=1 float32",
         "conv2d x=1x4x10x10 w=4x4x3x3 stride=1 pad=1 dilation=1 groups=1 float32 weight=fixed",

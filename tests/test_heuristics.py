@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import autotune
-from autotune import heuristics
+from autotune import heuristics, state
 from autotune.problem import ConvProblem
 from kernels import registry
 
@@ -97,10 +97,10 @@ def test_learned_pick_never_takes_a_choice_that_does_not_apply():
 
 def test_heuristic_mode_dispatches_the_learned_pick(isolated_cache, fast_tuning, monkeypatch):
     autotune.tune(["conv2d x=1x8x20x20 w=8x8x3x3 pad=1"])
-    tuned_choice = next(iter(autotune.api.cache.database().entries().values()))["choice"]
+    tuned_choice = next(iter(state.database().entries().values()))["choice"]
     autotune.set_mode("heuristic")
     problem = ConvProblem((1, 8, 24, 24), (8, 8, 3, 3), padding=(1, 1, 1, 1))
-    name, _, source = heuristics.choose(problem, autotune.api.cache.database().entries())
+    name, _, source = heuristics.choose(problem, state.database().entries())
     assert name == tuned_choice and source.startswith("from the nearest tuned problems")
     rng = np.random.default_rng(0)
     x = rng.standard_normal(problem.x_shape).astype(np.float32)

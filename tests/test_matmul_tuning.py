@@ -77,62 +77,62 @@ def test_without_tol_approximate_kernels_are_not_candidates(fast_tuning, isolate
     assert log["rel_err"] < 1e-5 and not log.get("reason", "").startswith(("approximate", "not applicable"))
 
 
-def test_same_content_in_another_array_is_a_cache_hit(fast_tuning):
+def test_same_content_in_another_array_is_a_cache_hit(counts, fast_tuning):
     w, x = low_rank_weight(), activation()
     autotune.matmul(x, w, tol=TOL_LOOSE)
-    tuned = tuner.TUNE_COUNT
+    tuned = counts["tune-started"]
     again = autotune.matmul(x, w.copy(), tol=TOL_LOOSE)
-    assert tuned == tuner.TUNE_COUNT
+    assert tuned == counts["tune-started"]
     assert rel_err(again, x, w) <= TOL_LOOSE
 
 
-def test_torch_weight_is_prepared_once_and_refreshed_after_an_in_place_update(fast_tuning):
+def test_torch_weight_is_prepared_once_and_refreshed_after_an_in_place_update(counts, fast_tuning):
     w = torch.from_numpy(low_rank_weight().T.copy())  # (out, in) like nn.Linear; B is the view w.T
     x = torch.from_numpy(activation())
     autotune.matmul(x, w.T, tol=TOL_LOOSE)
-    tuned, prepared = tuner.TUNE_COUNT, weights.PREPARE_COUNT
+    tuned, prepared = counts["tune-started"], counts["prepared"]
     for _ in range(3):  # w.T is a new view object each time; its base and version are the same
         c = autotune.matmul(x, w.T, tol=TOL_LOOSE)
-    assert (tuned, prepared) == (tuner.TUNE_COUNT, weights.PREPARE_COUNT)
+    assert (tuned, prepared) == (counts["tune-started"], counts["prepared"])
     assert isinstance(c, torch.Tensor) and rel_err(c, x, w.T) <= TOL_LOOSE
     with torch.no_grad():
         w[:, :8] *= -3.0  # in place: bumps the version counter shared by w and its views
     c = autotune.matmul(x, w.T, tol=TOL_LOOSE)
-    assert tuned + 1 == tuner.TUNE_COUNT  # new content, new digest, new key
-    assert prepared + 1 == weights.PREPARE_COUNT
+    assert tuned + 1 == counts["tune-started"]  # new content, new digest, new key
+    assert prepared + 1 == counts["prepared"]
     assert rel_err(c, x, w.T) <= TOL_LOOSE
 
 
-def test_forced_svd_reuses_factors_of_an_unchanged_weight():
+def test_forced_svd_reuses_factors_of_an_unchanged_weight(counts):
     w, x = low_rank_weight(), activation()
     handle = autotune.Weight(w)
-    before = weights.PREPARE_COUNT
+    before = counts["prepared"]
     results = [autotune.matmul(x, handle, method="svd", rank_B=4) for _ in range(3)]
-    assert before + 1 == weights.PREPARE_COUNT
+    assert before + 1 == counts["prepared"]
     w *= 2.0  # the handle owns a copy: the caller's later writes do not reach it
     again = autotune.matmul(x, handle, method="svd", rank_B=4)
     np.testing.assert_array_equal(again, results[0])
     assert rel_err(again, x, handle.array) <= TOL_LOOSE
 
 
-def test_plain_numpy_weight_changed_in_place_is_refactored():
+def test_plain_numpy_weight_changed_in_place_is_refactored(counts):
     w, x = low_rank_weight(), activation()
     first = autotune.matmul(x, w, method="svd", rank_B=4)
-    before = weights.PREPARE_COUNT
+    before = counts["prepared"]
     autotune.matmul(x, w, method="svd", rank_B=4)
-    assert before == weights.PREPARE_COUNT  # same content digest: factors reused
+    assert before == counts["prepared"]  # same content digest: factors reused
     w *= 2.0
     second = autotune.matmul(x, w, method="svd", rank_B=4)
-    assert before + 1 == weights.PREPARE_COUNT
+    assert before + 1 == counts["prepared"]
     np.testing.assert_allclose(second, 2.0 * first, rtol=1e-4, atol=1e-3)
 
 
-def test_lowrank_operand_dispatches_to_svd_without_tuning(isolated_cache):
+def test_lowrank_operand_dispatches_to_svd_without_tuning(counts, isolated_cache):
     factors = autotune.LowRank.from_matrix(low_rank_weight(), 4)
     x = activation()
-    tuned = tuner.TUNE_COUNT
+    tuned = counts["tune-started"]
     c = autotune.matmul(x, factors, tol=TOL_LOOSE)
-    assert tuned == tuner.TUNE_COUNT and not (isolated_cache / "autotune.yaml").exists()
+    assert tuned == counts["tune-started"] and not (isolated_cache / "autotune.yaml").exists()
     np.testing.assert_allclose(c, x @ factors.to_dense(), rtol=1e-4, atol=1e-3)
 
 
@@ -196,11 +196,11 @@ def test_tuner_prepares_each_setting_once_and_times_calls_with_the_prepared_weig
         registry.unregister("matmul", "prepared_probe")
 
 
-def test_ranks_of_the_activation_only_need_no_weight_preparation():
+def test_ranks_of_the_activation_only_need_no_weight_preparation(counts):
     x, w = low_rank_weight(64, 2), activation(64, 32)
     autotune.matmul(x, w, rank_A=2)
-    before = weights.PREPARE_COUNT
+    before = counts["prepared"]
     for _ in range(3):
         c = autotune.matmul(x, w, rank_A=2)
-    assert before == weights.PREPARE_COUNT
+    assert before == counts["prepared"]
     assert rel_err(c, x, w) < 1e-2

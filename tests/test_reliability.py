@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import autotune
-from autotune import api, cache, cli, machine, tuner
+from autotune import api, cache, cli, dispatch, machine, state, tuner
 from autotune.api import ChoiceWarning
 from autotune.cache import CacheWarning
 from autotune.problem import ConvProblem, MatmulProblem
@@ -62,7 +62,7 @@ def write_doc(cache_dir: Path, doc: object) -> Path:
 
 
 def this_machine() -> tuple[str, dict]:
-    db = cache.database()
+    db = state.database()
     return db.machine_id, db.machine
 
 
@@ -82,7 +82,7 @@ def fitting_entry(problem, choice: str, params: dict | None = None, **fields) ->
 
 
 def store_entry(problem, entry: dict) -> None:
-    cache.database().store({problem.key: entry})
+    state.database().store({problem.key: entry})
     api.reset()  # a fresh process: nothing bound yet
 
 
@@ -90,22 +90,22 @@ def store_entry(problem, entry: dict) -> None:
 # 1. An entry is used only when it fits the call.
 
 
-def test_tightening_the_tolerance_re_tunes_a_looser_choice(isolated_cache, fast_tuning):
+def test_tightening_the_tolerance_re_tunes_a_looser_choice(counts, isolated_cache, fast_tuning):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
     w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
     autotune.conv2d(x, w)
-    tuned = tuner.TUNE_COUNT
+    tuned = counts["tune-started"]
     autotune.set_tolerance("float32", 1e-6)
     with pytest.warns(ChoiceWarning, match="looser than the current tol 1e-06"):
         y = autotune.conv2d(x, w)
-    assert tuner.TUNE_COUNT == tuned + 1
+    assert counts["tune-started"] == tuned + 1
     assert rel_err(y, torch_conv(x, w, 0)) <= 1e-6
-    (entry,) = cache.database().entries().values()
+    (entry,) = state.database().entries().values()
     assert entry["tol"] == 1e-6
     api.reset()  # the next process: the repaired entry fits and is used
     autotune.conv2d(x, w)
-    assert tuner.TUNE_COUNT == tuned + 1
+    assert counts["tune-started"] == tuned + 1
 
 
 def test_set_tolerance_forgets_only_its_dtype(isolated_cache, fast_tuning):
@@ -113,7 +113,7 @@ def test_set_tolerance_forgets_only_its_dtype(isolated_cache, fast_tuning):
     autotune.conv2d(x32, np.ones((1, 1, 3, 3), np.float32))
     autotune.conv2d(x32.astype(np.float64), np.ones((1, 1, 3, 3)))
     autotune.set_tolerance("float64", 1e-9)
-    keys = {key[3] for key in api._bound}
+    keys = {key[3] for key in state.STATE.bound}
     assert keys == {"float32"}
 
 
@@ -134,8 +134,8 @@ def test_matmul_entry_that_does_not_fit_is_re_tuned(isolated_cache, fast_tuning,
     with pytest.warns(ChoiceWarning, match=why):
         c = autotune.matmul(a, b)
     assert rel_err(c, a.astype(np.float64) @ b) <= 1e-5
-    repaired = cache.database().lookup(problem.key)
-    assert api.entry_invalidity(problem, repaired) is None
+    repaired = state.database().lookup(problem.key)
+    assert dispatch.entry_invalidity(problem, repaired) is None
 
 
 @pytest.mark.parametrize(
@@ -149,19 +149,19 @@ def test_matmul_entry_that_does_not_fit_is_re_tuned(isolated_cache, fast_tuning,
 )
 @pytest.mark.parametrize("mode", ["tune", "off", "heuristic"])
 def test_conv_entry_that_does_not_fit_warns_once_and_is_bypassed(
-    isolated_cache, fast_tuning, params, fields, why, mode
+    counts, isolated_cache, fast_tuning, params, fields, why, mode
 ):
     problem = ConvProblem(SMALL_X, SMALL_W, padding=(1, 1, 1, 1))
     store_entry(problem, fitting_entry(problem, "winograd", params, **fields))
     autotune.set_mode(mode)
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     rng = np.random.default_rng(2)
     x = rng.standard_normal(SMALL_X).astype(np.float32)
     w = rng.standard_normal(SMALL_W).astype(np.float32)
     with pytest.warns(ChoiceWarning, match=why):
         y = autotune.conv2d(x, w, padding=1)
     assert rel_err(y, torch_conv(x, w)) <= 1e-5
-    assert tuner.TUNE_COUNT == before + (mode == "tune")
+    assert counts["tune-started"] == before + (mode == "tune")
     autotune.set_mode(mode)  # forgets the bound kernel: the entry is looked at again ...
     with cache.warnings.catch_warnings():
         cache.warnings.simplefilter("error", ChoiceWarning)  # ... without a second warning
@@ -179,7 +179,7 @@ def test_refresh_re_tunes_stale_entries(capsys, isolated_cache, fast_tuning):
     assert cli.main(["tune", "--refresh", "--budget", "0.2"]) == 0
     assert "2 tuned" in capsys.readouterr().err
     current = {op: registry.kernel_set_digest(op) for op in ("conv2d", "matmul")}
-    for key, entry in cache.database().entries().items():
+    for key, entry in state.database().entries().items():
         assert entry["kernels"] == current[key.split()[0]]
 
 
@@ -264,7 +264,7 @@ def test_damaged_file_never_breaks_a_call(isolated_cache, fast_tuning, case, tmp
     assert not (tmp_path / "PWNED").exists()
     doc = yaml.safe_load((isolated_cache / "autotune.yaml").read_text())
     clean, rejected = cache.validate_document(doc)
-    assert rejected == {} and SMALL_KEY in clean["machines"][cache.database().machine_id]["entries"]
+    assert rejected == {} and SMALL_KEY in clean["machines"][state.database().machine_id]["entries"]
     if case != "empty":
         kept_aside = list(isolated_cache.glob("autotune.yaml.rejected")) + list(
             isolated_cache.glob("autotune.yaml.corrupt-*")
@@ -378,7 +378,7 @@ def _steep_weight(k: int, n: int, rng: np.random.Generator) -> tuple[np.ndarray,
     return (u[:, : len(s)] * s) @ v[: len(s)], u[:, len(s) - 1]
 
 
-def test_approximate_choice_is_rechecked_on_later_calls(isolated_cache, fast_tuning, monkeypatch):
+def test_approximate_choice_is_rechecked_on_later_calls(counts, isolated_cache, fast_tuning, monkeypatch):
     monkeypatch.setenv("AUTOTUNE_VERIFY", "1")  # check every call
     rng = np.random.default_rng(4)
     b, weak = _steep_weight(64, 64, rng)
@@ -389,11 +389,11 @@ def test_approximate_choice_is_rechecked_on_later_calls(isolated_cache, fast_tun
     c = autotune.matmul(a, b, tol=1e-2)
     assert rel_err(c, a.astype(np.float64) @ b) <= 1e-2  # fine on generic data
     a_weak = np.tile(weak, (32, 1)).astype(np.float32)  # rows in the weight's weakest direction
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     with pytest.warns(ChoiceWarning, match="re-tuning"):
         c = autotune.matmul(a_weak, b, tol=1e-2)
     assert rel_err(c, a_weak.astype(np.float64) @ b) <= 1e-2
-    assert tuner.TUNE_COUNT == before + 1
+    assert counts["tune-started"] == before + 1
 
 
 def test_tuning_checks_approximate_kernels_on_random_data_too(isolated_cache, fast_tuning):
@@ -403,7 +403,7 @@ def test_tuning_checks_approximate_kernels_on_random_data_too(isolated_cache, fa
     # The caller's A lies in the weight's strongest directions only: rank 1 would do for it.
     a = np.tile(np.linalg.svd(b.astype(np.float64))[0][:, 0], (32, 1)).astype(np.float32)
     autotune.matmul(a, b, tol=1e-2)
-    (entry,) = cache.database().entries().values()
+    (entry,) = state.database().entries().values()
     assert entry["choice"] != "svd" or entry["params"]["rank_b"] > 1
     generic = rng.standard_normal((32, 64)).astype(np.float32)
     chosen = registry.get("matmul", entry["choice"]).fn(generic, b, **entry["params"])
@@ -413,7 +413,7 @@ def test_tuning_checks_approximate_kernels_on_random_data_too(isolated_cache, fa
 def test_verify_rate_is_validated(monkeypatch):
     monkeypatch.setenv("AUTOTUNE_VERIFY", "often")
     with pytest.raises(ValueError, match="AUTOTUNE_VERIFY"):
-        api.verify_rate()
+        dispatch.verify_rate()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +512,7 @@ def test_symlinked_database_is_written_through_to_its_target(isolated_cache, fas
     (isolated_cache / "autotune.yaml").symlink_to(shared)
     small_conv()
     assert (isolated_cache / "autotune.yaml").is_symlink()
-    assert SMALL_KEY in yaml.safe_load(shared.read_text())["machines"][cache.database().machine_id]["entries"]
+    assert SMALL_KEY in yaml.safe_load(shared.read_text())["machines"][state.database().machine_id]["entries"]
     assert not list(isolated_cache.glob(".autotune.yaml.*"))
 
 
@@ -529,7 +529,7 @@ def test_stale_temp_files_are_removed_under_the_lock(isolated_cache, fast_tuning
 def test_lock_contention_keeps_the_result_and_writes_it_later(isolated_cache, fast_tuning, monkeypatch):
     monkeypatch.setattr(cache, "STORE_LOCK_TIMEOUT_S", 0.05)
     isolated_cache.mkdir()
-    db = cache.database()
+    db = state.database()
     with FileLock(str(isolated_cache / "autotune.yaml") + ".lock"):
         with pytest.warns(CacheWarning, match="locked by another process"):
             small_conv()
@@ -542,8 +542,8 @@ def test_lock_contention_keeps_the_result_and_writes_it_later(isolated_cache, fa
 WRITER = textwrap.dedent(
     """
     import sys
-    from autotune import cache
-    db = cache.database()
+    from autotune import state
+    db = state.database()
     entry = {"problem": {"op": "matmul"}, "choice": "blas", "params": {}, "tuned_at": "t", "why": "x" * 4000}
     for i in range(100000):
         db.store({f"matmul a={i + 1}x2 b=2x2 float32": entry})
@@ -569,8 +569,8 @@ def test_kill_during_writes_loses_no_stored_entry_and_leaves_no_temp_file(isolat
         stored = {int(key.split()[1][2:].split("x")[0]) - 1 for key in section["entries"]}
         assert set(range(confirmed_here + 1)) <= stored  # every confirmed store survived
         confirmed = max(confirmed, confirmed_here)
-    cache.database().store({})  # any write (under the lock) sweeps the dead writers' temp files
-    cache.database().store({"matmul a=1x3 b=3x1 float32": {"problem": {"op": "matmul"}, "choice": "blas"}})
+    state.database().store({})  # any write (under the lock) sweeps the dead writers' temp files
+    state.database().store({"matmul a=1x3 b=3x1 float32": {"problem": {"op": "matmul"}, "choice": "blas"}})
     assert not list(isolated_cache.glob(".autotune.yaml.*.tmp"))
     assert confirmed >= 90
 
@@ -667,7 +667,7 @@ def test_large_file_takes_new_entries_through_the_journal(
     assert (isolated_cache / "autotune.yaml").read_text() == main_text
     assert "matmul a=4x8 b=8x2" in (isolated_cache / "autotune.yaml.journal").read_text()
     api.reset()  # a new process sees both, from the index and the journal
-    assert set(cache.database().entries()) == {
+    assert set(state.database().entries()) == {
         "conv2d x=1x1x8x8 w=1x1x3x3 stride=1 pad=0 dilation=1 groups=1 float32",
         "matmul a=4x8 b=8x2 float32",
     }
@@ -690,20 +690,20 @@ def test_merge_and_import_read_a_large_files_journal_too(
     api.reset()
     assert cli.main(["merge", str(isolated_cache / "autotune.yaml")]) == 0
     api.reset()
-    assert "matmul a=4x8 b=8x2 float32" in cache.database().entries()
+    assert "matmul a=4x8 b=8x2 float32" in state.database().entries()
     assert (isolated_cache / "autotune.yaml.journal").exists()  # the source is left as it was
 
 
 def test_index_is_used_only_for_the_file_it_was_built_from(isolated_cache, fast_tuning, large_file_mode):
     autotune.tune(["matmul a=4x8 b=8x2"])
     api.reset()
-    cache.database().entries()  # builds the index
+    state.database().entries()  # builds the index
     index = json.loads((isolated_cache / "autotune.yaml.index.json").read_text())
     assert list(index["entries"]) == ["matmul a=4x8 b=8x2 float32"]
     path = isolated_cache / "autotune.yaml"
     path.write_text(path.read_text().replace("matmul a=4x8 b=8x2 float32", "matmul a=4x8 b=8x3 float32"))
     api.reset()
-    assert list(cache.database().entries()) == ["matmul a=4x8 b=8x3 float32"]  # the edit, not the index
+    assert list(state.database().entries()) == ["matmul a=4x8 b=8x3 float32"]  # the edit, not the index
 
 
 def test_a_torn_journal_record_is_skipped(isolated_cache, fast_tuning, large_file_mode):
@@ -712,18 +712,18 @@ def test_a_torn_journal_record_is_skipped(isolated_cache, fast_tuning, large_fil
         journal.write("---\nmachine: abc\nkey: matmul a=1x1 b=1x1 float32\nentry: {problem: {op: mat")
     autotune.tune(["matmul a=2x8 b=8x2"])  # appended right after the torn record
     api.reset()
-    assert len(cache.database().entries()) == 3
+    assert len(state.database().entries()) == 3
 
 
-def test_a_tampered_index_entry_is_ignored(isolated_cache, fast_tuning, large_file_mode):
+def test_a_tampered_index_entry_is_ignored(counts, isolated_cache, fast_tuning, large_file_mode):
     autotune.tune(["matmul a=4x8 b=8x2"])
     api.reset()
-    cache.database().entries()  # builds the index
+    state.database().entries()  # builds the index
     index_path = isolated_cache / "autotune.yaml.index.json"
     index = json.loads(index_path.read_text())
     index["entries"]["matmul a=4x8 b=8x2 float32"] = {"choice": 7, "params": "x"}
     index_path.write_text(json.dumps(index))
     api.reset()
-    before = tuner.TUNE_COUNT
+    before = counts["tune-started"]
     c = autotune.matmul(np.ones((4, 8), np.float32), np.ones((8, 2), np.float32))
-    assert float(c.sum()) == 64.0 and tuner.TUNE_COUNT == before + 1
+    assert float(c.sum()) == 64.0 and counts["tune-started"] == before + 1

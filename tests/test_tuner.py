@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import autotune
-from autotune import tuner
+from autotune import evaluate, tuner
 from autotune.problem import ConvProblem, MatmulProblem
 from autotune.tuner import Verdict, choose
 from kernels import registry
@@ -142,8 +142,8 @@ def test_matmul_exact_kernels_are_tuned(fast_tuning):
 
 
 def test_same_problem_same_inputs_in_every_process():
-    first = tuner.random_inputs(SMALL)
-    second = tuner.random_inputs(SMALL)
+    first = evaluate.random_inputs(SMALL)
+    second = evaluate.random_inputs(SMALL)
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
 

@@ -101,12 +101,18 @@ def fft(x, w, b, stride, padding, dilation, groups):
 
 
 def larger_than_1x1(problem) -> bool:
-    """a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down"""
+    """Whether the filter is larger than 1×1 (see ``declines`` in the spec)."""
     return tuple(problem.w_shape[2:]) != (1, 1)
 
 
 register(
     KernelSpec(
-        name="fft", op="conv2d", fn=fft, prepare=prepare, finite_only=True, worth_tuning=larger_than_1x1
+        name="fft",
+        op="conv2d",
+        fn=fft,
+        prepare=prepare,
+        finite_only=True,
+        worth_tuning=larger_than_1x1,
+        declines="a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down",
     )
 )

@@ -52,8 +52,8 @@ def _gemm(w: torch.Tensor, columns: torch.Tensor, bias: torch.Tensor | None) -> 
 
 
 def applies(problem) -> bool:
-    """1×1 filters (any stride, padding and groups)."""
+    """Whether the filter is 1×1 (any stride, padding and groups)."""
     return tuple(problem.w_shape[2:]) == (1, 1)
 
 
-register(KernelSpec(name="pointwise", op="conv2d", fn=pointwise, applies=applies))
+register(KernelSpec(name="pointwise", op="conv2d", fn=pointwise, applies=applies, needs="1×1 filters"))

@@ -77,9 +77,18 @@ def naive(x, w, b, stride, padding, dilation, groups):
 
 
 def small_enough(problem) -> bool:
-    """float64 loops only win on tiny problems; tried up to 2^24 multiply-adds"""
+    """Whether the problem is small enough to be worth timing (see ``declines``)."""
     n, k, ho, wo = problem.out_shape
     return n * k * ho * wo * int(np.prod(problem.w_shape[1:])) <= 2**24
 
 
-register(KernelSpec(name="naive", op="conv2d", fn=naive, reference=True, worth_tuning=small_enough))
+register(
+    KernelSpec(
+        name="naive",
+        op="conv2d",
+        fn=naive,
+        reference=True,
+        worth_tuning=small_enough,
+        declines="float64 loops only win on tiny problems; tried up to 2^24 multiply-adds",
+    )
+)

@@ -378,7 +378,7 @@ def winograd(x, w, b, stride, padding, dilation, groups, tile=2):
 
 
 def applies(problem) -> bool:
-    """3×3 filters, stride 1, dilation 1 (the only case F(m, 3) computes)."""
+    """Whether F(m, 3) computes the problem: 3×3 filters, stride 1, dilation 1."""
     return (
         tuple(problem.w_shape[2:]) == (3, 3)
         and tuple(problem.stride) == (1, 1)
@@ -399,6 +399,7 @@ register(
         op="conv2d",
         fn=winograd,
         applies=applies,
+        needs="3×3 filters, stride 1, dilation 1 (the only case F(m, 3) computes)",
         param_grid=tile_grid,
         defaults={"tile": 2},
         prepare=prepare,

@@ -79,7 +79,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from kernels.matmul.logdomain import small_enough
+from kernels.matmul.logdomain import TOO_LARGE, small_enough
 from kernels.registry import KernelSpec, register
 
 #: Largest supported fraction bits (2^f accumulator pairs per output).
@@ -504,6 +504,7 @@ register(
         search="first_accurate",
         prepare=prepare_lns,
         worth_tuning=small_enough,
+        declines=TOO_LARGE,
         finite_only=True,  # the log format has no encoding for NaN/Inf
     )
 )

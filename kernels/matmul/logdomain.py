@@ -60,11 +60,22 @@ MAX_TUNED_MACS = 2**24
 
 
 def small_enough(problem) -> bool:
-    """software log-domain products are ~1000x slower than BLAS; tried up to 2^24 multiply-adds"""
+    """Whether the problem is small enough to be worth timing (see ``declines``)."""
     m, k = problem.a_shape
     return m * k * problem.b_shape[1] <= MAX_TUNED_MACS
 
 
+#: Why ``small_enough`` declines (shared with ``log_approx``).
+TOO_LARGE = "software log-domain products are ~1000x slower than BLAS; tried up to 2^24 multiply-adds"
+
+
 register(
-    KernelSpec(name="log", op="matmul", fn=log_matmul, aliases=("logmatmul",), worth_tuning=small_enough)
+    KernelSpec(
+        name="log",
+        op="matmul",
+        fn=log_matmul,
+        aliases=("logmatmul",),
+        worth_tuning=small_enough,
+        declines=TOO_LARGE,
+    )
 )
