@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotune import studies
-from autotune.studies import _tables
-from autotune.studies import lns as study
+import studies
 from kernels.matmul import lns
+from studies import _tables
+from studies import lns as study
 
 
 def randn(shape, seed):

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotune import studies
-from autotune.studies import _tables, literature, precision, sensitivity
-from autotune.tuner import rel_max_error
+import studies
+from autotune.evaluate import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
-from kernels.lowprec import integer
-from kernels.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
-from kernels.lowprec.float_fft import fft2_rounded, fft_lowprec, twiddles
-from kernels.lowprec.float_matmul import gemm_rounded, log_matmul_lowprec, matmul_lowprec
-from kernels.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_array, round_scalar
+from studies import _tables, literature, precision, sensitivity
+from studies.lowprec import integer
+from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
+from studies.lowprec.float_fft import fft2_rounded, fft_lowprec, twiddles
+from studies.lowprec.float_matmul import gemm_rounded, log_matmul_lowprec, matmul_lowprec
+from studies.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_array, round_scalar
 
 SAME = (1, 1, 1, 1)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotune import studies
-from autotune.studies import _tables, svd_rank
+import studies
 from kernels.matmul.lowrank import LowRank
+from studies import _tables, svd_rank
 
 
 def test_rank_grid_is_increasing_from_one_to_full_rank():

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from autotune import cache, studies
-from autotune.studies import mnist
+import studies
+from autotune import cache
+from studies import mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FILES = (

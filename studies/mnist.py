@@ -59,8 +59,8 @@ from tqdm import tqdm
 
 from autotune import api, cache, timing
 from autotune import nn as atnn
-from autotune.data import N_CLASSES, Dataset, load_dataset
 from kernels.matmul.lowrank import LowRank
+from studies.data import N_CLASSES, Dataset, load_dataset
 
 NAME = "mnist"
 HIDDEN: tuple[int, int] = (512, 128)
@@ -996,7 +996,7 @@ def run(
     Args:
         out: output root; the study writes into ``out / "mnist"``.
         quick: a small rank grid and fewer timing rounds (for tests and smoke runs).
-        data: MNIST IDX directory (see :func:`autotune.data.load_mnist`); None: the embedded digits.
+        data: MNIST IDX directory (see :func:`studies.data.load_mnist`); None: the embedded digits.
         finetune: epochs of fine-tuning per factored model (0: none).
         epochs: training epochs of the dense model (None: :func:`default_epochs`).
         seed: initialisation and shuffling seed.

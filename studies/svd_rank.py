@@ -41,9 +41,9 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from autotune import timing
-from autotune.studies import _plots, _tables
-from autotune.tuner import rel_l2_error, rel_max_error
+from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels.matmul.lowrank import LowRank
+from studies import _plots, _tables
 
 NAME = "svd-rank"
 HIDDEN = (256, 128)

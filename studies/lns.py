@@ -54,14 +54,14 @@ import torch
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from autotune.data import Dataset, load_digits
-from autotune.studies import _plots, _tables
-from autotune.tuner import rel_l2_error, rel_max_error
-from kernels.lowprec.float_matmul import matmul_lowprec
-from kernels.lowprec.rounding import FLOAT16, FLOAT32
+from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels.matmul import lns
 from kernels.matmul.logdomain import log_matmul
 from kernels.matmul.reference import matmul_reference
+from studies import _plots, _tables
+from studies.data import Dataset, load_digits
+from studies.lowprec.float_matmul import matmul_lowprec
+from studies.lowprec.rounding import FLOAT16, FLOAT32
 
 NAME = "lns"
 EXP_BITS = lns.DEFAULT_EXP_BITS
@@ -561,7 +561,7 @@ def budget_rows(s: Subject) -> list[VariantRow]:
     """Equal accumulator bits: every LNS design within each budget, and float with that accumulator.
 
     The float side is fp16 storage with one float16 (16 bits) or float32 (32 bits) accumulator,
-    the naive sequential sum (:func:`kernels.lowprec.float_matmul.matmul_lowprec`).
+    the naive sequential sum (:func:`studies.lowprec.float_matmul.matmul_lowprec`).
     """
     rows = []
     for budget, comp in zip(BUDGETS, (FLOAT16, FLOAT32), strict=True):

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autotune.tuner import rel_max_error
+from autotune.evaluate import rel_max_error
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
 from kernels.conv2d.winograd import winograd_matrices
-from kernels.lowprec.float_conv import direct_lowprec, winograd_lowprec
-from kernels.lowprec.rounding import FLOAT16, FLOAT32
+from studies.lowprec.float_conv import direct_lowprec, winograd_lowprec
+from studies.lowprec.rounding import FLOAT16, FLOAT32
 
 TILES = (2, 4, 6)
 #: Published 1-D fp32 errors of Barabasz et al. 2020 and the reviewer's rerun, as quoted in the issue.
@@ -145,7 +145,7 @@ def _value(rows: list[LiteratureRow], measurement: str, algorithm: str, precisio
 
 def tables(rows: list[LiteratureRow]) -> list[str]:
     """The two comparison tables as markdown lines."""
-    from autotune.studies import _tables
+    from studies import _tables
 
     one_d = [r for r in rows if r.measurement == "1-D"]
     metric = one_d[0].metric if one_d else ""

@@ -11,15 +11,15 @@ How each precision is computed (storage / arithmetic / accumulator):
 
 * float64, float32: the real kernels of :mod:`kernels.conv2d` (and numpy's BLAS) on arrays of that
   dtype. The naive matmul at these precisions is the sequential loop of
-  :func:`kernels.lowprec.float_matmul.matmul_lowprec` in that format (bit-exact float32 arithmetic).
-* float16, bfloat16: :mod:`kernels.lowprec` — operands rounded to the format (round to nearest
+  :func:`studies.lowprec.float_matmul.matmul_lowprec` in that format (bit-exact float32 arithmetic).
+* float16, bfloat16: :mod:`studies.lowprec` — operands rounded to the format (round to nearest
   even), every transform step and product rounded to the arithmetic format and every sum to the
   accumulator: either the low format itself ("acc float16") or float32 ("acc float32": products of
   two float16/bfloat16 values are exact in float32 and are summed in float32, the tensor-core /
   AMX model). Transformed operands (Winograd ``U``, ``V``, FFT spectra) and outputs are stored in
-  the low format. See :mod:`kernels.lowprec.float_conv` and :mod:`kernels.lowprec.float_fft`.
+  the low format. See :mod:`studies.lowprec.float_conv` and :mod:`studies.lowprec.float_fft`.
 * int16, int8: symmetric per-tensor quantisation, integer arithmetic with an int64 / int32
-  accumulator, dequantisation in float32 (:mod:`kernels.lowprec.integer`). Winograd uses
+  accumulator, dequantisation in float32 (:mod:`studies.lowprec.integer`). Winograd uses
   lcm-scaled integral transforms (exact; checked against integer direct), and the naive variant
   with fractional ``G`` rounds the transformed tensors to integers. FFT has no integer form and is
   left out.
@@ -43,17 +43,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autotune.studies import _plots, _tables, literature, sensitivity
-from kernels.registry import label as kernel_label
-from autotune.tuner import rel_l2_error, rel_max_error
+from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
-from kernels.lowprec import integer
-from kernels.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
-from kernels.lowprec.float_fft import fft_lowprec
-from kernels.lowprec.float_matmul import K_BLOCK, gemm_rounded, log_matmul_lowprec, matmul_lowprec
-from kernels.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FORMATS, round_array
 from kernels.matmul.reference import matmul_reference
+from kernels.registry import label as kernel_label
+from studies import _plots, _tables, literature, sensitivity
+from studies.lowprec import integer
+from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
+from studies.lowprec.float_fft import fft_lowprec
+from studies.lowprec.float_matmul import K_BLOCK, gemm_rounded, log_matmul_lowprec, matmul_lowprec
+from studies.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FORMATS, round_array
 
 NAME = "precision"
 Op = Literal["conv2d", "matmul"]
@@ -772,7 +772,7 @@ How each precision is computed — storage / arithmetic / accumulator:
 | int16 | int16, per-tensor scale | integer | int64 | quantise → integer kernels → dequantise (float32) |
 | int8 | int8, per-tensor scale | integer | int32 | quantise → integer kernels → dequantise (float32) |
 
-* **Rounding.** `kernels/lowprec/rounding.py` rounds a float64 to a format given by (exponent bits,
+* **Rounding.** `studies/lowprec/rounding.py` rounds a float64 to a format given by (exponent bits,
   mantissa bits) on its bit pattern: drop the significand bits the format cannot keep (more for
   subnormal results), round half to even, overflow to ±inf at `max + ulp/2`, underflow gradually to
   ±0. float16 = (5, 10), bfloat16 = (8, 7). Values are carried in float64; one float64 operation
@@ -780,7 +780,7 @@ How each precision is computed — storage / arithmetic / accumulator:
   exceed 2p + 2 for p = 11 and p = 8, so the double rounding is innocuous), i.e. bit-identical to
   hardware without fused multiply-add. Checked below against numpy's float16, ml_dtypes' bfloat16
   and numpy's float32.
-* **Low-precision kernels** (`kernels/lowprec/float_conv.py`, `float_fft.py`, `float_matmul.py`):
+* **Low-precision kernels** (`studies/lowprec/float_conv.py`, `float_fft.py`, `float_matmul.py`):
   x, w, b are rounded to the storage format once. *direct*: each output starts at the bias and adds
   `rnd(x·w)` tap by tap in (c, i, j) order, each sum rounded to the accumulator. *im2col*: the
   gather is an exact copy; the GEMM forms `rnd(a·b)` and sums along K in blocks of 256 (each block
@@ -810,7 +810,7 @@ How each precision is computed — storage / arithmetic / accumulator:
   coincide), 16- and 8-bit LNS codes (1 + 4 + f bits: f = 11 and f = 3) in the int16 and int8
   columns. It is not run at fp32/fp64: matching them needs f ≥ 23,
   i.e. 2^23 accumulator pairs per output. Its error against f is the subject of `autotune study lns`.
-* **Integers** (`kernels/lowprec/integer.py`): symmetric per-tensor quantisation
+* **Integers** (`studies/lowprec/integer.py`): symmetric per-tensor quantisation
   `s = max|a| / (2^(b−1) − 1)`, `q = rint(a / s)` stored as int8/int16; bias `rint(b / (s_x s_w))`
   in the accumulator; direct and im2col are the real kernels of `kernels/conv2d` run on integer
   arrays of the accumulator dtype (int32 for int8, int64 for int16); matmul is numpy's integer GEMM
