@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import itertools
 import os
 import random
@@ -57,7 +56,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from autotune import api, cache, timing
+from autotune import api, cache, tables, timing
 from autotune import nn as atnn
 from kernels.matmul.lowrank import LowRank
 from studies.data import N_CLASSES, Dataset, load_dataset
@@ -529,35 +528,31 @@ CSV_FIELDS = (
 )
 
 
-def write_csv(rows: Sequence[Row], path: Path) -> None:
+def csv_records(rows: Sequence[Row]) -> Iterator[dict[str, object]]:
+    """One ``mnist.csv`` record (columns :data:`CSV_FIELDS`, formatted) per model."""
     dense = rows[0].accuracy
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            record: dict[str, object] = {
-                "label": row.label,
-                **{f"rank_{name}": "" if r is None else r for name, r in zip(LAYERS, row.ranks, strict=True)},
-                "compressed_layers": row.compressed_layers,
-                "compression": f"{row.compression:.4f}",
-                "model_compression": f"{row.model_compression:.4f}",
-                "parameters": row.parameters,
-                "accuracy": f"{row.accuracy:.5f}",
-                "accuracy_drop_pts": f"{100 * (dense - row.accuracy):.2f}",
-                "finetuned_accuracy": ""
-                if row.finetuned_accuracy is None
-                else f"{row.finetuned_accuracy:.5f}",
-                "seed_accuracies": " ".join(f"{a:.5f}" for a in row.seed_accuracies),
-                "seed_mean_accuracy": f"{row.seed_mean:.5f}",
-            }
-            for b in BATCHES:
-                t = row.time_us[b]
-                record.update({f"median_b{b}_us": f"{t.median_us:.2f}", f"min_b{b}_us": f"{t.min_us:.2f}"})
-                record[f"iqr_b{b}_us"] = f"{t.spread_us:.2f}"
-                record[f"speedup_b{b}"] = f"{row.speedup[b]:.3f}"
-                record[f"speedup_min_b{b}"] = f"{row.speedup_min[b]:.3f}"
-                record[f"pareto_b{b}"] = int(row.pareto[b])
-            writer.writerow(record)
+    for row in rows:
+        record: dict[str, object] = {
+            "label": row.label,
+            **{f"rank_{name}": r for name, r in zip(LAYERS, row.ranks, strict=True)},
+            "compressed_layers": row.compressed_layers,
+            "compression": f"{row.compression:.4f}",
+            "model_compression": f"{row.model_compression:.4f}",
+            "parameters": row.parameters,
+            "accuracy": f"{row.accuracy:.5f}",
+            "accuracy_drop_pts": f"{100 * (dense - row.accuracy):.2f}",
+            "finetuned_accuracy": None if row.finetuned_accuracy is None else f"{row.finetuned_accuracy:.5f}",
+            "seed_accuracies": " ".join(f"{a:.5f}" for a in row.seed_accuracies),
+            "seed_mean_accuracy": f"{row.seed_mean:.5f}",
+        }
+        for b in BATCHES:
+            t = row.time_us[b]
+            record.update({f"median_b{b}_us": f"{t.median_us:.2f}", f"min_b{b}_us": f"{t.min_us:.2f}"})
+            record[f"iqr_b{b}_us"] = f"{t.spread_us:.2f}"
+            record[f"speedup_b{b}"] = f"{row.speedup[b]:.3f}"
+            record[f"speedup_min_b{b}"] = f"{row.speedup_min[b]:.3f}"
+            record[f"pareto_b{b}"] = int(row.pareto[b])
+        yield record
 
 
 def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
@@ -846,9 +841,7 @@ def markdown_table(rows: Sequence[Row], dense_acc: float, finetuned: bool) -> li
         header.append("fine-tuned %")
     header += [f"batch {b}: median µs (speed-up)" for b in BATCHES]
     header.append(f"batch {BATCHES[-1]}: min µs (speed-up)")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_row_cells(r, dense_acc, finetuned)) + " |" for r in rows]
-    return lines
+    return tables.markdown(header, [_row_cells(r, dense_acc, finetuned) for r in rows]).splitlines()
 
 
 def single_layer_rows(rows: Sequence[Row]) -> list[Row]:
@@ -1032,7 +1025,7 @@ def run(
             f"{'MNIST' if dataset.name == 'mnist' else 'scikit-learn digits (8x8, not MNIST)'} "
             f"{dataset.n_features}-512-128-10 MLP"
         )
-        write_csv(rows, target / "mnist.csv")
+        tables.write_csv(csv_records(rows), target / "mnist.csv", CSV_FIELDS)
         plot_accuracy_vs_compression(
             rows, target / "mnist_accuracy_vs_compression.png", title, finetune, len(dataset.y_test)
         )

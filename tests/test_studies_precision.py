@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 import studies
+from autotune import tables
 from autotune.evaluate import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
-from studies import _tables, literature, precision, sensitivity
+from studies import literature, precision, sensitivity
 from studies.lowprec import integer
 from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
 from studies.lowprec.float_fft import fft2_rounded, fft_lowprec, twiddles
@@ -365,7 +366,7 @@ def test_integer_matmul_is_exact_in_its_accumulator():
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("studies")
     target = precision.run(out, quick=True)
-    return target, _tables.read_csv(target / "precision.csv")
+    return target, tables.read_csv(target / "precision.csv")
 
 
 def _median(rows, algorithm, precision_key, variant=""):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import inspect
 import os
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 import studies
-from autotune import cache
+from autotune import cache, tables
 from studies import mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -111,11 +110,6 @@ def fake_mnist(root: Path, n_train: int, n_test: int) -> None:
             (root / f"{prefix}-{name}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_quick_run_writes_every_file(tmp_path, fast_tuning):
     out = mnist.run(tmp_path, quick=True, finetune=1)
     assert out == tmp_path / "mnist"
@@ -123,7 +117,7 @@ def test_quick_run_writes_every_file(tmp_path, fast_tuning):
         assert (out / name).stat().st_size > 0
     for name in FILES[2:]:
         assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
-    rows = read_rows(out / "mnist.csv")
+    rows = tables.read_csv(out / "mnist.csv")
     grids = [mnist.rank_grid(64, 512, True), mnist.rank_grid(512, 128, True), (None,)]
     assert len(rows) == np.prod([len(g) for g in grids])
     dense = rows[0]
@@ -153,7 +147,7 @@ def test_quick_run_on_mnist_idx_files(tmp_path, fast_tuning):
     """--data wiring: tiny fake 5x3 'MNIST' files give a 15-wide input layer."""
     fake_mnist(tmp_path / "data" / "MNIST" / "raw", n_train=40, n_test=12)
     out = mnist.run(tmp_path / "out", quick=True, data=tmp_path / "data", epochs=1)
-    rows = read_rows(out / "mnist.csv")
+    rows = tables.read_csv(out / "mnist.csv")
     assert rows[0]["label"] == "dense" and len(rows) > 1
     assert "MNIST IDX files" in (out / "summary.md").read_text()
 
