@@ -641,6 +641,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         written = module.run(out, quick=quick, **options)
     except ImportError as exc:  # a dependency imported on first use (scikit-learn's digits)
+        if (exc.name or "").split(".")[0] not in studies.EXTRAS:
+            raise
         raise unavailable(exc) from None
     except (FileNotFoundError, ValueError) as exc:  # e.g. a --data directory without MNIST files
         raise CommandError(f"study {args.name}: {exc}") from None

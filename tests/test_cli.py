@@ -397,6 +397,18 @@ def test_study_without_the_studies_extra_says_how_to_install_it(capsys, monkeypa
     assert code == 1 and "pip install 'autotune[studies]'" in err and len(err.strip().splitlines()) == 1
 
 
+def test_study_needing_an_extra_at_run_time_says_how_to_install_it(capsys, monkeypatch, tmp_path):
+    def run(out, *, quick=False):
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    module = types.ModuleType("studies.fake")
+    module.run = run
+    monkeypatch.setitem(sys.modules, "studies.fake", module)
+    monkeypatch.setitem(cli_studies().STUDIES, "fake", "studies.fake")
+    code, _, err = run_cli(capsys, "study", "fake", "--out", tmp_path)
+    assert code == 1 and "pip install 'autotune[studies]'" in err and len(err.strip().splitlines()) == 1
+
+
 def cli_studies():
     import studies
 
