@@ -614,14 +614,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from autotune import studies
+    import studies
+
+    def unavailable(exc: ImportError) -> CommandError:
+        message = f"study {args.name!r} is not available in this installation: {exc}"
+        if (exc.name or "").split(".")[0] in studies.EXTRAS:
+            message += "; install the studies' dependencies with: pip install 'autotune[studies]'"
+        return CommandError(message)
 
     try:
         module = studies.load(args.name)
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
     except ImportError as exc:
-        raise CommandError(f"study {args.name!r} is not available in this installation: {exc}") from None
+        raise unavailable(exc) from None
     doc = (module.__doc__ or "").strip().split("\n\n")[0]
     parser = argparse.ArgumentParser(prog=f"autotune study {args.name}", description=doc)
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output root (default: reports/)")
@@ -634,6 +640,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     check_out_dir(out)
     try:
         written = module.run(out, quick=quick, **options)
+    except ImportError as exc:  # a dependency imported on first use (scikit-learn's digits)
+        if (exc.name or "").split(".")[0] not in studies.EXTRAS:
+            raise
+        raise unavailable(exc) from None
     except (FileNotFoundError, ValueError) as exc:  # e.g. a --data directory without MNIST files
         raise CommandError(f"study {args.name}: {exc}") from None
     _note(f"study {args.name}: wrote {written}")
@@ -818,7 +828,7 @@ def _add_database(subparsers: Any) -> None:
 
 def _add_reports(subparsers: Any) -> None:
     from autotune.shapes import preset_names
-    from autotune.studies import STUDIES
+    from studies import STUDIES
 
     bench = _verb(
         subparsers,

@@ -364,7 +364,7 @@ def test_every_verb_has_help(capsys, verb):
 
 def test_study_dispatches_to_the_module_contract(capsys, monkeypatch, tmp_path):
     calls = {}
-    module = types.ModuleType("autotune.studies.fake")
+    module = types.ModuleType("studies.fake")
 
     def add_arguments(parser):
         parser.add_argument("--rank", type=int, default=3)
@@ -374,8 +374,8 @@ def test_study_dispatches_to_the_module_contract(capsys, monkeypatch, tmp_path):
         return out / "fake"
 
     module.add_arguments, module.run = add_arguments, run
-    monkeypatch.setitem(sys.modules, "autotune.studies.fake", module)
-    monkeypatch.setitem(cli_studies().STUDIES, "fake", "autotune.studies.fake")
+    monkeypatch.setitem(sys.modules, "studies.fake", module)
+    monkeypatch.setitem(cli_studies().STUDIES, "fake", "studies.fake")
     code, _, err = run_cli(capsys, "study", "fake", "--out", tmp_path, "--quick", "--rank", "7")
     assert code == 0 and calls == {"out": tmp_path, "quick": True, "rank": 7}
     code, _, err = run_cli(capsys, "study", "fake", "--rank", "x")
@@ -383,13 +383,34 @@ def test_study_dispatches_to_the_module_contract(capsys, monkeypatch, tmp_path):
 
 
 def test_missing_study_module_is_a_one_line_failure(capsys, monkeypatch):
-    monkeypatch.setitem(cli_studies().STUDIES, "absent", "autotune.studies.absent_module")
+    monkeypatch.setitem(cli_studies().STUDIES, "absent", "studies.absent_module")
     code, _, err = run_cli(capsys, "study", "absent")
     assert code == 1 and "not available" in err and len(err.strip().splitlines()) == 1
 
 
+def test_study_without_the_studies_extra_says_how_to_install_it(capsys, monkeypatch):
+    def load(name):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+
+    monkeypatch.setattr(cli_studies(), "load", load)
+    code, _, err = run_cli(capsys, "study", "precision")
+    assert code == 1 and "pip install 'autotune[studies]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_study_needing_an_extra_at_run_time_says_how_to_install_it(capsys, monkeypatch, tmp_path):
+    def run(out, *, quick=False):
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    module = types.ModuleType("studies.fake")
+    module.run = run
+    monkeypatch.setitem(sys.modules, "studies.fake", module)
+    monkeypatch.setitem(cli_studies().STUDIES, "fake", "studies.fake")
+    code, _, err = run_cli(capsys, "study", "fake", "--out", tmp_path)
+    assert code == 1 and "pip install 'autotune[studies]'" in err and len(err.strip().splitlines()) == 1
+
+
 def cli_studies():
-    from autotune import studies
+    import studies
 
     return studies
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits as sklearn_digits
 
-from autotune import data
+from studies import data
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotune import studies
-from autotune.studies import _tables
-from autotune.studies import lns as study
+import studies
+from autotune import tables
 from kernels.matmul import lns
+from studies import lns as study
 
 
 def randn(shape, seed):
@@ -97,7 +97,7 @@ def test_hybrid_grid():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     target = study.run(tmp_path_factory.mktemp("studies"), quick=True)
-    return target, _tables.read_csv(target / "lns_errors.csv"), _tables.read_csv(target / "lns_mlp.csv")
+    return target, tables.read_csv(target / "lns_errors.csv"), tables.read_csv(target / "lns_mlp.csv")
 
 
 def _rows(rows, **match):

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotune import studies
-from autotune.studies import _tables, literature, precision, sensitivity
-from autotune.tuner import rel_max_error
+import studies
+from autotune import tables
+from autotune.evaluate import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
-from kernels.lowprec import integer
-from kernels.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
-from kernels.lowprec.float_fft import fft2_rounded, fft_lowprec, twiddles
-from kernels.lowprec.float_matmul import gemm_rounded, log_matmul_lowprec, matmul_lowprec
-from kernels.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_array, round_scalar
+from studies import literature, precision, sensitivity
+from studies.lowprec import integer
+from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
+from studies.lowprec.float_fft import fft2_rounded, fft_lowprec, twiddles
+from studies.lowprec.float_matmul import gemm_rounded, log_matmul_lowprec, matmul_lowprec
+from studies.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_array, round_scalar
 
 SAME = (1, 1, 1, 1)
 
@@ -365,7 +366,7 @@ def test_integer_matmul_is_exact_in_its_accumulator():
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("studies")
     target = precision.run(out, quick=True)
-    return target, _tables.read_csv(target / "precision.csv")
+    return target, tables.read_csv(target / "precision.csv")
 
 
 def _median(rows, algorithm, precision_key, variant=""):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from autotune import studies
-from autotune.studies import _tables, svd_rank
+import studies
+from autotune import tables
 from kernels.matmul.lowrank import LowRank
+from studies import svd_rank
 
 
 def test_rank_grid_is_increasing_from_one_to_full_rank():
@@ -77,7 +78,7 @@ def test_cat_image_is_the_grey_photograph():
 def quick_run(tmp_path_factory):
     target = svd_rank.run(tmp_path_factory.mktemp("studies"), quick=True)
     return target, {
-        name: _tables.read_csv(target / f"{name}.csv")
+        name: tables.read_csv(target / f"{name}.csv")
         for name in ("svd_error", "svd_speed", "svd_factorization")
     }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import inspect
 import os
@@ -14,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from autotune import cache, studies
-from autotune.studies import mnist
+import studies
+from autotune import state, tables
+from studies import mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FILES = (
@@ -55,8 +55,8 @@ def test_study_cache_is_private_unless_configured(tmp_path, monkeypatch):
         assert used == Path(configured)
     monkeypatch.delenv("AUTOTUNE_CACHE_DIR")
     with mnist.study_cache(tmp_path / "private") as used:
-        assert used == tmp_path / "private" == cache.cache_dir()
-    assert "AUTOTUNE_CACHE_DIR" not in os.environ
+        assert used == tmp_path / "private" == state.database().path.parent
+    assert "AUTOTUNE_CACHE_DIR" not in os.environ and state.STATE.cache_dir is None
 
 
 def test_cli_options_bind_to_run():
@@ -110,11 +110,6 @@ def fake_mnist(root: Path, n_train: int, n_test: int) -> None:
             (root / f"{prefix}-{name}-ubyte.gz").write_bytes(gzip.compress(header + array.tobytes()))
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_quick_run_writes_every_file(tmp_path, fast_tuning):
     out = mnist.run(tmp_path, quick=True, finetune=1)
     assert out == tmp_path / "mnist"
@@ -122,7 +117,7 @@ def test_quick_run_writes_every_file(tmp_path, fast_tuning):
         assert (out / name).stat().st_size > 0
     for name in FILES[2:]:
         assert (out / name).read_bytes().startswith(PNG_SIGNATURE)
-    rows = read_rows(out / "mnist.csv")
+    rows = tables.read_csv(out / "mnist.csv")
     grids = [mnist.rank_grid(64, 512, True), mnist.rank_grid(512, 128, True), (None,)]
     assert len(rows) == np.prod([len(g) for g in grids])
     dense = rows[0]
@@ -152,7 +147,7 @@ def test_quick_run_on_mnist_idx_files(tmp_path, fast_tuning):
     """--data wiring: tiny fake 5x3 'MNIST' files give a 15-wide input layer."""
     fake_mnist(tmp_path / "data" / "MNIST" / "raw", n_train=40, n_test=12)
     out = mnist.run(tmp_path / "out", quick=True, data=tmp_path / "data", epochs=1)
-    rows = read_rows(out / "mnist.csv")
+    rows = tables.read_csv(out / "mnist.csv")
     assert rows[0]["label"] == "dense" and len(rows) > 1
     assert "MNIST IDX files" in (out / "summary.md").read_text()
 

@@ -25,8 +25,8 @@ import numba
 import numpy as np
 
 from kernels.conv2d.winograd import POINTS, winograd_matrices
-from kernels.lowprec.float_matmul import K_BLOCK, gemm_rounded
-from kernels.lowprec.rounding import FloatFormat, rnd, round_array
+from studies.lowprec.float_matmul import K_BLOCK, gemm_rounded
+from studies.lowprec.rounding import FloatFormat, rnd, round_array
 
 Padding = tuple[int, int, int, int]
 

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autotune.tuner import rel_max_error
+from autotune.evaluate import rel_max_error
+from autotune.tables import markdown, sci
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
 from kernels.conv2d.winograd import winograd_matrices
-from kernels.lowprec.float_conv import direct_lowprec, winograd_lowprec
-from kernels.lowprec.rounding import FLOAT16, FLOAT32
+from studies.lowprec.float_conv import direct_lowprec, winograd_lowprec
+from studies.lowprec.rounding import FLOAT16, FLOAT32
 
 TILES = (2, 4, 6)
 #: Published 1-D fp32 errors of Barabasz et al. 2020 and the reviewer's rerun, as quoted in the issue.
@@ -145,14 +146,12 @@ def _value(rows: list[LiteratureRow], measurement: str, algorithm: str, precisio
 
 def tables(rows: list[LiteratureRow]) -> list[str]:
     """The two comparison tables as markdown lines."""
-    from autotune.studies import _tables
-
     one_d = [r for r in rows if r.measurement == "1-D"]
     metric = one_d[0].metric if one_d else ""
     lines = [
         "1-D, float32, mean ‖y − ref‖₁ per tile (data and filter uniform in [−1, 1]):",
         "",
-        *_tables.markdown_table(
+        *markdown(
             [
                 "F(m,3)",
                 "Barabasz et al. 2020",
@@ -164,15 +163,15 @@ def tables(rows: list[LiteratureRow]) -> list[str]:
             [
                 [
                     f"F({m},3)",
-                    _tables.sci(BARABASZ_FP32[m]),
-                    _tables.sci(REVIEWER_RERUN[m]),
-                    _tables.sci(_value(one_d, "1-D", f"F({m},3)", "fp32", metric)),
-                    _tables.sci(_value(one_d, "1-D", f"direct ({m} outputs)", "fp32", metric)),
+                    sci(BARABASZ_FP32[m]),
+                    sci(REVIEWER_RERUN[m]),
+                    sci(_value(one_d, "1-D", f"F({m},3)", "fp32", metric)),
+                    sci(_value(one_d, "1-D", f"direct ({m} outputs)", "fp32", metric)),
                     f"{growth_factor(m):.4g}",
                 ]
                 for m in TILES
             ],
-        ),
+        ).splitlines(),
         "",
     ]
     layer = [r for r in rows if r.measurement.startswith("2-D")]
@@ -184,13 +183,13 @@ def tables(rows: list[LiteratureRow]) -> list[str]:
             for precision in ("fp32", "fp16 (acc fp32)"):
                 absolute = _value(layer, "2-D", alg, precision, "max|y − ref|")
                 relative = _value(layer, "2-D", alg, precision, "max|y − ref| / max|ref|")
-                cells.append(f"{_tables.sci(absolute)} ({_tables.sci(relative)})")
+                cells.append(f"{sci(absolute)} ({sci(relative)})")
             cells.append("9" if alg == "direct" else f"{growth_factor(int(alg[2])) ** 2:.4g}")
             body.append(cells)
         lines += [
             f"{name} ⊛ 3x3, standard-normal data, max|y − ref| (relative in brackets):",
             "",
-            *_tables.markdown_table(
+            *markdown(
                 [
                     "algorithm",
                     "Lavin & Gray 2016, Table 4",
@@ -199,6 +198,6 @@ def tables(rows: list[LiteratureRow]) -> list[str]:
                     "growth β²",
                 ],
                 body,
-            ),
+            ).splitlines(),
         ]
     return lines

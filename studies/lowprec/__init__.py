@@ -2,7 +2,7 @@
 
 Real hardware formats this CPU lacks are emulated exactly: values live in float64 "carriers" that
 are always exactly representable in the emulated format, and every arithmetic operation is rounded
-to its format right after it is computed (:mod:`kernels.lowprec.rounding`). Because float64 has
+to its format right after it is computed (:mod:`studies.lowprec.rounding`). Because float64 has
 more than ``2p + 2`` significand bits for every emulated format of precision ``p ≤ 24``, one
 float64 operation followed by one rounding gives the correctly rounded result of that operation in
 the emulated format (Figueroa, "When is double rounding innocuous?", 1995) — bit-identical to
@@ -15,6 +15,6 @@ native hardware without fused multiply-add.
 * :mod:`.integer` — symmetric quantisation, integer conv/matmul with int32/int64 accumulators and
   Winograd with integer-scaled transforms.
 
-These modules are not under ``kernels.conv2d``/``kernels.matmul``, so the registry never sees
-them: they exist to measure error, not to be tuned.
+These modules live with the studies, outside ``kernels``, and register no ``KernelSpec``: the
+registry never sees them; they exist to measure error, not to be tuned.
 """

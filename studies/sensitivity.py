@@ -1,7 +1,7 @@
 """Error sensitivity of the conv algorithms in float16: input scale and offset, channels, FFT size.
 
 Three sweeps the standard-normal tables cannot show, all with fp16 storage (the emulated kernels
-of :mod:`kernels.lowprec`), against the float64 reference:
+of :mod:`studies.lowprec`), against the float64 reference:
 
 * **input scale and offset**: x = s·z (zero mean) and x = s·max(z, 0) (ReLU-like, non-zero mean),
   z standard normal, s = 2^−6 … 2^15, fp16 storage with an fp32 accumulator. Winograd's transformed
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from autotune.studies import _plots
-from autotune.tuner import rel_max_error
+from autotune.evaluate import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
-from kernels.lowprec.float_conv import direct_lowprec, winograd_lowprec
-from kernels.lowprec.float_fft import fft_lowprec
-from kernels.lowprec.rounding import FLOAT16, FLOAT32, FloatFormat
+from studies import _plots
+from studies.lowprec.float_conv import direct_lowprec, winograd_lowprec
+from studies.lowprec.float_fft import fft_lowprec
+from studies.lowprec.rounding import FLOAT16, FLOAT32, FloatFormat
 
 PAD = (1, 1, 1, 1)
 Conv = Callable[[np.ndarray, np.ndarray, np.ndarray, FloatFormat], np.ndarray]

@@ -54,14 +54,15 @@ import torch
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from autotune.data import Dataset, load_digits
-from autotune.studies import _plots, _tables
-from autotune.tuner import rel_l2_error, rel_max_error
-from kernels.lowprec.float_matmul import matmul_lowprec
-from kernels.lowprec.rounding import FLOAT16, FLOAT32
+from autotune import tables
+from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels.matmul import lns
 from kernels.matmul.logdomain import log_matmul
 from kernels.matmul.reference import matmul_reference
+from studies import _plots
+from studies.data import Dataset, load_digits
+from studies.lowprec.float_matmul import matmul_lowprec
+from studies.lowprec.rounding import FLOAT16, FLOAT32
 
 NAME = "lns"
 EXP_BITS = lns.DEFAULT_EXP_BITS
@@ -561,7 +562,7 @@ def budget_rows(s: Subject) -> list[VariantRow]:
     """Equal accumulator bits: every LNS design within each budget, and float with that accumulator.
 
     The float side is fp16 storage with one float16 (16 bits) or float32 (32 bits) accumulator,
-    the naive sequential sum (:func:`kernels.lowprec.float_matmul.matmul_lowprec`).
+    the naive sequential sum (:func:`studies.lowprec.float_matmul.matmul_lowprec`).
     """
     rows = []
     for budget, comp in zip(BUDGETS, (FLOAT16, FLOAT32), strict=True):
@@ -1136,22 +1137,22 @@ def stage_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> li
                 accumulator_pairs(f),
                 accumulator_bits(COST_K, f),
                 signed_accumulator_bits(COST_K, f),
-                _tables.sci(_median_at(rows, "rel_max", **g, variant=QUANTISED, f=f), 2),
-                _tables.sci(_median_at(rows, "rel_max", **g, variant=LNS, f=f), 2),
-                _tables.sci(max(r.own_rel_max or 0.0 for r in select(rows, **g, variant=LNS, f=f))),
-                _tables.sci(_median_at(rows, "rel_max", **g, variant=OUT_LOG, f=f), 2),
-                f"{_tables.sci(_median_at(rows, 'own_rel_max', **g, variant=OUT_LOG, f=f), 2)} "
-                f"[{_tables.sci(output_conversion_bound(f), 2)}]",
-                _tables.sci(_median_at(rows, "rel_max", **g, variant=HYBRID, f=f, hybrid_bits=f), 2)
+                tables.sci(_median_at(rows, "rel_max", **g, variant=QUANTISED, f=f), 2),
+                tables.sci(_median_at(rows, "rel_max", **g, variant=LNS, f=f), 2),
+                tables.sci(max(r.own_rel_max or 0.0 for r in select(rows, **g, variant=LNS, f=f))),
+                tables.sci(_median_at(rows, "rel_max", **g, variant=OUT_LOG, f=f), 2),
+                f"{tables.sci(_median_at(rows, 'own_rel_max', **g, variant=OUT_LOG, f=f), 2)} "
+                f"[{tables.sci(output_conversion_bound(f), 2)}]",
+                tables.sci(_median_at(rows, "rel_max", **g, variant=HYBRID, f=f, hybrid_bits=f), 2)
                 if f
                 else "—",
-                f"{_tables.sci(_median_at(rows, 'rel_l2', **g, variant=QUANTISED, f=f), 2)} "
-                f"[{_tables.sci(quantisation_l2_model(f), 2)}]",
+                f"{tables.sci(_median_at(rows, 'rel_l2', **g, variant=QUANTISED, f=f), 2)} "
+                f"[{tables.sci(quantisation_l2_model(f), 2)}]",
                 _pct(_accuracy(accuracy, LNS, f)),
                 _pct(_accuracy(accuracy, OUT_LOG, f)),
             ]
         )
-    return _tables.markdown_table(header, table)
+    return tables.markdown(header, table).splitlines()
 
 
 def _flag_count(r: ErrorRow) -> str:
@@ -1180,9 +1181,9 @@ def width_table(rows: Sequence[ErrorRow], setup: Setup) -> list[str]:
             cells = [name.replace("Gaussian ", ""), f, used.acc_bits_used, used.acc_bits_worst_case]
             for below in (1, 4):
                 r = members.get(used.acc_bits_used - below)
-                cells += [_flag_count(r), _tables.sci(r.rel_max, 2)] if r is not None else ["—", "—"]
+                cells += [_flag_count(r), tables.sci(r.rel_max, 2)] if r is not None else ["—", "—"]
             table.append(cells)
-    return _tables.markdown_table(header, table)
+    return tables.markdown(header, table).splitlines()
 
 
 def hybrid_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[str]:
@@ -1211,15 +1212,15 @@ def hybrid_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> l
         table.append(
             [
                 pairs,
-                f"f={f}: {_tables.sci(pure, 2)}, {_pct(_accuracy(accuracy, LNS, f))}, "
+                f"f={f}: {tables.sci(pure, 2)}, {_pct(_accuracy(accuracy, LNS, f))}, "
                 f"{accumulator_bits(COST_K, f)}",
                 f"f={best[0]}, h={best[1]}" if best else "—",
-                _tables.sci(candidates[best], 2) if best else "—",
+                tables.sci(candidates[best], 2) if best else "—",
                 _pct(_accuracy(accuracy, HYBRID, best[0], best[1])) if best else "—",
                 accumulator_bits(COST_K, *best) if best else "—",
             ]
         )
-    return _tables.markdown_table(header, table)
+    return tables.markdown(header, table).splitlines()
 
 
 def mlp_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[str]:
@@ -1246,14 +1247,14 @@ def mlp_table(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list
                 _pct(_accuracy(accuracy, HYBRID, f, f)) if f else "—",
                 f"{lns_row.agreement:.1%}",
                 *(
-                    _tables.sci(
+                    tables.sci(
                         select(rows, experiment="stages", subject=name, variant=LNS, f=f)[0].rel_max, 2
                     )
                     for name in layers
                 ),
             ]
         )
-    return _tables.markdown_table(header, table)
+    return tables.markdown(header, table).splitlines()
 
 
 def _hybrid_gain(rows: Sequence[ErrorRow], pairs: int) -> str:
@@ -1273,8 +1274,8 @@ def _hybrid_gain(rows: Sequence[ErrorRow], pairs: int) -> str:
     pure = _median_at(rows, "rel_max", **g, variant=LNS, f=f_pure)
     extra_bits = worst_case_acc_bits(COST_K, f, h) - worst_case_acc_bits(COST_K, f_pure)
     return (
-        f"with {pairs} pairs, f = {f}, h = {h} reaches {_tables.sci(best, 2)} against "
-        f"{_tables.sci(pure, 2)} for pure f = {f_pure} ({pure / best:.1f}× less, for {extra_bits} more bits "
+        f"with {pairs} pairs, f = {f}, h = {h} reaches {tables.sci(best, 2)} against "
+        f"{tables.sci(pure, 2)} for pure f = {f_pure} ({pure / best:.1f}× less, for {extra_bits} more bits "
         "per accumulator)"
     )
 
@@ -1317,14 +1318,14 @@ def findings(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[
     log32 = baseline(rows, LOG32, "gaussian")[0]
     return [
         "* **Input quantisation is the error** of `log_approx` with wide accumulators: on standard-normal "
-        f"matmuls the median relative max error is {_tables.sci(q[0], 2)} at f = 0 and "
-        f"{_tables.sci(q[f_max], 2)} at f = {f_max}, a factor {1 / halving:.2f} less per extra fraction bit "
+        f"matmuls the median relative max error is {tables.sci(q[0], 2)} at f = 0 and "
+        f"{tables.sci(q[f_max], 2)} at f = {f_max}, a factor {1 / halving:.2f} less per extra fraction bit "
         "(each bit halves the log step). The relative L2 error of stage (1) is "
         f"{min(ratio_l2):.2f}–{max(ratio_l2):.2f}× the model √E[ε²] (rounding of n·log2|x| uniform in ±½). "
-        f"float32 BLAS: {_tables.sci(blas)}, the exact log-domain matmul in float32: {_tables.sci(log32)} — "
+        f"float32 BLAS: {tables.sci(blas)}, the exact log-domain matmul in float32: {tables.sci(log32)} — "
         f"f = {f_max} is still {q[f_max] / blas:.0e}× coarser than float32.",
         "* **The accumulation adds nothing** while no accumulator saturates: stage (2) differs from the "
-        f"float64 product of the quantised operands by at most {_tables.sci(max(wide_own))} (relative max, "
+        f"float64 product of the quantised operands by at most {tables.sci(max(wide_own))} (relative max, "
         "every subject and f, 62-bit accumulators) — the float64 rounding of the final "
         "`Σ T[r]·(P[r] − N[r])`.",
         f"* **Accumulator width**: the data used {min(used)}–{max(used)} bits per accumulator, against a "
@@ -1333,8 +1334,8 @@ def findings(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[
         f"{bits_fmax:.0f} at f = {f_max}). Over the {len(width)} runs of the "
         "sweep, the overflow flag was set exactly where the 62-bit run's largest accumulator needs more "
         f"than acc_bits bits: {'every run' if all_match else 'NOT in every run'}; outputs without the flag "
-        f"equal the 62-bit result (largest deviation {_tables.sci(max_unflagged)}), and flagged runs lost "
-        f"{_tables.sci(min(flagged_own), 2)}–{_tables.sci(max(flagged_own), 2)} (own relative max error), "
+        f"equal the 62-bit result (largest deviation {tables.sci(max_unflagged)}), and flagged runs lost "
+        f"{tables.sci(min(flagged_own), 2)}–{tables.sci(max(flagged_own), 2)} (own relative max error), "
         f"already with {_flag_count(fewest_flags)} outputs flagged — a saturated accumulator drops all "
         "it would have held beyond 2^acc_bits − 1.",
         "* **Output conversion** (`out_log=1`) rounds each output once more: its own error is "
@@ -1342,7 +1343,7 @@ def findings(rows: Sequence[ErrorRow], accuracy: Sequence[AccuracyRow]) -> list[
         f"encoder's comparator), and it raises "
         f"the median error of stage (2) by a factor {min(raise_):.2f}–{max(raise_):.2f} over f = 0…{f_max}.",
         "* **Mitchell on all f bits** (h = f, one accumulator pair) levels off at a few percent: median "
-        f"relative max error {', '.join(_tables.sci(v, 2) for v in mitchell)} for f = 3…{f_max} — "
+        f"relative max error {', '.join(tables.sci(v, 2) for v in mitchell)} for f = 3…{f_max} — "
         "2^x ≈ 1 + x overestimates each product by up to 6.1%. The hybrid pays when it keeps the high "
         f"remainder bits in separate pairs: {hybrid_text}.",
         f"* **MLP**: float32 test accuracy {_pct(float32)}; every layer through `log_approx`: "
@@ -1372,7 +1373,7 @@ def variant_tables(rows: Sequence[VariantRow]) -> list[str]:
         "the former scale (σ from `frexp` of the unrounded peak) clipped to the top level, and values the "
         "fixed encoder (σ from the rounded peak) does not round to the nearest log level:",
         "",
-        *_tables.markdown_table(["f", "clipped before", "mis-rounded now"], encoder),
+        *tables.markdown(["f", "clipped before", "mis-rounded now"], encoder).splitlines(),
         "",
         f"**Signed accumulators** (the patent's n, 62 bits): equal to the unsigned pairs' `P − N` and "
         f"bit-identical outputs in {sum(r.value == 1.0 for r in signed)} of {len(signed)} runs "
@@ -1382,8 +1383,8 @@ def variant_tables(rows: Sequence[VariantRow]) -> list[str]:
         "",
         f"**Integer-only path** (`table_bits = {TABLE_BITS}`: the 2^(r/n) constants in fixed point, the "
         "final sum in integers): its own relative max error against float64 constants is "
-        f"{_tables.sci(min(table))}–{_tables.sci(max(table))} (bound 2^−{TABLE_BITS + 1} = "
-        f"{_tables.sci(2.0 ** -(TABLE_BITS + 1))}).",
+        f"{tables.sci(min(table))}–{tables.sci(max(table))} (bound 2^−{TABLE_BITS + 1} = "
+        f"{tables.sci(2.0 ** -(TABLE_BITS + 1))}).",
         "",
         *budget_table(rows),
     ]
@@ -1408,9 +1409,9 @@ def budget_table(rows: Sequence[VariantRow]) -> list[str]:
         out.append(
             [
                 bits,
-                f"{floats[0].variant}: {_tables.sci(float(np.median([r.value for r in floats])), 2)}",
+                f"{floats[0].variant}: {tables.sci(float(np.median([r.value for r in floats])), 2)}",
                 f"exp_bits {exp_bits}, f = {f}, h = {h}, {accumulator_pairs(f, h)} × {width} bits: "
-                f"{_tables.sci(float(np.median([r.value for r in best_rows])), 2)}",
+                f"{tables.sci(float(np.median([r.value for r in best_rows])), 2)}",
                 len(designs),
                 sum(r.overflow_outputs or 0 for r in best_rows),
             ]
@@ -1419,7 +1420,7 @@ def budget_table(rows: Sequence[VariantRow]) -> list[str]:
         "**Equal accumulator bits** (standard-normal matmuls; fp16 storage with one float accumulator "
         "against signed LNS designs whose accumulators fit the same bits; median relative max error):",
         "",
-        *_tables.markdown_table(
+        *tables.markdown(
             [
                 "bits / output",
                 "float (one accumulator)",
@@ -1428,7 +1429,7 @@ def budget_table(rows: Sequence[VariantRow]) -> list[str]:
                 "flagged outputs",
             ],
             out,
-        ),
+        ).splitlines(),
     ]
 
 
@@ -1547,10 +1548,10 @@ def run(out: Path, *, quick: bool = False, epochs: int | None = None) -> Path:
     mlp = train_mlp(load_digits(), epochs=n_epochs)
     rows = measure(setup, mlp)
     accuracy = mlp_accuracy(mlp, setup.all_hybrids)
-    _tables.write_csv((asdict(r) for r in rows), target / "lns_errors.csv", ERROR_FIELDS)
-    _tables.write_csv((asdict(a) for a in accuracy), target / "lns_mlp.csv", ACCURACY_FIELDS)
+    tables.write_csv((asdict(r) for r in rows), target / "lns_errors.csv", ERROR_FIELDS)
+    tables.write_csv((asdict(a) for a in accuracy), target / "lns_mlp.csv", ACCURACY_FIELDS)
     variants = variant_rows(gaussian_subjects(setup.shapes, setup.seeds))
-    _tables.write_csv((asdict(v) for v in variants), target / "lns_variants.csv", VARIANT_FIELDS)
+    tables.write_csv((asdict(v) for v in variants), target / "lns_variants.csv", VARIANT_FIELDS)
     width_f = 4 if 4 in setup.width_f else setup.width_f[0]
     figures = [
         plot_error_vs_f(rows, target / "lns_error_vs_f.png"),

@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from kernels.lowprec.rounding import FloatFormat, rnd, round_array
+from studies.lowprec.rounding import FloatFormat, rnd, round_array
 
 #: K-block of the blocked GEMM (GotoBLAS-style ``kc``; OpenBLAS uses 256–384 on x86-64).
 K_BLOCK = 256

@@ -27,8 +27,8 @@ import math
 import numba
 import numpy as np
 
-from kernels.lowprec.float_conv import Padding, _output_hw, _pad, _stored_operands
-from kernels.lowprec.rounding import FloatFormat, rnd, round_array
+from studies.lowprec.float_conv import Padding, _output_hw, _pad, _stored_operands
+from studies.lowprec.rounding import FloatFormat, rnd, round_array
 
 
 def next_pow2(n: int) -> int:

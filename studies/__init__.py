@@ -1,5 +1,9 @@
 """Studies: the measurements that justify the kernels and their approximations.
 
+Research code beside the library: it uses only the public API of :mod:`autotune` and the kernels
+in :mod:`kernels` (plus its own emulated low-precision kernels in :mod:`studies.lowprec`), and
+needs the ``[studies]`` extra (``pip install 'autotune[studies]'``), which the core does not.
+
 Each study is a module here with
 
 * ``NAME`` — the CLI name (``autotune study NAME``);
@@ -18,11 +22,15 @@ from types import ModuleType
 
 #: CLI name → module path. Adding a study means adding a module and a line here.
 STUDIES: dict[str, str] = {
-    "precision": "autotune.studies.precision",
-    "svd-rank": "autotune.studies.svd_rank",
-    "lns": "autotune.studies.lns",
-    "mnist": "autotune.studies.mnist",
+    "precision": "studies.precision",
+    "svd-rank": "studies.svd_rank",
+    "lns": "studies.lns",
+    "mnist": "studies.mnist",
 }
+
+#: Top-level modules of the ``[studies]`` extra (PIL comes with matplotlib): a study failing to
+#: import one of these means the extra is not installed.
+EXTRAS: frozenset[str] = frozenset({"matplotlib", "PIL", "sklearn", "skimage", "ml_dtypes"})
 
 
 def load(name: str) -> ModuleType:

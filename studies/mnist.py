@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import itertools
 import os
 import random
@@ -57,10 +56,10 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from autotune import api, cache, timing
 from autotune import nn as atnn
-from autotune.data import N_CLASSES, Dataset, load_dataset
+from autotune import state, tables, timing
 from kernels.matmul.lowrank import LowRank
+from studies.data import N_CLASSES, Dataset, load_dataset
 
 NAME = "mnist"
 HIDDEN: tuple[int, int] = (512, 128)
@@ -305,15 +304,10 @@ def time_forward(
 def study_cache(directory: Path) -> Iterator[Path]:
     """Use ``directory`` as the tuning database unless ``AUTOTUNE_CACHE_DIR`` is set."""
     if os.environ.get("AUTOTUNE_CACHE_DIR"):
-        yield cache.cache_dir()
+        yield state.database().path.parent
         return
-    os.environ["AUTOTUNE_CACHE_DIR"] = str(directory)
-    api.reset()
-    try:
-        yield directory
-    finally:
-        os.environ.pop("AUTOTUNE_CACHE_DIR", None)
-        api.reset()
+    with state.use_cache(directory) as used:
+        yield used
 
 
 @contextmanager
@@ -344,7 +338,7 @@ def pinned_threads(threads: int) -> Iterator[None]:
 
 
 def _forget_choices() -> None:
-    api.reset()  # also forgets the fingerprint, which records the thread counts
+    state.reset()  # also forgets the fingerprint, which records the thread counts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,35 +523,31 @@ CSV_FIELDS = (
 )
 
 
-def write_csv(rows: Sequence[Row], path: Path) -> None:
+def csv_records(rows: Sequence[Row]) -> Iterator[dict[str, object]]:
+    """One ``mnist.csv`` record (columns :data:`CSV_FIELDS`, formatted) per model."""
     dense = rows[0].accuracy
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            record: dict[str, object] = {
-                "label": row.label,
-                **{f"rank_{name}": "" if r is None else r for name, r in zip(LAYERS, row.ranks, strict=True)},
-                "compressed_layers": row.compressed_layers,
-                "compression": f"{row.compression:.4f}",
-                "model_compression": f"{row.model_compression:.4f}",
-                "parameters": row.parameters,
-                "accuracy": f"{row.accuracy:.5f}",
-                "accuracy_drop_pts": f"{100 * (dense - row.accuracy):.2f}",
-                "finetuned_accuracy": ""
-                if row.finetuned_accuracy is None
-                else f"{row.finetuned_accuracy:.5f}",
-                "seed_accuracies": " ".join(f"{a:.5f}" for a in row.seed_accuracies),
-                "seed_mean_accuracy": f"{row.seed_mean:.5f}",
-            }
-            for b in BATCHES:
-                t = row.time_us[b]
-                record.update({f"median_b{b}_us": f"{t.median_us:.2f}", f"min_b{b}_us": f"{t.min_us:.2f}"})
-                record[f"iqr_b{b}_us"] = f"{t.spread_us:.2f}"
-                record[f"speedup_b{b}"] = f"{row.speedup[b]:.3f}"
-                record[f"speedup_min_b{b}"] = f"{row.speedup_min[b]:.3f}"
-                record[f"pareto_b{b}"] = int(row.pareto[b])
-            writer.writerow(record)
+    for row in rows:
+        record: dict[str, object] = {
+            "label": row.label,
+            **{f"rank_{name}": r for name, r in zip(LAYERS, row.ranks, strict=True)},
+            "compressed_layers": row.compressed_layers,
+            "compression": f"{row.compression:.4f}",
+            "model_compression": f"{row.model_compression:.4f}",
+            "parameters": row.parameters,
+            "accuracy": f"{row.accuracy:.5f}",
+            "accuracy_drop_pts": f"{100 * (dense - row.accuracy):.2f}",
+            "finetuned_accuracy": None if row.finetuned_accuracy is None else f"{row.finetuned_accuracy:.5f}",
+            "seed_accuracies": " ".join(f"{a:.5f}" for a in row.seed_accuracies),
+            "seed_mean_accuracy": f"{row.seed_mean:.5f}",
+        }
+        for b in BATCHES:
+            t = row.time_us[b]
+            record.update({f"median_b{b}_us": f"{t.median_us:.2f}", f"min_b{b}_us": f"{t.min_us:.2f}"})
+            record[f"iqr_b{b}_us"] = f"{t.spread_us:.2f}"
+            record[f"speedup_b{b}"] = f"{row.speedup[b]:.3f}"
+            record[f"speedup_min_b{b}"] = f"{row.speedup_min[b]:.3f}"
+            record[f"pareto_b{b}"] = int(row.pareto[b])
+        yield record
 
 
 def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
@@ -846,9 +836,7 @@ def markdown_table(rows: Sequence[Row], dense_acc: float, finetuned: bool) -> li
         header.append("fine-tuned %")
     header += [f"batch {b}: median µs (speed-up)" for b in BATCHES]
     header.append(f"batch {BATCHES[-1]}: min µs (speed-up)")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_row_cells(r, dense_acc, finetuned)) + " |" for r in rows]
-    return lines
+    return tables.markdown(header, [_row_cells(r, dense_acc, finetuned) for r in rows]).splitlines()
 
 
 def single_layer_rows(rows: Sequence[Row]) -> list[Row]:
@@ -859,7 +847,7 @@ def single_layer_rows(rows: Sequence[Row]) -> list[Row]:
 
 def kernel_choices() -> Counter[str]:
     """How many matmul problems the active database dispatches to each kernel."""
-    return Counter(entry.get("choice", "?") for entry in cache.database().entries().values())
+    return Counter(entry.get("choice", "?") for entry in state.database().entries().values())
 
 
 def write_summary(
@@ -996,7 +984,7 @@ def run(
     Args:
         out: output root; the study writes into ``out / "mnist"``.
         quick: a small rank grid and fewer timing rounds (for tests and smoke runs).
-        data: MNIST IDX directory (see :func:`autotune.data.load_mnist`); None: the embedded digits.
+        data: MNIST IDX directory (see :func:`studies.data.load_mnist`); None: the embedded digits.
         finetune: epochs of fine-tuning per factored model (0: none).
         epochs: training epochs of the dense model (None: :func:`default_epochs`).
         seed: initialisation and shuffling seed.
@@ -1032,7 +1020,7 @@ def run(
             f"{'MNIST' if dataset.name == 'mnist' else 'scikit-learn digits (8x8, not MNIST)'} "
             f"{dataset.n_features}-512-128-10 MLP"
         )
-        write_csv(rows, target / "mnist.csv")
+        tables.write_csv(csv_records(rows), target / "mnist.csv", CSV_FIELDS)
         plot_accuracy_vs_compression(
             rows, target / "mnist_accuracy_vs_compression.png", title, finetune, len(dataset.y_test)
         )

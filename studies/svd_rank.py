@@ -40,10 +40,10 @@ from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from autotune import timing
-from autotune.studies import _plots, _tables
-from autotune.tuner import rel_l2_error, rel_max_error
+from autotune import tables, timing
+from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels.matmul.lowrank import LowRank
+from studies import _plots
 
 NAME = "svd-rank"
 HIDDEN = (256, 128)
@@ -575,7 +575,7 @@ def _rank_table(subjects_: Sequence[Subject]) -> list[str]:
         rows.append(
             [subject.name, subject.shape_label, s.size, numerical_rank(s, subject.a.shape), *cells, spectral]
         )
-    return _tables.markdown_table(header, rows)
+    return tables.markdown(header, rows).splitlines()
 
 
 def _matmul_table(rows: Sequence[ErrorRow]) -> list[str]:
@@ -594,7 +594,7 @@ def _matmul_table(rows: Sequence[ErrorRow]) -> list[str]:
                         f"{row.matmul_rel_max:.3f}",
                     ]
                 )
-    return _tables.markdown_table(header, lines)
+    return tables.markdown(header, lines).splitlines()
 
 
 def _sample_ranks(members: Sequence[ErrorRow]) -> set[int]:
@@ -614,7 +614,7 @@ def _speed_table(rows: Sequence[SpeedRow]) -> list[str]:
         "dense GFLOP/s",
         "factored GFLOP/s",
     ]
-    return _tables.markdown_table(
+    return tables.markdown(
         header,
         (
             [
@@ -628,7 +628,7 @@ def _speed_table(rows: Sequence[SpeedRow]) -> list[str]:
             ]
             for r in rows
         ),
-    )
+    ).splitlines()
 
 
 def _spread_ms(rows: Sequence[SpeedRow]) -> str:
@@ -644,7 +644,7 @@ def _factorization_table(rows: Sequence[FactorizationRow]) -> list[str]:
         "randomized / full time",
         "randomized / optimal error",
     ]
-    return _tables.markdown_table(
+    return tables.markdown(
         header,
         (
             [
@@ -656,7 +656,7 @@ def _factorization_table(rows: Sequence[FactorizationRow]) -> list[str]:
             ]
             for r in rows
         ),
-    )
+    ).splitlines()
 
 
 def _agreement(rows: Sequence[ErrorRow]) -> float:
@@ -843,13 +843,13 @@ def run(out: Path, *, quick: bool = False, epochs: int | None = None) -> Path:
         setup = QUICK_SPEED if quick else FULL_SPEED
         speed = speed_vs_rank(setup)
         factorization = factorization_vs_rank(setup)
-    _tables.write_csv((asdict(r) for r in errors), target / "svd_error.csv", ERROR_FIELDS)
-    _tables.write_csv(
+    tables.write_csv((asdict(r) for r in errors), target / "svd_error.csv", ERROR_FIELDS)
+    tables.write_csv(
         ({**asdict(r), "dense_gflops": r.dense_gflops, "factored_gflops": r.factored_gflops} for r in speed),
         target / "svd_speed.csv",
         SPEED_FIELDS,
     )
-    _tables.write_csv(
+    tables.write_csv(
         ({**asdict(r), "error_ratio": r.error_ratio} for r in factorization),
         target / "svd_factorization.csv",
         FACTORIZATION_FIELDS,

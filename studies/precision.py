@@ -11,15 +11,15 @@ How each precision is computed (storage / arithmetic / accumulator):
 
 * float64, float32: the real kernels of :mod:`kernels.conv2d` (and numpy's BLAS) on arrays of that
   dtype. The naive matmul at these precisions is the sequential loop of
-  :func:`kernels.lowprec.float_matmul.matmul_lowprec` in that format (bit-exact float32 arithmetic).
-* float16, bfloat16: :mod:`kernels.lowprec` — operands rounded to the format (round to nearest
+  :func:`studies.lowprec.float_matmul.matmul_lowprec` in that format (bit-exact float32 arithmetic).
+* float16, bfloat16: :mod:`studies.lowprec` — operands rounded to the format (round to nearest
   even), every transform step and product rounded to the arithmetic format and every sum to the
   accumulator: either the low format itself ("acc float16") or float32 ("acc float32": products of
   two float16/bfloat16 values are exact in float32 and are summed in float32, the tensor-core /
   AMX model). Transformed operands (Winograd ``U``, ``V``, FFT spectra) and outputs are stored in
-  the low format. See :mod:`kernels.lowprec.float_conv` and :mod:`kernels.lowprec.float_fft`.
+  the low format. See :mod:`studies.lowprec.float_conv` and :mod:`studies.lowprec.float_fft`.
 * int16, int8: symmetric per-tensor quantisation, integer arithmetic with an int64 / int32
-  accumulator, dequantisation in float32 (:mod:`kernels.lowprec.integer`). Winograd uses
+  accumulator, dequantisation in float32 (:mod:`studies.lowprec.integer`). Winograd uses
   lcm-scaled integral transforms (exact; checked against integer direct), and the naive variant
   with fractional ``G`` rounds the transformed tensors to integers. FFT has no integer form and is
   left out.
@@ -43,17 +43,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autotune.studies import _plots, _tables, literature, sensitivity
-from autotune.tuner import rel_l2_error, rel_max_error
+from autotune import tables
+from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
-from kernels.lowprec import integer
-from kernels.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
-from kernels.lowprec.float_fft import fft_lowprec
-from kernels.lowprec.float_matmul import K_BLOCK, gemm_rounded, log_matmul_lowprec, matmul_lowprec
-from kernels.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FORMATS, round_array
 from kernels.matmul.reference import matmul_reference
 from kernels.registry import label as kernel_label
+from studies import _plots, literature, sensitivity
+from studies.lowprec import integer
+from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
+from studies.lowprec.float_fft import fft_lowprec
+from studies.lowprec.float_matmul import K_BLOCK, gemm_rounded, log_matmul_lowprec, matmul_lowprec
+from studies.lowprec.rounding import BFLOAT16, FLOAT16, FLOAT32, FORMATS, round_array
 
 NAME = "precision"
 Op = Literal["conv2d", "matmul"]
@@ -772,7 +773,7 @@ How each precision is computed — storage / arithmetic / accumulator:
 | int16 | int16, per-tensor scale | integer | int64 | quantise → integer kernels → dequantise (float32) |
 | int8 | int8, per-tensor scale | integer | int32 | quantise → integer kernels → dequantise (float32) |
 
-* **Rounding.** `kernels/lowprec/rounding.py` rounds a float64 to a format given by (exponent bits,
+* **Rounding.** `studies/lowprec/rounding.py` rounds a float64 to a format given by (exponent bits,
   mantissa bits) on its bit pattern: drop the significand bits the format cannot keep (more for
   subnormal results), round half to even, overflow to ±inf at `max + ulp/2`, underflow gradually to
   ±0. float16 = (5, 10), bfloat16 = (8, 7). Values are carried in float64; one float64 operation
@@ -780,7 +781,7 @@ How each precision is computed — storage / arithmetic / accumulator:
   exceed 2p + 2 for p = 11 and p = 8, so the double rounding is innocuous), i.e. bit-identical to
   hardware without fused multiply-add. Checked below against numpy's float16, ml_dtypes' bfloat16
   and numpy's float32.
-* **Low-precision kernels** (`kernels/lowprec/float_conv.py`, `float_fft.py`, `float_matmul.py`):
+* **Low-precision kernels** (`studies/lowprec/float_conv.py`, `float_fft.py`, `float_matmul.py`):
   x, w, b are rounded to the storage format once. *direct*: each output starts at the bias and adds
   `rnd(x·w)` tap by tap in (c, i, j) order, each sum rounded to the accumulator. *im2col*: the
   gather is an exact copy; the GEMM forms `rnd(a·b)` and sums along K in blocks of 256 (each block
@@ -810,7 +811,7 @@ How each precision is computed — storage / arithmetic / accumulator:
   coincide), 16- and 8-bit LNS codes (1 + 4 + f bits: f = 11 and f = 3) in the int16 and int8
   columns. It is not run at fp32/fp64: matching them needs f ≥ 23,
   i.e. 2^23 accumulator pairs per output. Its error against f is the subject of `autotune study lns`.
-* **Integers** (`kernels/lowprec/integer.py`): symmetric per-tensor quantisation
+* **Integers** (`studies/lowprec/integer.py`): symmetric per-tensor quantisation
   `s = max|a| / (2^(b−1) − 1)`, `q = rint(a / s)` stored as int8/int16; bias `rint(b / (s_x s_w))`
   in the accumulator; direct and im2col are the real kernels of `kernels/conv2d` run on integer
   arrays of the accumulator dtype (int32 for int8, int64 for int16); matmul is numpy's integer GEMM
@@ -829,18 +830,18 @@ def _median_table(stats: dict[Key, Stats], op: str, algorithms: Sequence[Algorit
     header = ["algorithm", *(p.label.replace("\n", " ") for p in PRECISIONS)]
     rows = []
     for alg in algorithms:
-        rows.append([alg.title, *(_tables.sci(s.median) if s else "—" for s in _series(stats, op, alg.name))])
+        rows.append([alg.title, *(tables.sci(s.median) if s else "—" for s in _series(stats, op, alg.name))])
         if op == "conv2d" and alg.kernel == "winograd":
             for variant, title in (
                 (TRANSFORMS_FP32, TRANSFORMS_FP32),
                 (NAIVE_G, f"int {NAIVE_G}"),
                 (REQUANT, f"int {REQUANT}"),
             ):
-                cells = [_tables.sci(s.median) if s else "" for s in _series(stats, op, alg.name, variant)]
+                cells = [tables.sci(s.median) if s else "" for s in _series(stats, op, alg.name, variant)]
                 rows.append([f"… {title}", *cells])
-    floor = [_tables.sci(s.median) if s else "" for s in _series(stats, op, BASELINE[op], FLOOR)]
+    floor = [tables.sci(s.median) if s else "" for s in _series(stats, op, BASELINE[op], FLOOR)]
     rows.append([f"{FLOOR} (exact arithmetic on stored operands, y stored)", *floor])
-    return _tables.markdown_table(header, rows)
+    return tables.markdown(header, rows).splitlines()
 
 
 def _ratio_table(ratios: dict[tuple[str, str], float], algorithms: Sequence[Algorithm]) -> list[str]:
@@ -853,7 +854,7 @@ def _ratio_table(ratios: dict[tuple[str, str], float], algorithms: Sequence[Algo
         for alg in algorithms
         if alg.kernel not in BASELINE.values()
     ]
-    return _tables.markdown_table(header, rows)
+    return tables.markdown(header, rows).splitlines()
 
 
 def _integer_winograd_table(rows: Sequence[Measurement], stats: dict[Key, Stats]) -> list[str]:
@@ -875,11 +876,11 @@ def _integer_winograd_table(rows: Sequence[Measurement], stats: dict[Key, Stats]
                     ", ".join(sorted({str(r.bits_needed) for r in scaled}, key=int)),
                     ", ".join(sorted({f"int{r.acc_bits}" for r in scaled})),
                     f"{sum(r.exact_vs_direct for r in scaled)}/{len(scaled)}",
-                    _tables.sci(stats[("conv2d", name, "", p.key)].median),
-                    _tables.sci(stats[("conv2d", name, NAIVE_G, p.key)].median) if naive else "—",
+                    tables.sci(stats[("conv2d", name, "", p.key)].median),
+                    tables.sci(stats[("conv2d", name, NAIVE_G, p.key)].median) if naive else "—",
                     "{} / {}".format(*integer.transformed_operand_bits(tile, integer.INT_FORMATS[p.storage])),
-                    _tables.sci(stats[("conv2d", name, REQUANT, p.key)].median),
-                    _tables.sci(stats[("conv2d", "direct", "", p.key)].median),
+                    tables.sci(stats[("conv2d", name, REQUANT, p.key)].median),
+                    tables.sci(stats[("conv2d", "direct", "", p.key)].median),
                 ]
             )
     header = [
@@ -896,7 +897,7 @@ def _integer_winograd_table(rows: Sequence[Measurement], stats: dict[Key, Stats]
         f"error ({REQUANT}: operand-width products)",
         "int direct error",
     ]
-    return _tables.markdown_table(header, lines)
+    return tables.markdown(header, lines).splitlines()
 
 
 def _stat(stats: dict[Key, Stats], op: str, name: str, key: str) -> float:
@@ -909,7 +910,7 @@ def _label(p: Precision) -> str:
 
 def _findings(stats: dict[Key, Stats], ratios: dict[tuple[str, str], float]) -> list[str]:
     """The headline numbers, read off the medians."""
-    own = {p.key: _tables.sci(_stat(stats, "conv2d", "direct", p.key)) for p in PRECISIONS}
+    own = {p.key: tables.sci(_stat(stats, "conv2d", "direct", p.key)) for p in PRECISIONS}
     direct = {p.key: _stat(stats, "conv2d", "direct", p.key) for p in PRECISIONS}
     lines = [
         "* **The precision's own error** (direct conv, median relative max error): "
@@ -977,28 +978,28 @@ def _floor_findings(stats: dict[Key, Stats]) -> list[str]:
         name = f"winograd(tile={tile})"
         stored = _stat(stats, "conv2d", name, "float16/acc=float32")
         kept = stats[("conv2d", name, TRANSFORMS_FP32, "float16/acc=float32")].median
-        split.append(f"F({tile}) {_tables.sci(stored)} → {_tables.sci(kept)}")
+        split.append(f"F({tile}) {tables.sci(stored)} → {tables.sci(kept)}")
     requant = [
-        f"F({t}) {_tables.sci(stats[('conv2d', f'winograd(tile={t})', REQUANT, 'int8')].median)}"
+        f"F({t}) {tables.sci(stats[('conv2d', f'winograd(tile={t})', REQUANT, 'int8')].median)}"
         for t in (2, 4, 6)
     ]
     return [
         "* **The storage floor** — exact arithmetic on the stored x, w, b, with y rounded to the format — is "
-        f"{_tables.sci(f16)} (fp16) and {_tables.sci(b16)} (bf16). Direct with an fp32 accumulator measures "
-        f"{_tables.sci(d16)} and {_tables.sci(db16)}: the fp16/bf16-with-fp32-accumulation columns measure "
+        f"{tables.sci(f16)} (fp16) and {tables.sci(b16)} (bf16). Direct with an fp32 accumulator measures "
+        f"{tables.sci(d16)} and {tables.sci(db16)}: the fp16/bf16-with-fp32-accumulation columns measure "
         "storage rounding, not arithmetic.",
         "* **Winograd: transform storage, not arithmetic.** With fp16 storage and fp32 accumulation, storing "
         f"U and V in fp32 instead of fp16 takes the error from {', '.join(split)} (direct "
-        f"{_tables.sci(d16)}, floor {_tables.sci(f16)}): the transforms' rounding to storage is the error.",
+        f"{tables.sci(d16)}, floor {tables.sci(f16)}): the transforms' rounding to storage is the error.",
         "* **Realistic int8 Winograd** (U and V requantised to int8 with one scale per transformed position, "
         f"int8×int8 products, int32 sums): {', '.join(requant)}, against "
-        f"{_tables.sci(_stat(stats, 'conv2d', 'direct', 'int8'))} for int8 direct. The exact integer "
+        f"{tables.sci(_stat(stats, 'conv2d', 'direct', 'int8'))} for int8 direct. The exact integer "
         "Winograd keeps direct's error only because its U and V are 12–22 bits wide (operand-width table).",
     ]
 
 
 def _check_lines(checks: EmulationChecks) -> list[str]:
-    torch_cells = ", ".join(f"{k} {_tables.sci(v)}" for k, v in checks.torch.items())
+    torch_cells = ", ".join(f"{k} {tables.sci(v)}" for k, v in checks.torch.items())
     return [
         f"* Rounding to float16 vs numpy `astype(float16)`: {checks.float16_mismatches} mismatches in "
         f"{checks.float16_values} values (every finite float16, every midpoint between neighbours, and the "
@@ -1012,8 +1013,8 @@ def _check_lines(checks: EmulationChecks) -> list[str]:
         "* float16 arithmetic (sums, products, a 256-term dot product with a float16 accumulator) vs numpy's "
         f"float16 scalars: {checks.float16_op_mismatches} mismatches in {checks.float16_ops} results.",
         f"* The emulator at float32 (format (8, 23)), first conv shape: direct error "
-        f"{_tables.sci(checks.float32_direct_emulated)} vs "
-        f"{_tables.sci(checks.float32_direct_native)} "
+        f"{tables.sci(checks.float32_direct_emulated)} vs "
+        f"{tables.sci(checks.float32_direct_native)} "
         "for the real float32 direct kernel (same order; the real kernel fuses multiply-adds).",
         "* Real low-precision kernels beside the emulation (first conv shape, median over seeds): "
         f"{torch_cells}. "
@@ -1165,7 +1166,7 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
     seed_list = list(range(n_seeds))
     rows = measure_all(conv_shapes, matmul_shapes, seed_list)
     checks = emulation_checks(conv_shapes[0], seed_list)
-    _tables.write_csv((asdict(r) for r in rows), target / "precision.csv", CSV_FIELDS)
+    tables.write_csv((asdict(r) for r in rows), target / "precision.csv", CSV_FIELDS)
     stats = {metric: aggregate(rows, metric) for metric in METRICS}
     figures = [
         plot_algorithm(alg, stats, bit_exact(rows), target / f"precision_{alg.slug}.png")
@@ -1173,14 +1174,14 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
     ]
     figures.append(plot_combined(stats["rel_max"], target / "precision_all.png"))
     sensitivity_rows = sensitivity.measure(quick)
-    _tables.write_csv(
+    tables.write_csv(
         (asdict(r) for r in sensitivity_rows),
         target / "sensitivity.csv",
         tuple(sensitivity.SensitivityRow.__dataclass_fields__),
     )
     figures.append(sensitivity.plot(sensitivity_rows, target / "precision_sensitivity.png"))
     literature_rows = literature.measure(quick)
-    _tables.write_csv(
+    tables.write_csv(
         (asdict(r) for r in literature_rows),
         target / "literature.csv",
         tuple(literature.LiteratureRow.__dataclass_fields__),
