@@ -3,11 +3,12 @@
 For each problem of a suite (a preset) the benchmark
 
 1. runs every applicable exact kernel once on seeded inputs (warm-up: Numba compiles here) and
-   checks its error against the float64 reference, exactly as the tuner does;
+   checks its error against the float64 reference with the tuner's evaluator
+   (:func:`autotune.evaluate.warm_up`);
 2. times the candidates — and the public dispatcher call ``autotune.conv2d``/``autotune.matmul``
-   itself — in :data:`ROUNDS` interleaved rounds with :func:`autotune.timing.measure`, so that a
-   burst of load on a shared machine hits every candidate rather than one (median of the round
-   medians; minimum over all runs);
+   itself — in :data:`ROUNDS` interleaved rounds (:func:`autotune.evaluate.interleaved`), so
+   that a burst of load on a shared machine hits every candidate rather than one (median and
+   minimum over all runs);
 3. reports the dispatcher's pick (from the database; a problem not yet tuned is tuned first), its
    effective GFLOP/s (direct-equivalent FLOPs over the dispatcher's median time), its % of this
    machine's peak and its speed-up over torch.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 
 from autotune import api, evaluate, machine, report, shapes, state, tables, timing, tuner
+from autotune.evaluate import Verdict
 from autotune.problem import ConvProblem, Problem
 from autotune.weights import Weight
 from kernels import registry
-from kernels.registry import KernelSpec
 
 #: Interleaved timing rounds per problem.
 ROUNDS = 3
@@ -132,17 +132,6 @@ def _wall(run: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def _applicable(spec: KernelSpec, problem: Problem) -> str | None:
-    """Why ``spec`` is left out of the benchmark for ``problem`` (None: it is benchmarked)."""
-    if problem.dtype not in spec.dtypes:
-        return f"not applicable: {problem.dtype} not supported"
-    if not spec.applies(problem):
-        return "not applicable"
-    if not spec.exact:
-        return "approximate: not benchmarked (see the studies)"
-    return None
-
-
 def _dispatch_call(problem: Problem, inputs: tuple[np.ndarray, ...]) -> Callable[[], Any] | None:
     """The public API call for ``problem`` (None if its padding cannot be expressed there)."""
     if isinstance(problem, ConvProblem):
@@ -165,99 +154,46 @@ def _dispatch_call(problem: Problem, inputs: tuple[np.ndarray, ...]) -> Callable
     return lambda: api.matmul(a, b)
 
 
-@dataclass
-class _Runner:
-    """A candidate being benchmarked: its record and how to call it."""
-
-    record: CandidateTime
-    run: Callable[[], Any]
-    rounds: list[timing.Timing] = field(default_factory=list)
-
-
-def _warm_up(
-    record: CandidateTime, run: Callable[[], Any], problem: Problem, ref: np.ndarray, cap_s: float
-) -> _Runner | None:
-    """First call: accuracy check, compile; returns a runner to time, or None (failed or capped)."""
-    t0 = time.perf_counter()
-    try:
-        y = np.asarray(run())
-    except Exception as exc:  # a failing kernel is a row in the report, not a crash
-        record.reason = f"failed: {type(exc).__name__}: {exc}"[:200]
-        return None
-    warm_s = time.perf_counter() - t0
-    if y.shape != tuple(problem.out_shape):
-        record.reason = f"wrong output shape {y.shape}"
-        return None
-    record.rel_err = evaluate.rel_max_error(y, ref) if np.all(np.isfinite(y)) else float("inf")
-    tol = tuner.tolerance(problem)
-    record.ok = record.rel_err <= tol
-    if not record.ok:
-        record.reason = f"inaccurate: rel_err {record.rel_err:.2e} > tol {tol:.0e}"
-    if warm_s > cap_s:
-        record.median_us = record.min_us = warm_s * 1e6
-        record.runs, record.capped = 1, True
-        return None
-    return _Runner(record, run)
+def _record(verdict: Verdict, label: str | None = None) -> CandidateTime:
+    """A candidate's row from its evaluator verdict."""
+    return CandidateTime(
+        label=label or verdict.label,
+        kernel=verdict.kernel,
+        params=dict(verdict.params),
+        rel_err=verdict.rel_err,
+        ok=verdict.reason is None,
+        reason=verdict.reason,
+        prepare_us=verdict.prepare_us,
+    )
 
 
-def _kernel_call(
-    spec: KernelSpec, params: dict[str, Any], args: tuple[Any, ...], record: CandidateTime, fixed: bool
-) -> Callable[[], Any] | None:
-    """The call to time, as the dispatcher makes it: for a fixed weight (``problem.weight``) with
-    the weight prepared once if the spec has a ``prepare`` hook (its cost goes to
-    ``record.prepare_us``), else with the transform in every call; None if preparing failed."""
-    fn = spec.bind(params)
-    if spec.prepare is None or not fixed:
-        return lambda: fn(*args)
-    started = time.perf_counter()
-    try:
-        prepared = spec.prepare(args[1], **params)
-    except Exception as exc:  # a failing kernel is a row in the report, not a crash
-        record.reason = f"failed to prepare: {type(exc).__name__}: {exc}"[:200]
-        return None
-    record.prepare_us = (time.perf_counter() - started) * 1e6
-    rest = args[2:]
-    return lambda: fn(args[0], prepared, *rest)
-
-
-def _kernel_runners(
+def _candidates(
     problem: Problem, args: tuple[Any, ...], ref: np.ndarray, cap_s: float
-) -> tuple[list[CandidateTime], list[_Runner]]:
-    """Warm up and check every exact kernel setting: all records, and the runners to time."""
-    records: list[CandidateTime] = []
-    runners: list[_Runner] = []
-    specs = sorted(registry.specs(problem.op), key=lambda s: (s.name != "torch", s.reference))
-    for spec in specs:
-        excluded = _applicable(spec, problem)
+) -> tuple[list[CandidateTime], list[tuple[CandidateTime, Callable[[], Any]]]]:
+    """Warm up and check every exact kernel setting with the tuner's evaluator: all rows, and the
+    calls to time (a candidate whose warm-up exceeded ``cap_s`` keeps that one run, ``capped``)."""
+    rows: list[CandidateTime] = []
+    timed: list[tuple[CandidateTime, Callable[[], Any]]] = []
+    tol = tuner.tolerance(problem)
+    for spec in sorted(registry.specs(problem.op), key=lambda s: (s.name != "torch", s.reference)):
+        excluded = spec.inapplicable(problem) or (
+            None if spec.exact else "approximate: not benchmarked (see the studies)"
+        )
         if excluded:
-            records.append(CandidateTime(label=spec.name, kernel=spec.name, reason=excluded))
+            rows.append(CandidateTime(label=spec.name, kernel=spec.name, reason=excluded))
             continue
         for params in spec.param_grid(problem):
-            record = CandidateTime(registry.label(spec.name, params), spec.name, dict(params))
-            records.append(record)
-            call = _kernel_call(spec, params, args, record, problem.weight is not None)
-            if call is None:
-                continue
-            # The reference is timed once (a zero cap): it is the slowest by design and only a
-            # yardstick. That one run is warm: computing `ref` compiled the same function.
-            runner = _warm_up(record, call, problem, ref, 0.0 if spec.reference else cap_s)
-            record.capped = record.capped and not spec.reference
-            if runner is not None:
-                runners.append(runner)
-    return records, runners
-
-
-def _time_interleaved(runners: list[_Runner], cap_s: float) -> None:
-    """:data:`ROUNDS` rounds over all runners; each record gets the median of its round medians."""
-    for _ in range(ROUNDS):
-        for runner in runners:
-            runner.rounds.append(
-                timing.measure(runner.run, min_runs=3, min_time_s=0.05, max_time_s=cap_s / ROUNDS)
-            )
-    for runner in runners:
-        runner.record.median_us = statistics.median(t.median_us for t in runner.rounds)
-        runner.record.min_us = min(t.min_us for t in runner.rounds)
-        runner.record.runs = sum(t.runs for t in runner.rounds)
+            started = time.perf_counter()
+            verdict, fn = evaluate.warm_up(spec, params, problem, args, ref, tol)
+            row = _record(verdict)
+            rows.append(row)
+            # The reference is timed once: it is the slowest by design and only a yardstick.
+            if fn is not None and (spec.reference or time.perf_counter() - started > cap_s):
+                row.median_us = row.min_us = (time.perf_counter() - started) * 1e6
+                row.runs, row.capped = 1, not spec.reference
+            elif fn is not None:
+                timed.append((row, lambda fn=fn: fn(*args)))
+    return rows, timed
 
 
 def bench_problem(item: shapes.Item, pick: str, cap_s: float) -> ProblemResult:
@@ -266,19 +202,24 @@ def bench_problem(item: shapes.Item, pick: str, cap_s: float) -> ProblemResult:
     inputs = evaluate.random_inputs(problem)
     args = problem.call_args(inputs)
     ref = evaluate.reference_output(problem, args)
-    records, runners = _kernel_runners(problem, args, ref, cap_s)
+    rows, timed = _candidates(problem, args, ref, cap_s)
     dispatch = _dispatch_call(problem, inputs)
     if dispatch is not None:
-        record = CandidateTime(label=DISPATCH, kernel=DISPATCH, params={"pick": pick})
-        records.append(record)
-        runner = _warm_up(record, dispatch, problem, ref, cap_s)
-        if runner is not None:
-            runners.append(runner)
-    _time_interleaved(runners, cap_s)
-    for record in records:
-        if record.median_us:
-            record.gflops = problem.flops / record.median_us / 1e3
-    return ProblemResult(problem.key, list(item.layers), problem.flops, pick, records)
+        verdict = Verdict(kernel=DISPATCH, params={"pick": pick})
+        usable = evaluate.judge(verdict, problem, np.asarray(dispatch()), ref, tuner.tolerance(problem))
+        rows.append(_record(verdict, DISPATCH))
+        if usable:
+            timed.append((rows[-1], dispatch))
+    samples = evaluate.interleaved(
+        [call for _, call in timed], ROUNDS, min_runs=3, min_time_s=0.05, max_time_s=cap_s / ROUNDS
+    )
+    for (row, _), runs in zip(timed, samples, strict=True):
+        summary = timing.summarize(runs)
+        row.median_us, row.min_us, row.runs = summary.median_us, summary.min_us, summary.runs
+    for row in rows:
+        if row.median_us:
+            row.gflops = problem.flops / row.median_us / 1e3
+    return ProblemResult(problem.key, list(item.layers), problem.flops, pick, rows)
 
 
 def dispatcher_pick(problem: Problem, budget_s: float) -> str:

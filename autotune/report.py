@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from autotune import tables
+from autotune.evaluate import Verdict
 from autotune.problem import Problem
-from autotune.tuner import Verdict, label, tolerance
+from autotune.tuner import tolerance
+from kernels.registry import label
 
 #: Tokens equal to the defaults of the problem syntax; dropping them keeps a key parseable.
 _DEFAULT_TOKENS = frozenset({"stride=1", "pad=0", "dilation=1", "groups=1"})

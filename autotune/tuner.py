@@ -35,6 +35,7 @@ timed as the dispatcher will run it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from autotune import estimate, timing
-from autotune.evaluate import random_inputs, reference_output, rel_l2_error, rel_max_error
+from autotune import estimate, evaluate, timing
+from autotune.evaluate import Verdict, random_inputs, reference_output, rel_max_error
 from autotune.machine import now_iso
 from autotune.problem import Problem
 from autotune.state import STATE
@@ -84,80 +85,6 @@ def tolerance(problem: Problem) -> float:
 
 
 @dataclass
-class Verdict:
-    """One candidate's outcome."""
-
-    kernel: str
-    params: dict[str, Any] = field(default_factory=dict)
-    median_us: float | None = None
-    min_us: float | None = None
-    spread_us: float | None = None
-    score_us: float | None = None  # 20th percentile of the clean runs: what the choice rests on
-    prepare_us: float | None = None  # one-time cost of the spec's ``prepare`` (not in median_us)
-    runs: int = 0
-    preempted: int = 0  # timed runs during which this process was preempted (excluded from score)
-    faults_per_run: float | None = None  # median minor page faults of a timed run
-    rel_err: float | None = None
-    rel_l2: float | None = None
-    ok: bool = False
-    reason: str | None = None
-
-    @property
-    def label(self) -> str:
-        return label(self.kernel, self.params)
-
-    @property
-    def time_us(self) -> float:
-        """The time the choice compares: the score (entries from before it: the median)."""
-        if self.score_us is not None:
-            return self.score_us
-        return self.median_us if self.median_us is not None else float("inf")
-
-    def record(self, result: timing.Timing) -> None:
-        """Take a measurement's statistics."""
-        self.median_us, self.min_us, self.score_us = result.median_us, result.min_us, result.score_us
-        self.spread_us, self.runs, self.preempted = result.spread_us, result.runs, result.preempted
-        self.faults_per_run = result.faults_per_run
-
-    def to_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"kernel": self.kernel}
-        if self.params:
-            record["params"] = dict(self.params)
-        for name in ("median_us", "min_us", "score_us", "spread_us", "prepare_us"):
-            value = getattr(self, name)
-            if value is not None:
-                record[name] = float(f"{value:.4g}")
-        if self.runs:
-            record["runs"] = self.runs
-            record["preempted"] = self.preempted
-        if self.faults_per_run is not None:
-            record["faults_per_run"] = float(f"{self.faults_per_run:.3g}")
-        for name in ("rel_err", "rel_l2"):
-            value = getattr(self, name)
-            if value is not None:
-                record[name] = float(f"{value:.3e}")
-        record["ok"] = self.ok
-        if self.reason:
-            record["reason"] = self.reason
-        return record
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> Verdict:
-        names = ("median_us", "min_us", "score_us", "spread_us", "prepare_us", "rel_err", "rel_l2")
-        known = {k: record.get(k) for k in names}
-        return cls(
-            kernel=str(record["kernel"]),
-            params=dict(record.get("params") or {}),
-            runs=int(record.get("runs") or 0),
-            preempted=int(record.get("preempted") or 0),
-            faults_per_run=record.get("faults_per_run"),
-            ok=bool(record.get("ok")),
-            reason=record.get("reason"),
-            **known,
-        )
-
-
-@dataclass
 class TuneResult:
     """Everything learned about one problem: the choice and every candidate's verdict."""
 
@@ -190,20 +117,6 @@ class TuneResult:
 
 # ---------------------------------------------------------------------------------------------
 # Candidates.
-
-
-def _with_prepared_weight(
-    spec: KernelSpec, params: dict[str, Any], fn: Callable[..., Any], args: tuple[Any, ...], verdict: Verdict
-) -> Callable[..., Any]:
-    """``fn`` with the weight (second argument) replaced by ``spec.prepare``'s result, prepared once."""
-    started = time.perf_counter()
-    prepared = spec.prepare(args[1], **params)  # type: ignore[misc]
-    verdict.prepare_us = (time.perf_counter() - started) * 1e6
-
-    def with_prepared(*call_args: Any) -> Any:
-        return fn(call_args[0], prepared, *call_args[2:])
-
-    return with_prepared
 
 
 def _exclusion(spec: KernelSpec, problem: Problem) -> str | None:
@@ -247,36 +160,13 @@ class _Search:
 
 def _run_once(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> tuple[Verdict, Any]:
     """Warm-up/accuracy call; returns the verdict so far and the bound function (None if failed)."""
-    verdict = Verdict(kernel=spec.name, params=dict(params))
-    fn = spec.bind(params)
     started = time.perf_counter()
-    try:
-        if spec.prepare is not None and search.problem.weight is not None:
-            fn = _with_prepared_weight(spec, params, fn, search.args, verdict)
-        y = fn(*search.args)
-    except Exception as exc:  # a failing candidate is data, never an escaping exception
-        verdict.reason = f"failed: {type(exc).__name__}: {exc}"[:300]
-        return verdict, None
-    finally:
-        search.warm_up_s += time.perf_counter() - started
-    expected_shape = search.problem.out_shape
-    if not isinstance(y, np.ndarray) or y.shape != tuple(expected_shape):
-        got = getattr(y, "shape", type(y).__name__)
-        verdict.reason = f"wrong output: shape {got}, expected {tuple(expected_shape)}"
-        return verdict, None
-    if y.dtype != np.dtype(search.problem.dtype):
-        verdict.reason = f"wrong output dtype {y.dtype}, expected {search.problem.dtype}"
-        return verdict, None
-    if not np.all(np.isfinite(y)):
-        verdict.reason = "non-finite output (inf/nan)"
-        verdict.rel_err = float("inf")
-        return verdict, fn
-    verdict.rel_err = rel_max_error(y, search.ref)
-    verdict.rel_l2 = rel_l2_error(y, search.ref)
-    if not spec.exact:
+    verdict, fn = evaluate.warm_up(spec, params, search.problem, search.args, search.ref, search.tol)
+    search.warm_up_s += time.perf_counter() - started  # Numba compiles here: not budgeted
+    if fn is not None and not spec.exact and verdict.rel_err is not None and math.isfinite(verdict.rel_err):
         _check_probes(search, fn, verdict)
-    if verdict.rel_err > search.tol:
-        verdict.reason = f"inaccurate: rel_err {verdict.rel_err:.2e} > tol {search.tol:.0e}"
+        if verdict.rel_err > search.tol and verdict.reason is None:
+            verdict.reason = f"inaccurate: rel_err {verdict.rel_err:.2e} > tol {search.tol:.0e}"
     return verdict, fn
 
 
@@ -381,17 +271,19 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     if len(leaders) < 2:
         return
     args = search.args
-    samples: dict[int, list[timing.Sample]] = {id(v): [] for v in leaders}
-    for round_ in range(RACE_ROUNDS):
-        if search.over_budget() and round_ >= 3:
-            break
-        for verdict in leaders:
-            fn = search.timed[id(verdict)]
-            runs, _ = timing.collect(lambda fn=fn: fn(*args), min_runs=2, min_time_s=0.01, max_time_s=0.2)
-            samples[id(verdict)].extend(runs)
-    for verdict in leaders:
+    fns = [search.timed[id(v)] for v in leaders]
+    calls = [lambda fn=fn: fn(*args) for fn in fns]
+    samples = evaluate.interleaved(
+        calls,
+        RACE_ROUNDS,
+        stop=lambda round_: round_ >= 3 and search.over_budget(),
+        min_runs=2,
+        min_time_s=0.01,
+        max_time_s=0.2,
+    )
+    for verdict, runs in zip(leaders, samples, strict=True):
         fastest = verdict.min_us
-        verdict.record(timing.summarize(samples[id(verdict)]))
+        verdict.record(timing.summarize(runs))
         verdict.min_us = min(verdict.min_us, fastest)
 
 
