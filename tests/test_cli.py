@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune import bench, cache, cli, report, shapes, state, tuner
+from autotune import cache, cli, report, shapes, state, tuner
+from autotune.bench import suite as bench
 from autotune.problem import parse_problem
 
 TINY = """\

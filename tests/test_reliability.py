@@ -622,7 +622,7 @@ def test_tune_exits_1_when_results_cannot_be_saved(
 @pytest.mark.parametrize("verb", [["bench", "--out"], ["study", "precision", "--quick", "--out"]])
 def test_unwritable_out_is_refused_before_any_work(capsys, tmp_path, monkeypatch, verb):
     import studies
-    from autotune import bench
+    from autotune.bench import suite as bench
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before --out was checked")

@@ -4,7 +4,7 @@
 the plain model) in a process that never imports autotune, with PyTorch's defaults.
 ``side=autotune`` calls ``autotune.conv2d`` (or the ``autotune.nn.convert``-ed model), tuning
 on first sight into the database named by ``AUTOTUNE_CACHE_DIR``, after importing torch or
-autotune first as asked. The parent (:mod:`autotune.versus`) sends one JSON request per line
+autotune first as asked. The parent (:mod:`autotune.bench.versus`) sends one JSON request per line
 on stdin and reads one JSON reply per line on stdout.
 
 Run by path (not ``-m``), so the torch side never imports the ``autotune`` package.

@@ -1,7 +1,7 @@
 """``autotune bench --vs-torch``: autotune against plain PyTorch, each in a process of its own.
 
 What a user compares is not our kernels against PyTorch inside our process but their program with
-autotune against the same program without it. So two worker processes (``_versus_worker.py``)
+autotune against the same program without it. So two worker processes (``_worker.py``)
 run side by side:
 
 * **torch**: ``torch.nn.functional.conv2d`` (or the plain model) in a process that never imports
@@ -38,7 +38,7 @@ from autotune.problem import ConvProblem
 
 #: Alternating timing rounds per problem.
 ROUNDS = 5
-WORKER = Path(__file__).with_name("_versus_worker.py")
+WORKER = Path(__file__).with_name("_worker.py")
 SIDES = ("torch", "autotune")
 
 
@@ -159,7 +159,7 @@ def run(
     """Measure ``items`` (conv2d problems) or ``model`` on both sides; see the module docstring."""
     from tqdm import tqdm
 
-    from autotune.bench import measure_peak_gflops
+    from autotune.bench.suite import measure_peak_gflops
 
     peak = measure_peak_gflops()
     request: dict[str, Any] = {"op": "setup", "seed": 0, "import_first": import_first}
