@@ -47,12 +47,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import numbers
 import os
 import re
-import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,10 +58,24 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
+from autotune.files import file_mode, real_path, remove_stale_temps, write_atomic
 from autotune.machine import fingerprint, fingerprint_id, now_iso
-from autotune.problem import PROBLEMS
+from autotune.schema import (  # noqa: F401  (re-exported: the document functions the CLI uses)
+    SCHEMA,
+    Document,
+    Entry,
+    _SafeLoader,
+    dump_document,
+    empty_document,
+    entry_problem,
+    is_valid_entry,
+    iter_sections,
+    merge_documents,
+    newer,
+    parse_document,
+    validate_document,
+)
 
-SCHEMA = 1
 FILENAME = "autotune.yaml"
 #: How long a CLI write (import, merge, clear, a final flush) waits for the lock.
 LOCK_TIMEOUT_S = 120.0
@@ -74,13 +86,6 @@ STORE_LOCK_TIMEOUT_S = 10.0
 JOURNAL_ABOVE_BYTES = 1 << 20
 #: The fields of an entry the dispatcher needs (what the index keeps).
 HOT_FIELDS = ("choice", "params", "tol", "kernels", "tuned_at")
-
-# The libyaml-backed safe loader/dumper when PyYAML was built with it (same safety, ~10x faster).
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-Entry = dict[str, Any]
-Document = dict[str, Any]
 
 
 class CacheWarning(UserWarning):
@@ -108,236 +113,6 @@ def cache_dir() -> Path:
 def cache_path() -> Path:
     """The database file."""
     return cache_dir() / FILENAME
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure document operations (also used by the CLI's merge/import).
-
-
-def empty_document() -> Document:
-    return {"schema": SCHEMA, "machines": {}}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_scalar(value: Any) -> bool:
-    return isinstance(value, (str, bool, numbers.Real)) or value is None
-
-
-def entry_problem(key: Any, entry: Any) -> str | None:
-    """Why ``entry`` (stored under ``key``) does not fit the schema, or None if it does.
-
-    Checks types only — it is cheap enough for every entry of a large file. Whether the entry
-    fits a call (kernel registered, parameters, tolerance, kernel set) is the dispatcher's check.
-    """
-    if not isinstance(key, str) or key.split(" ", 1)[0] not in PROBLEMS:
-        return "the key is not a problem ('conv2d ...' or 'matmul ...')"
-    if not isinstance(entry, dict):
-        return f"an entry must be a mapping, got {type(entry).__name__}"
-    problem = entry.get("problem")
-    if not isinstance(problem, dict) or problem.get("op") != key.split(" ", 1)[0]:
-        return "'problem' must be a mapping whose op matches the key"
-    if not isinstance(entry.get("choice"), str) or not entry["choice"]:
-        return "'choice' must be a kernel name"
-    params = entry.get("params", {})
-    if params is not None and not (
-        isinstance(params, dict) and all(isinstance(k, str) and _is_scalar(v) for k, v in params.items())
-    ):
-        return "'params' must map names to numbers or strings"
-    if "tol" in entry and not (_is_number(entry["tol"]) and entry["tol"] > 0):
-        return "'tol' must be a positive number"
-    if "kernels" in entry and not isinstance(entry["kernels"], str):
-        return "'kernels' must be a digest string"
-    candidates = entry.get("candidates", {})
-    if candidates is None:
-        return None
-    if not isinstance(candidates, dict):
-        return "'candidates' must map labels to mappings"
-    for label, record in candidates.items():
-        wrong = _candidate_problem(record)
-        if wrong:
-            return f"candidate {label!r}: {wrong}"
-    return None
-
-
-_CANDIDATE_NUMBERS = ("median_us", "min_us", "spread_us", "prepare_us", "rel_err", "rel_l2")
-
-
-def _candidate_problem(record: Any) -> str | None:
-    """Why one candidate record does not fit the schema (None if it does)."""
-    if not isinstance(record, dict):
-        return "must be a mapping"
-    if not isinstance(record.get("kernel", ""), str):
-        return "'kernel' must be a name"
-    for name in _CANDIDATE_NUMBERS:
-        if record.get(name) is not None and not _is_number(record[name]):
-            return f"{name!r} must be a number"
-    if record.get("runs") is not None and not (
-        isinstance(record["runs"], int) and not isinstance(record["runs"], bool)
-    ):
-        return "'runs' must be an integer"
-    if not isinstance(record.get("params", {}) or {}, dict):
-        return "'params' must be a mapping"
-    if not isinstance(record.get("reason") or "", str):
-        return "'reason' must be text"
-    return None
-
-
-def is_valid_entry(entry: Any) -> bool:
-    """An entry the dispatcher can read: a problem record and a named choice (see
-    :func:`entry_problem`, which also checks the key)."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("problem"), dict):
-        return False
-    return entry_problem(f"{entry['problem'].get('op')} -", entry) is None
-
-
-def validate_document(doc: Document) -> tuple[Document, dict[str, Any]]:
-    """Split a parsed document into its well-formed part and the malformed parts.
-
-    The schema: ``schema`` (int), ``machines`` (mapping of id → section), a section is a mapping
-    with an optional ``fingerprint`` mapping and an ``entries`` mapping of problem key → entry
-    (:func:`entry_problem`). Returns ``(clean, rejected)`` where ``rejected`` maps a readable
-    path (``machines/<id>/entries/<key>``) to what was found there. ``doc`` is not modified.
-    """
-    clean: Document = {k: v for k, v in doc.items() if k != "machines"}
-    clean["machines"] = {}
-    rejected: dict[str, Any] = {}
-    machines = doc.get("machines")
-    if machines is None:
-        return clean, rejected
-    if not isinstance(machines, dict):
-        return clean, {"machines": machines}
-    for machine_id, section in machines.items():
-        where = f"machines/{machine_id}"
-        if not isinstance(machine_id, str) or not isinstance(section, dict):
-            rejected[where] = section
-            continue
-        kept = {k: v for k, v in section.items() if k not in ("fingerprint", "entries")}
-        fingerprint_ = section.get("fingerprint")
-        if fingerprint_ is not None and not isinstance(fingerprint_, dict):
-            rejected[f"{where}/fingerprint"] = fingerprint_
-            fingerprint_ = None
-        kept["fingerprint"] = fingerprint_ or {}
-        kept["entries"] = _valid_entries(section.get("entries"), f"{where}/entries", rejected)
-        clean["machines"][machine_id] = kept
-    return clean, rejected
-
-
-def _valid_entries(entries: Any, where: str, rejected: dict[str, Any]) -> dict[str, Entry]:
-    if entries is None:
-        return {}
-    if not isinstance(entries, dict):
-        rejected[where] = entries
-        return {}
-    valid = {}
-    for key, entry in entries.items():
-        if entry_problem(key, entry) is None:
-            valid[key] = entry
-        else:
-            rejected[f"{where}/{key}"] = entry
-    return valid
-
-
-def _newer(candidate: Entry, current: Entry) -> bool:
-    return str(candidate.get("tuned_at", "")) >= str(current.get("tuned_at", ""))
-
-
-def merge_documents(base: Document, other: Document) -> Document:
-    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key).
-
-    Both are expected to be validated (:func:`validate_document`); malformed parts of ``other``
-    are skipped all the same.
-    """
-    other, _ = validate_document(other)
-    for machine_id, section in other["machines"].items():
-        target = base["machines"].setdefault(
-            machine_id, {"fingerprint": section["fingerprint"], "entries": {}}
-        )
-        target_entries = target.setdefault("entries", {})
-        for key, entry in section["entries"].items():
-            if key not in target_entries or _newer(entry, target_entries[key]):
-                target_entries[key] = entry
-    return base
-
-
-def parse_document(text: str, origin: str) -> Document:
-    """Parse a database text (safe loader only) and check its top level; ValueError says what is
-    wrong. The parts below the top level are checked by :func:`validate_document`."""
-    try:
-        doc = yaml.load(text, Loader=_SafeLoader)  # a safe loader
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{origin} is not valid YAML: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise ValueError(f"{origin} is nested too deeply to be a database") from None
-    if doc is None:
-        return empty_document()
-    if not isinstance(doc, dict) or not isinstance(doc.get("schema"), int) or isinstance(doc["schema"], bool):
-        raise ValueError(f"{origin} is not an autotune database (no integer 'schema' field)")
-    return doc
-
-
-def dump_document(doc: Document) -> str:
-    # default_flow_style=None: collections of scalars (shapes, one candidate's numbers) on one line
-    return yaml.dump(doc, Dumper=_SafeDumper, sort_keys=False, default_flow_style=None, width=120)
-
-
-def _file_mode(path: Path) -> int:
-    """The existing file's permission bits, else 0666 minus the process umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def real_path(path: Path) -> Path:
-    """``path`` with symlinks resolved: a symlinked database (e.g. one shared by several
-    checkouts) is written through to its target instead of being replaced by a regular file."""
-    return Path(os.path.realpath(path))
-
-
-TEMP_SUFFIX = ".tmp"
-
-
-def _temp_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``'s target and rename it over the target."""
-    target = real_path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
-    try:
-        # mkstemp creates the file 0600; keep the mode an ordinary file would get (or had).
-        os.chmod(tmp_name, _file_mode(target))
-        with os.fdopen(fd, "w", encoding="utf-8") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-
-
-def remove_stale_temps(path: Path) -> int:
-    """Remove temp files of ``path`` left behind by killed writers; returns how many.
-
-    Call it holding the database lock: every writer of the database writes its temp file while
-    holding the lock, so any temp file seen then belongs to a writer that died.
-    """
-    target = real_path(path)
-    removed = 0
-    for stale in target.parent.glob(_temp_prefix(target) + "*" + TEMP_SUFFIX):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-            removed += 1
-    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +299,7 @@ class Database:
             "\n---\n" + dump_document({"machine": self.machine_id, "key": key, "entry": entry})
             for key, entry in entries.items()
         )
-        fd = os.open(self.sidecar(".journal"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, _file_mode(self.path))
+        fd = os.open(self.sidecar(".journal"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode(self.path))
         try:
             os.write(fd, text.encode("utf-8"))
             os.fsync(fd)
@@ -666,10 +441,10 @@ def _hot(entry: Entry) -> Entry:
     return hot
 
 
-def _merge_entries(base: dict[str, Entry], newer: Mapping[str, Entry]) -> None:
+def _merge_entries(base: dict[str, Entry], incoming: Mapping[str, Entry]) -> None:
     """Per key, keep the entry with the newest ``tuned_at``."""
-    for key, entry in newer.items():
-        if key not in base or _newer(entry, base[key]):
+    for key, entry in incoming.items():
+        if key not in base or newer(entry, base[key]):
             base[key] = entry
 
 
@@ -717,9 +492,3 @@ def load_file(path: Path) -> Document:
     if other.sidecar(".journal").exists():  # a large database's newest entries (read, not changed)
         other._fold_journal(clean)
     return clean
-
-
-def iter_sections(doc: Document) -> Iterable[tuple[str, dict[str, Any], dict[str, Entry]]]:
-    """(machine id, fingerprint, entries) for every section of a validated document."""
-    for machine_id, section in doc["machines"].items():
-        yield machine_id, section.get("fingerprint") or {}, section.get("entries") or {}
