@@ -89,7 +89,7 @@ def _as_array(value: Any, name: str, op: str) -> np.ndarray:
         if not value.is_cpu:
             raise ValueError(f"{op}: {name} is on {value.device}; autotune runs on the CPU only")
         try:
-            return value.numpy()  # zero-copy; the common case costs < 1 us
+            return value.numpy()  # zero-copy
         except RuntimeError:  # requires grad, or a lazily negated/conjugated view
             return value.detach().resolve_conj().resolve_neg().numpy()
         except TypeError:  # a dtype numpy lacks (bfloat16, the float8 types, ...)
@@ -380,8 +380,7 @@ def conv2d(
 
 
 def _all_finite(*arrays: np.ndarray) -> bool:
-    """No NaN/Inf in any array: one vectorised pass each (measured faster than a sum, e.g. 19 us
-    vs 32 us on a 1x64x56x56 float32 input)."""
+    """No NaN/Inf in any array: one vectorised pass each (measured faster than summing)."""
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
 
 

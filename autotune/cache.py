@@ -1,46 +1,12 @@
 """The tuning database: one human-readable YAML file, shared by processes and machines.
 
-Layout of ``<cache dir>/autotune.yaml``::
-
-    schema: 1
-    machines:
-      <fingerprint id>:
-        fingerprint: {cpu: ..., isa: [...], cores: 2, threads: {...}, versions: {...}}
-        entries:
-          "conv2d x=1x64x56x56 w=64x64x3x3 stride=1 pad=1 dilation=1 groups=1 float32":
-            problem: {...}
-            choice: winograd
-            params: {tile: 4}
-            tol: 0.0001
-            tuned_at: '2026-11-25T11:42:03+00:00'
-            candidates:
-              winograd(tile=4): {kernel: winograd, params: {tile: 4}, median_us: ..., ok: true}
-              fft: {kernel: fft, median_us: ..., rel_err: ..., ok: false, reason: ...}
-
-Rules:
-
-* read and written with PyYAML's *safe* loader and dumper only (the libyaml C versions when
-  available: ~10x faster, and just as unable to construct Python objects), so a file never
-  executes code;
-* only the section whose fingerprint matches this machine is used; the others stay in the file;
-* writes take a file lock, re-read the file, merge (newest ``tuned_at`` wins per key) and replace
-  the file atomically, so concurrent writers lose nothing; a symlinked database is written through
-  to its target; temp files left by a killed writer are removed under the lock;
-* an unparseable file is moved aside (``autotune.yaml.corrupt-<time>``) with a warning; every
-  parsed file is checked against the schema (:func:`validate_document`): malformed machines,
-  ``entries`` maps and entries are dropped with one warning naming them, and a copy of them is
-  kept in ``autotune.yaml.rejected`` when the file is next written; a file written by a newer
-  schema is never overwritten (this process then tunes in memory only);
-* a write that cannot get the lock in time keeps its entries and retries at the next write and at
-  exit, so lock contention never loses a tuned result;
-* a large file (:data:`JOURNAL_ABOVE_BYTES`) is not rewritten for every stored entry: new entries
-  are appended to ``autotune.yaml.journal`` (YAML documents, one per entry) and folded into the
-  file by ``autotune compact`` and the CLI verbs that rewrite it (``import``, ``merge``, ``clear``).
-  Its dispatch fields (choice, params, tol, kernel set) are kept in a JSON index,
-  ``autotune.yaml.index.json``, stamped with the file's size, mtime and inode, so a process
-  starts without parsing the YAML; a stale index (the file was edited) is rebuilt from it;
-* reads go through an in-memory map: a lookup is a dict access, not a file read. Whether an entry
-  fits a call (kernel set, tolerance, exactness, parameters) is decided by the dispatcher.
+Layout and rules: docs/architecture.md, "The database". In short: safe YAML only; one section
+per machine fingerprint, only this machine's is used; writes lock, re-read, merge (newest
+``tuned_at`` wins) and replace the file atomically; damage is set aside with a warning, never
+lost or fatal; a write that cannot get the lock keeps its entries for the next write or exit;
+above :data:`JOURNAL_ABOVE_BYTES` new entries go to an append-only journal and a JSON index of
+the dispatch fields spares a process the YAML parse; lookups are dict accesses in memory. The
+document's schema itself is :mod:`autotune.schema`.
 """
 
 from __future__ import annotations

@@ -239,8 +239,8 @@ class SVDLinear(torch.nn.Module):
 
     Why ``s`` is folded, once, at construction: the unfolded form ``((x Vᵣ) ⊙ s) Uᵣᵀ`` needs a
     third pass over the (batch, r) intermediate on every call; folded, a call is exactly two GEMMs.
-    Measured on this machine (512→128 layer, r = 32, dispatcher, interleaved medians): the
-    unfolded form costs ~17% more at batch 1 (5.9 vs 5.0 µs) and ~5% more at batch 1000. The
+    Measured on a 512→128 layer with r = 32 (dispatcher, interleaved medians): the unfolded
+    form cost ~17% more at batch 1 and ~5% more at batch 1000. The
     side does not matter numerically: float32 output errors against float64 were 4–5e-7 for ``s``
     in V, in Uᵀ, split as √s into both, or unfolded (a diagonal scaling barely changes a GEMM's
     relative rounding error). Nor for ``--finetune``: 3 epochs of Adam on digits models recovered

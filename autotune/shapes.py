@@ -1,28 +1,12 @@
 """Problem lists for offline tuning and benchmarks: the shipped presets and ``--shapes`` files.
 
-A preset is a YAML file in ``autotune/presets/`` (package data, not code); a ``--shapes`` file has
-the same schema. ``examples/shapes.yaml`` is a documented example::
-
-    name: my-model                 # optional: shown in reports
-    description: what this is      # optional
-    batch: [1, 8]                  # optional: default for --batch
-    dtype: [float32]               # optional: default for --dtype
-    problems:                      # required: a non-empty list
-      - conv2d x=1x64x56x56 w=64x64x3x3 pad=1            # a problem in the text syntax ...
-      - problem: conv2d x=1x3x224x224 w=64x3x7x7 stride=2 pad=3
-        layers: [conv1]                                  # ... or a mapping with layer names
-      - {problem: matmul a=1x784 b=784x512, layers: [fc1]}
-
-Each problem uses the syntax of :func:`autotune.problem.parse_problem`
-(``conv2d x=NxCxHxW w=KxCxKHxKW [stride=S] [pad=P] [dilation=D] [groups=G] [float32|float64]``,
-``matmul a=MxK b=KxN [float32|float64]``). ``--batch`` (else the file's ``batch``) replaces the
-batch dimension — N of ``x`` for conv2d, the rows M of ``a`` for matmul — with each listed size;
-``--dtype`` (else the file's ``dtype``) sets the dtype of every problem. Problems that become
-identical after expansion are tuned once; their layer names are merged.
-
-``--shard i/n`` keeps every n-th problem starting at the i-th (1-based) of the expanded list, so
-``n`` machines given the same list and ``1/n`` … ``n/n`` tune disjoint slices that together cover
-it (round-robin rather than contiguous, so that large layers spread over the shards).
+A preset is a YAML file in ``autotune/presets/`` (package data); a ``--shapes`` file has the same
+schema, documented in ``examples/shapes.yaml``: optional ``name``, ``description``, ``batch`` and
+``dtype`` defaults, and ``problems`` — each a problem in the text syntax of
+:func:`autotune.problem.parse_problem` or a mapping ``{problem: ..., layers: [...]}``. ``--batch``
+replaces the batch dimension (N of ``x``, rows of ``a``), ``--dtype`` the dtype; problems that
+become identical are tuned once with their layer names merged. ``--shard i/n`` keeps every n-th
+problem from the i-th (round-robin, so large layers spread over the shards).
 """
 
 from __future__ import annotations

@@ -1,35 +1,12 @@
 """Measure every applicable candidate of one problem, check its accuracy, choose.
 
-The tuner never knows what a kernel computes. It gets the problem, asks the registry which
-kernels apply, runs each on the same seeded inputs, compares each output with the float64
-reference (``rel_err = max|y − ref| / max|ref|``, plus relative L2), times it (:mod:`timing`), and
-keeps a verdict for every candidate:
-
-* ``ok: true`` — accurate within the tolerance and fully timed: eligible;
-* ``ok: false`` with a ``reason`` — raised an exception, produced a wrong shape/dtype or a
-  non-finite value, missed the tolerance, was approximate without a tolerance that admits it, did
-  not apply, or was cut early as hopelessly slow.
-
-A kernel whose spec has a ``prepare`` hook (Winograd's ``U``, the filter's FFT, SVD factors, an
-LNS encoding) is, for problems whose weight is reused across calls (``problem.weight`` set),
-prepared once per parameter setting and timed on the call with the prepared weight — as the
-dispatcher will make it; the one-time preparation is recorded as ``prepare_us``. For a one-off
-weight the transform is part of every call, so it is timed with the call.
-
-The choice is the fastest eligible candidate by its *score* — the 20th percentile of the runs
-during which no thread of this process was preempted (:mod:`timing`): a measurement hit by load
-keeps going until it has enough clean runs, and one that never gets them is re-timed once the
-others are done. The leaders, when close (a contender's fastest run within 50% of the leader's
-score), are re-timed in interleaved rounds, so a burst of load hits all of them; near-ties that
-remain — candidates whose scores are within the measured spread of the fastest (capped at
-:data:`TIE_CAP`) — go to the most accurate one, so a re-tune on a noisy machine does not flip the
-choice and the numerics with it. The vendor kernel (PyTorch) is kept unless another is more than
-:data:`VENDOR_MARGIN` faster: smaller isolated wins did not survive inside a model. The entry
-records, per candidate, how many runs were preempted, and the machine's load average while tuning.
-
-All candidates run on one thread pool, PyTorch's (``kernels/pool.py``), with the process's own
-thread settings: PyTorch timed here runs as fast as in a process of its own, and every kernel is
-timed as the dispatcher will run it.
+The tuner never knows what a kernel computes: it asks the registry which kernels apply, runs and
+checks each with the evaluator (:mod:`autotune.evaluate`), times it (:mod:`autotune.timing`) and
+keeps a verdict for every candidate — ``ok`` (accurate and fully timed) or a ``reason`` (failed,
+wrong output, inaccurate, approximate without a tolerance, not applicable, not worth trying, cut
+early as hopelessly slow). The search and the choice (budget, cuts and second chances,
+interleaved races between close leaders, the vendor margin and the accuracy tie band) are
+described in docs/architecture.md, "A tune".
 """
 
 from __future__ import annotations

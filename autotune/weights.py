@@ -17,7 +17,7 @@ per kind of operand:
   count them: writes through ``.data`` and through a numpy view (``t.numpy()[...] = …``).
   Inference-mode tensors have no version counter and are treated like plain numpy arrays.
 * plain numpy array: nothing proves it unchanged, so its digest is recomputed on every call that
-  needs one (SHA-1 of the bytes, ~0.5 ms/MB) and the prepared forms are looked up by that digest
+  needs one (SHA-1 of the bytes) and the prepared forms are looked up by that digest
   in a small LRU. Correct under any mutation; wrap the array in a :class:`Weight` to skip the hash.
 """
 

@@ -4,8 +4,8 @@ A process that runs PyTorch, Numba and numpy's BLAS holds up to four thread pool
 (PyTorch's intra-op threads and MKL), Numba's threading layer, OpenBLAS's pthreads and
 pocketfft's workers. Pools that do not know each other fight over the cores: a pool's idle
 threads keep spinning after their work (libgomp for ``GOMP_SPINCOUNT`` iterations, OpenBLAS for
-``2^THREAD_TIMEOUT`` cycles) on the core the next pool needs, and a 0.8 ms im2col took 8 ms
-after a PyTorch call (BENCHMARKS.md, "Threads").
+``2^THREAD_TIMEOUT`` cycles) on the core the next pool needs, and an im2col call right after a
+PyTorch call took ten times as long (BENCHMARKS.md §1).
 
 The cure is to have one pool only, the one PyTorch already runs on:
 
@@ -122,7 +122,7 @@ def _openblas_libraries() -> list[Any]:
 def on_calling_thread(call: Callable[[], T]) -> T:
     """``call()`` with OpenBLAS limited to the calling thread, its thread count restored after.
 
-    Costs two ctypes calls per library (~1 µs); OpenBLAS's worker threads are never woken, so
+    Costs two ctypes calls per library; OpenBLAS's worker threads are never woken, so
     none is left spinning on a core that PyTorch's next parallel region needs.
     """
     libraries = _openblas_libraries()

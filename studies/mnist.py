@@ -315,8 +315,8 @@ def pinned_threads(threads: int) -> Iterator[None]:
     """Run BLAS, torch and Numba on ``threads`` threads (0: leave them alone).
 
     Why one thread by default: with two threads on two cores shared with other work, a GEMM waits
-    for its second thread to get a time slice — measured here, a 1000x64 @ 64x512 sgemm took
-    0.37 ms on a quiet machine and 8 ms (two 4 ms scheduler ticks) whenever both cores were busy.
+    for its second thread to get a time slice — a 1000x64 @ 64x512 sgemm then takes two scheduler
+    ticks instead of well under one whenever both cores are busy.
     Such bimodal timings would also mislead the tuner. The dispatcher's in-memory choices and the
     machine fingerprint (which records thread counts) are recomputed on entry and exit, so choices
     tuned here are filed under this thread setting and never reused under another.

@@ -17,9 +17,8 @@ def output_hw(hw: tuple[int, int], khw: tuple[int, int], stride, padding, dilati
 
 
 #: Below this many multiply-adds (or elements moved) a kernel runs its serial Numba driver: waking
-#: the worker threads costs ~45 us here (idle threads sleep, see kernels/__init__.py), more than
-#: such a problem takes on one core (measured crossover ~1e6 MACs for direct conv: 49×49 ⊛ 3×3
-#: runs in 4 us serially vs 51 us in parallel; 32×56×56 ⊛ 32×3×3 in 3.7 ms vs 1.9 ms).
+#: the worker threads costs more than such a problem takes on one core (the measured crossover of
+#: direct conv is near 1e6 multiply-adds; BENCHMARKS.md has the seed preset's serial timings).
 PARALLEL_MIN_WORK = 1 << 20
 
 
