@@ -189,20 +189,8 @@ def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: 
     if b is not None and type(b) not in _TENSOR_TYPES:
         return None
     bias = None if b is None else (b.shape, b.dtype)
-    key = (
-        "conv2d-fast",
-        x.shape,
-        x.dtype,
-        x.device,
-        w.shape,
-        w.dtype,
-        type(w),
-        bias,
-        stride,
-        padding,
-        dilation,
-        groups,
-    )
+    key = ("conv2d-fast", x.shape, x.dtype, x.device, w.shape, w.dtype, type(w), bias)
+    key += (stride, padding, dilation, groups)
     try:
         hash(key)
     except TypeError:
@@ -227,21 +215,10 @@ def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
     return spec.tensor_fn
 
 
-class _TensorViews:
-    """C-contiguous numpy views of a call's weight and bias, kept while the same unchanged tensors
-    come back (same objects, same ``_version``): a model passes its parameters on every call."""
-
-    def __init__(self) -> None:
-        self.key: tuple[Any, ...] = ()
-        self.arrays: tuple[Any, Any] = (None, None)
-
-    def of(self, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        key = (id(w), w._version, id(b), None if b is None else b._version)
-        if key != self.key:
-            wa = np.ascontiguousarray(_as_array(w, "w", "conv2d"))
-            ba = None if b is None else np.ascontiguousarray(_as_array(b, "b", "conv2d"))
-            self.key, self.arrays = key, (wa, ba)
-        return self.arrays
+def _contiguous(w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """C-contiguous numpy views of a call's weight and bias tensors."""
+    wa = np.ascontiguousarray(_as_array(w, "w", "conv2d"))
+    return wa, None if b is None else np.ascontiguousarray(_as_array(b, "b", "conv2d"))
 
 
 def _fast_conv_call(
@@ -258,12 +235,12 @@ def _fast_conv_call(
     if native is not None:
         return lambda x, w, b: native(x, w, b, stride, pad, dilation, groups)
 
-    views = _TensorViews()
+    views = weights.Derived()
     spec = _spec_of(fn)
     exact = exact_default(ConvProblem) if spec is not None and spec.finite_only else None
 
     def call(x: Any, w: Any, b: Any) -> Any:
-        wa, ba = views.of(w, b)
+        wa, ba = views.get(lambda: _contiguous(w, b), w, b)
         try:  # a zero-copy view; a tensor that requires grad refuses .numpy()
             xa = np.ascontiguousarray(x.numpy())
         except RuntimeError:

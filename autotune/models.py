@@ -202,3 +202,29 @@ def report_text(report_: ModelReport) -> str:
             f"(against plain PyTorch in a process of its own: autotune bench --model)"
         )
     return "\n".join(lines)
+
+
+def model_items(
+    spec: str, input_shape: Sequence[int], batches: Sequence[int] | None
+) -> tuple[torch.nn.Module, list[shapes.Item]]:
+    """``tune --model FILE.py:FACTORY``: the model (in eval mode) and its conv2d/linear problems on
+    an input of ``input_shape`` with each of ``batches`` (default: the input's own batch)."""
+    model = load_factory(spec)().eval()
+    items: dict[str, shapes.Item] = {}
+    for batch in batches or [input_shape[0]]:
+        for item in collect(model, torch.randn(batch, *input_shape[1:])):
+            items.setdefault(item.problem.key, item)
+    return model, list(items.values())
+
+
+def cli_report(
+    model: torch.nn.Module,
+    input_shape: Sequence[int],
+    batches: Sequence[int] | None,
+    items: list[shapes.Item],
+) -> str:
+    """Per layer: choice, time, vs torch; then the converted model against the plain one (at the
+    first batch size)."""
+    example = torch.randn((batches or [input_shape[0]])[0], *input_shape[1:])
+    plain_us, converted_us = compare_forward(model, example)
+    return report_text(ModelReport(layer_rows(items), plain_us, converted_us))

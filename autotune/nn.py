@@ -26,7 +26,6 @@ On the dispatcher path a module converts its input to a numpy view once, calls
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from autotune import api
+from autotune.weights import Derived
 from kernels.matmul.lowrank import LowRank, SvdMethod
 
 Norm = Literal["fro", "spectral"]
@@ -44,37 +44,6 @@ def _wants_grad(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
     if not torch.is_grad_enabled():
         return False
     return x.requires_grad or any(p is not None and p.requires_grad for p in params)
-
-
-def _stamp(param: torch.Tensor | None) -> tuple[int, int] | None:
-    """Identity of a parameter's current values: its version counter and storage address.
-
-    Every in-place write through autograd-visible ops (``optimizer.step()``, ``load_state_dict``,
-    writes under ``torch.no_grad()``) bumps ``_version``; assigning ``param.data = ...`` changes
-    ``data_ptr()``. Writes through ``param.data.<op>_()`` bypass both and are not detected.
-    """
-    return None if param is None else (param._version, param.data_ptr())
-
-
-class _DerivedArrays:
-    """numpy arrays derived from some parameters, rebuilt only when a parameter's stamp changes.
-
-    One slot per module: a forward pass pays one stamp comparison, not one per array. ``build``
-    is passed at each call, never stored: a stored closure would survive ``copy.deepcopy`` of
-    the module and keep reading the original's parameters.
-    """
-
-    def __init__(self) -> None:
-        self._stamps: tuple[Any, ...] | None = None
-        self._arrays: tuple[np.ndarray | None, ...] = ()
-
-    def get(
-        self, build: Callable[[], tuple[np.ndarray | None, ...]], *params: torch.Tensor | None
-    ) -> tuple[np.ndarray | None, ...]:
-        stamps = tuple(_stamp(p) for p in params)
-        if stamps != self._stamps:
-            self._arrays, self._stamps = build(), stamps
-        return self._arrays
 
 
 def _numpy(t: torch.Tensor | None) -> np.ndarray | None:
@@ -110,13 +79,13 @@ class Linear(torch.nn.Linear):
 
     Inference computes ``autotune.matmul(x (batch, in), Wᵀ (in, out))`` + b. ``Wᵀ`` is kept as a
     contiguous copy (so the GEMM's right operand is row-major without a per-call transpose) and
-    rebuilt only when the weight changes (see :func:`_stamp`). Training falls back to
+    rebuilt only when the weight changes (see :func:`autotune.weights.stamp`). Training falls back to
     ``F.linear`` (module docstring).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._arrays = _DerivedArrays()
+        self._arrays = Derived()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _wants_grad(x, self.weight, self.bias) or x.numel() == 0:
@@ -272,7 +241,7 @@ class SVDLinear(torch.nn.Module):
             self.bias = torch.nn.Parameter(torch.empty(out_features, dtype=dtype))
         else:
             self.register_parameter("bias", None)
-        self._arrays = _DerivedArrays()
+        self._arrays = Derived()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

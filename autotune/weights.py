@@ -42,6 +42,35 @@ DIGEST_CACHE_SIZE = 8
 _NOOP_PREPARES: set[tuple[Any, ...]] = set()
 
 
+def stamp(tensor: torch.Tensor | None) -> tuple[int, int, int] | None:
+    """Identity of a tensor's current values: the object, its storage address and its version.
+
+    Every in-place write through autograd-visible ops (``optimizer.step()``, ``load_state_dict``,
+    writes under ``torch.no_grad()``) bumps ``_version``; assigning ``param.data = ...`` changes
+    ``data_ptr()``. Writes through ``param.data.<op>_()`` or a numpy view bypass both.
+    """
+    return None if tensor is None else (id(tensor), tensor.data_ptr(), tensor._version)
+
+
+class Derived:
+    """Arrays derived from some tensors (numpy views, a transposed copy), rebuilt only when one of
+    the tensors' :func:`stamp` changes: a model passes the same parameters on every call.
+
+    ``build`` is passed at each call, never stored: a stored closure would survive
+    ``copy.deepcopy`` of a module and keep reading the original's parameters.
+    """
+
+    def __init__(self) -> None:
+        self._stamps: tuple[Any, ...] | None = None
+        self._arrays: tuple[Any, ...] = ()
+
+    def get(self, build: Callable[[], tuple[Any, ...]], *tensors: torch.Tensor | None) -> tuple[Any, ...]:
+        stamps = tuple(stamp(t) for t in tensors)
+        if stamps != self._stamps:
+            self._arrays, self._stamps = build(), stamps
+        return self._arrays
+
+
 def _prepare_key(spec: Any, params: Mapping[str, Any]) -> tuple[Any, ...]:
     return (spec.name, *sorted(params.items()))
 

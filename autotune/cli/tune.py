@@ -27,23 +27,15 @@ from autotune.problem import Problem, ProblemSyntaxError, parse_problem
 
 def _model_items(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int]:
     """The conv2d/linear problems of ``--model`` on an ``--input`` of each ``--batch`` size."""
-    import torch
-
     from autotune import models
 
     if not args.input:
         raise UsageError("--model needs --input NxCxHxW (the example input's shape)")
     try:
-        model = models.load_factory(args.model)().eval()
+        args.model_instance, items = models.model_items(args.model, args.input, args.batch)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    items: dict[str, shapes.Item] = {}
-    for batch in args.batch or [args.input[0]]:
-        for item in models.collect(model, torch.randn(batch, *args.input[1:])):
-            seen = items.get(item.problem.key)
-            items[item.problem.key] = item if seen is None else seen
-    args.model_instance = model
-    return f"model {args.model}", list(items.values()), len(items)
+    return f"model {args.model}", items, len(items)
 
 
 def _problem_list(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int]:
@@ -62,18 +54,6 @@ def _problem_list(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int
         index, count = args.shard
         return f"{origin}, shard {index}/{count}", shapes.shard(items, index, count), len(items)
     return origin, items, len(items)
-
-
-def _print_model_report(args: argparse.Namespace, items: list[shapes.Item]) -> None:
-    """Per layer: choice, time, vs torch; then the converted model against the plain one."""
-    import torch
-
-    from autotune import models
-
-    batch = (args.batch or [args.input[0]])[0]
-    example = torch.randn(batch, *args.input[1:])
-    plain_us, converted_us = models.compare_forward(args.model_instance, example)
-    print(models.report_text(models.ModelReport(models.layer_rows(items), plain_us, converted_us)))
 
 
 def _unfit_entries() -> tuple[str, list[shapes.Item], int]:
@@ -167,7 +147,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 130
     print(_tune_table(items, tuned, failures, db))
     if args.model and not failures:
-        _print_model_report(args, items)
+        from autotune import models
+
+        print(models.cli_report(args.model_instance, args.input, args.batch, items))
     saved = db.flush()
     note(
         f"{len(tuned)} tuned, {cached} cached, {len(failures)} failed in "
