@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from autotune import api, evaluate, machine, report, shapes, state, tables, timing, tuner
+from autotune.bench import plot_if_possible
 from autotune.evaluate import Verdict
 from autotune.problem import ConvProblem, Problem
 from autotune.weights import Weight
@@ -419,10 +420,9 @@ def plot(result: BenchResult, path: Path) -> None:
 
 
 def write(result: BenchResult, out_dir: Path) -> list[Path]:
-    """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``; return the paths."""
+    """Write ``bench.json``, ``bench.md`` and (with matplotlib) ``bench.png`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "bench.json", out_dir / "bench.md", out_dir / "bench.png"]
+    paths = [out_dir / "bench.json", out_dir / "bench.md"]
     paths[0].write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     paths[1].write_text(markdown(result), encoding="utf-8")
-    plot(result, paths[2])
-    return paths
+    return paths + plot_if_possible(plot, result, out_dir / "bench.png")

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from autotune import report, shapes, tables, timing
+from autotune.bench import plot_if_possible
 from autotune.problem import ConvProblem
 
 #: Alternating timing rounds per problem.
@@ -278,8 +279,7 @@ def write(result: VersusResult, out_dir: Path) -> list[Path]:
     record = {**asdict(result), "geomean": result.geomean()}
     json_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(markdown(result) + "\n", encoding="utf-8")
-    plot(result, png_path)
-    return [json_path, md_path, png_path]
+    return [json_path, md_path, *plot_if_possible(plot, result, png_path)]
 
 
 def load(path: Path) -> VersusResult:
