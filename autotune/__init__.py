@@ -28,6 +28,7 @@ _PUBLIC = {
     "set_tolerance": "autotune.api",
     "tune": "autotune.api",
     "tune_model": "autotune.models",
+    "use_cache": "autotune.state",
     "ConvProblem": "autotune.problem",
     "MatmulProblem": "autotune.problem",
     "parse_problem": "autotune.problem",
