@@ -159,5 +159,8 @@ def choose(problem: Any, entries: Mapping[str, Mapping[str, Any]]) -> tuple[str,
             return prediction.name, prediction.params, f"from the nearest tuned problems: {nearest}"
         name, params = choose_conv(problem)
         return name, params, "by rule (no tuned problem near it on this machine)"
-    name, params = choose_matmul(problem)
-    return name, params, "by rule"
+    if isinstance(problem, MatmulProblem):
+        name, params = choose_matmul(problem)
+        return name, params, "by rule"
+    name, params = problem.EXACT_DEFAULT  # an op without rules here: its exact default
+    return name, dict(params), "the op's exact default (no rules for this op)"

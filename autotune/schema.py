@@ -14,8 +14,6 @@ from typing import Any
 
 import yaml
 
-from autotune.problem import PROBLEMS
-
 SCHEMA = 1
 # The libyaml-backed safe loader/dumper when PyYAML was built with it (same safety, ~10x faster).
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -43,8 +41,10 @@ def entry_problem(key: Any, entry: Any) -> str | None:
     Checks types only — it is cheap enough for every entry of a large file. Whether the entry
     fits a call (kernel registered, parameters, tolerance, kernel set) is the dispatcher's check.
     """
-    if not isinstance(key, str) or key.split(" ", 1)[0] not in PROBLEMS:
-        return "the key is not a problem ('conv2d ...' or 'matmul ...')"
+    # Any op name, not only the ops registered in this process: a process without an extension
+    # op (e.g. the `autotune` command) must keep that op's entries when it rewrites the file.
+    if not isinstance(key, str) or not key.split(" ", 1)[0].isidentifier():
+        return "the key is not a problem ('<op> <fields>', e.g. 'conv2d ...' or 'matmul ...')"
     if not isinstance(entry, dict):
         return f"an entry must be a mapping, got {type(entry).__name__}"
     problem = entry.get("problem")

@@ -262,7 +262,7 @@ def add_inspection_verbs(subparsers: Any) -> None:
         "(above 1: the choice is faster); the runner-up is the fastest accepted different kernel;\n"
         "rel_err = max|y - ref| / max|ref| against the float64 reference.",
     )
-    show.add_argument("--op", choices=["conv2d", "matmul"], help="only this op")
+    show.add_argument("--op", metavar="OP", help="only this op (conv2d, matmul, or an op an extension adds)")
     show.add_argument("--all-machines", action="store_true", help="include entries tuned on other machines")
     show.add_argument("--format", choices=["table", "yaml", "json"], default="table", help="output format")
 
