@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Op = str
-#: Ops whose kernels live in a package ``kernels.<op>`` (imported by :func:`load_all`).
-OPS: tuple[Op, ...] = ("conv2d", "matmul")
 FLOAT_DTYPES = frozenset({"float32", "float64"})
 
 Params = Mapping[str, Any]
@@ -194,15 +192,20 @@ def unregister(op: str, name: str) -> None:
             _ALIASES.pop((op, alias), None)
 
 
-def load_all() -> None:
-    """Import every kernel module so that each registers its specs (idempotent)."""
+def load_all(rescan: bool = False) -> None:
+    """Import every public module of every package under ``kernels/`` (``kernels/<op>/``), so that
+    each registers its specs. Once per process; ``rescan`` looks for files added since."""
     global _loaded
-    if _loaded:
+    if _loaded and not rescan:
         return
     importlib.import_module("kernels.pool")  # the one thread pool, before any kernel runs
-    for package_name in (f"kernels.{op}" for op in OPS):
-        package = importlib.import_module(package_name)
-        for module in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
+    importlib.invalidate_caches()
+    root = importlib.import_module("kernels")
+    for package in pkgutil.iter_modules(root.__path__, prefix="kernels."):
+        if not package.ispkg or package.name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        path = importlib.import_module(package.name).__path__
+        for module in pkgutil.iter_modules(path, prefix=f"{package.name}."):
             if not module.name.rsplit(".", 1)[-1].startswith("_"):
                 importlib.import_module(module.name)
     _loaded = True

@@ -65,12 +65,9 @@ def test_a_new_kernel_is_one_new_file(monkeypatch, fast_tuning):
     assert not path.exists()
     path.write_text(TOY_KERNEL_SOURCE.replace("TOY_NAME", name), encoding="utf-8")
     try:
-        # The registry scans kernels/conv2d once per process (load_all sets _loaded) and has no
-        # public re-scan; a new process finds the file by itself. Here the scan is re-armed so the
-        # test goes through the same discovery code (pkgutil over the package directory).
-        importlib.invalidate_caches()
-        monkeypatch.setattr(registry, "_loaded", False)
-        registry.load_all()
+        # The registry scans kernels/ once per process; a new process finds the file by itself,
+        # this one is told to look again (the same discovery code: pkgutil over the packages).
+        registry.load_all(rescan=True)
         assert name in registry.names("conv2d")
         spec = registry.get("conv2d", name)
         assert spec.needs == "1×1 filters, stride 1"
