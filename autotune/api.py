@@ -1,17 +1,9 @@
 """The public calls: validate and normalise once, look the choice up, call the kernel.
 
-The hot path of a repeated call is: normalise the arguments, build a tuple key, one dict lookup
-(``STATE.bound``), call. Only a miss builds a :class:`~autotune.problem.Problem` (which checks the
-geometry) and asks :func:`autotune.dispatch.resolve` — database, then tune / heuristic / exact
-default by the mode. A repeated conv2d call with torch tensors is keyed on its raw arguments and
-skips even the normalisation (:func:`_fast_conv_key`).
-
-numpy in → numpy out; CPU torch tensors in → torch tensors out (zero-copy both ways; the result
-carries no autograd history — these are inference kernels).
-
-Two guards stay on the hot path because no entry can prove them: a kernel whose spec is
-``finite_only`` (FFT, Winograd) gets non-finite input routed to the exact default, and an
-approximate matmul choice is re-checked on a sample of calls (:mod:`autotune.dispatch`).
+The path of a call — the torch fast path, the normalised key and its one dict lookup, a miss, the
+guards no entry can prove (non-finite input, re-checked approximate choices) — is described in
+docs/architecture.md, "The lifecycle of a call". numpy in → numpy out; CPU torch tensors in →
+torch tensors out (zero-copy both ways; no autograd history — these are inference kernels).
 """
 
 from __future__ import annotations
@@ -82,6 +74,13 @@ def tune(problems: Iterable[Problem | str], **options: Any) -> list[dict[str, An
 # Argument normalisation (shared by conv2d and matmul).
 
 
+def _bad_dtype(op: str, name: str, dtype: Any) -> TypeError:
+    return TypeError(
+        f"{op}: {name} has dtype {dtype}; expected float32 or float64 (lower precisions are emulated "
+        f"in `autotune study precision`, not dispatched)"
+    )
+
+
 def _as_array(value: Any, name: str, op: str) -> np.ndarray:
     if type(value) is np.ndarray:
         return value
@@ -93,10 +92,7 @@ def _as_array(value: Any, name: str, op: str) -> np.ndarray:
         except RuntimeError:  # requires grad, or a lazily negated/conjugated view
             return value.detach().resolve_conj().resolve_neg().numpy()
         except TypeError:  # a dtype numpy lacks (bfloat16, the float8 types, ...)
-            raise TypeError(
-                f"{op}: {name} has dtype {value.dtype}; expected float32 or float64 (lower "
-                f"precisions are emulated in `autotune study precision`, not dispatched)"
-            ) from None
+            raise _bad_dtype(op, name, value.dtype) from None
     if isinstance(value, np.ndarray):
         return np.asarray(value)
     raise TypeError(f"{op}: {name} must be a numpy array or a torch tensor, got {type(value).__name__}")
@@ -106,22 +102,19 @@ def _dtype_name(arr: np.ndarray, name: str, op: str) -> str:
     try:
         return _DTYPES[arr.dtype]
     except KeyError:
-        raise TypeError(
-            f"{op}: {name} has dtype {arr.dtype}; expected float32 or float64 (lower precisions "
-            f"are emulated in `autotune study precision`, not dispatched)"
-        ) from None
+        raise _bad_dtype(op, name, arr.dtype) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
     if type(value) is int:
         return (value, value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
         return (int(value[0]), int(value[1]))
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if _is_int(value):
         return (int(value), int(value))
     raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
 
@@ -294,7 +287,7 @@ def conv2d(
     xa = _as_array(x, "x", "conv2d")
     # A module parameter or a Weight handle is reused across calls: its transforms are prepared
     # once (and tuned as such); any other weight is treated as new on every call.
-    fixed = isinstance(w, (Weight, torch.nn.Parameter))
+    fixed = "fixed" if isinstance(w, (Weight, torch.nn.Parameter)) else None
     wa = w.array if isinstance(w, Weight) else _as_array(w, "w", "conv2d")
     dtype = _dtype_name(xa, "x", "conv2d")
     if wa.dtype != xa.dtype:
@@ -313,10 +306,9 @@ def conv2d(
             f"conv2d: expected x (N,C,H,W) or (C,H,W) with w (K,C/groups,kh,kw), or x (H,W) with "
             f"k (kh,kw); got x.ndim={xa.ndim}, w.ndim={wa.ndim}"
         )
-    if type(groups) is not int:
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
-            raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
-        groups = int(groups)
+    if not _is_int(groups):
+        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+    groups = int(groups)
     stride_hw = _pair(stride, "stride")
     dilation_hw = _pair(dilation, "dilation")
     pad = padding_quad(padding, wa.shape[2:], dilation_hw, stride_hw)
@@ -324,29 +316,11 @@ def conv2d(
     ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
 
     key = ("conv2d", xa.shape, wa.shape, dtype, stride_hw, pad, dilation_hw, groups, tol_value, method, fixed)
-    fn = STATE.bound.get(key)
-    if fn is None:
-        problem = ConvProblem(
-            tuple(xa.shape),
-            tuple(wa.shape),
-            stride_hw,
-            pad,
-            dilation_hw,
-            groups,
-            dtype,
-            tol_value,
-            "fixed" if fixed else None,
-        )
-        if method is not None:
-            fn = dispatch.forced(*registry.parse("conv2d", method), problem)
-        else:
-            fn = dispatch.resolve(problem)
-        STATE.bound[key] = fn
+    fields = (xa.shape, wa.shape, stride_hw, pad, dilation_hw, groups, dtype, tol_value, fixed)
+    fn = _kernel(key, ConvProblem, fields, method, (xa, wa))
     if fast_key is not None and x.dim() == 4 and (ba is None or b.dtype == x.dtype):
-        STATE.bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
-    spec = getattr(fn, "spec", None)
-    if spec is not None and spec.finite_only and method is None and not _all_finite(xa, wa):
-        fn = exact_default(ConvProblem)  # its NaN/Inf pattern is the reference's
+        # the bound choice (fn may be the exact default standing in for NaN/Inf input)
+        STATE.bound[fast_key] = _fast_conv_call(STATE.bound[key], fixed, stride_hw, pad, dilation_hw, groups)
     weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
     y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
     if seed_form:
@@ -359,6 +333,41 @@ def conv2d(
 def _all_finite(*arrays: np.ndarray) -> bool:
     """No NaN/Inf in any array: one vectorised pass each (measured faster than summing)."""
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
+
+
+def _kernel(
+    key: tuple, cls: type[Problem], fields: tuple, method: str | None, data: tuple, tune_on_data: bool = False
+) -> Callable[..., Any]:
+    """The kernel of a normalised conv2d or matmul call. A miss (of ``key`` in ``STATE.bound``)
+    builds ``cls(*fields)`` (which checks the geometry), forces ``method`` or resolves it — tuned
+    on the caller's operands ``data`` when ``tune_on_data`` (approximate kernels: their error
+    depends on the data) — and binds the choice to the key. A dispatched ``finite_only`` choice
+    meeting NaN/Inf in ``data`` gives way to the exact default, whose NaN/Inf pattern is the reference's."""
+    fn = STATE.bound.get(key)
+    if fn is None:
+        problem = cls(*fields)
+        if method is not None:
+            fn = _forced(problem, method)
+        else:
+            inputs = tuple(np.ascontiguousarray(v) for v in data) if tune_on_data else None
+            fn = dispatch.resolve(problem, inputs)
+        STATE.bound[key] = fn
+        dispatch.watch_if_approximate(key, fn, problem, method)
+    spec = getattr(fn, "spec", None)
+    if spec is not None and spec.finite_only and method is None and not _all_finite(*data):
+        return exact_default(cls)
+    return fn
+
+
+def _forced(problem: Problem, method: str) -> Callable[..., Any]:
+    """``method=``'s kernel; matmul's ranks become the parameters of svd (and of nothing else)."""
+    spec, params = registry.parse(problem.op, method)
+    ranks = {name: getattr(problem, name, None) for name in ("rank_a", "rank_b")}
+    if spec.name == "svd":
+        params.update({name: rank for name, rank in ranks.items() if rank is not None})
+    elif any(rank is not None for rank in ranks.values()):
+        raise ValueError(f"matmul: rank_A/rank_B are truncation ranks of method='svd', not of {method!r}")
+    return dispatch.forced(spec, params, problem)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +388,7 @@ def _matmul_operand(value: Any, name: str) -> np.ndarray | LowRank:
 def _matmul_rank(value: Any, name: str, operand: np.ndarray | LowRank) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not _is_int(value):
         raise TypeError(f"matmul: {name} must be a positive int or None, got {value!r}")
     if isinstance(operand, LowRank) and not 1 <= value <= operand.rank:
         raise ValueError(
@@ -406,21 +415,6 @@ def _check_matmul_operands(a: np.ndarray | LowRank, b: np.ndarray | LowRank) -> 
             f"matmul: A is {_shape_text(a)} and B is {_shape_text(b)}; expected A.shape[1] == B.shape[0]"
         )
     return dtype
-
-
-def _matmul_kernel(
-    problem: MatmulProblem, method: str | None, inputs: tuple[np.ndarray, np.ndarray] | None
-) -> Callable[..., Any]:
-    """The bound kernel: forced by ``method`` (ranks become svd's parameters) or resolved."""
-    if method is None:
-        return dispatch.resolve(problem, inputs)
-    spec, params = registry.parse("matmul", method)
-    ranks = {"rank_a": problem.rank_a, "rank_b": problem.rank_b}
-    if spec.name == "svd":
-        params.update({name: rank for name, rank in ranks.items() if rank is not None})
-    elif any(rank is not None for rank in ranks.values()):
-        raise ValueError(f"matmul: rank_A/rank_B are truncation ranks of method='svd', not of {method!r}")
-    return dispatch.forced(spec, params, problem)
 
 
 def _weight_for_call(
@@ -489,16 +483,8 @@ def matmul(
         weight = state.digest(b)  # type: ignore[arg-type]
 
     key = ("matmul", a.shape, b.shape, dtype, rank_a, rank_b, tol_value, method, weight)
-    fn = STATE.bound.get(key)
-    if fn is None:
-        problem = MatmulProblem(tuple(a.shape), tuple(b.shape), dtype, rank_a, rank_b, tol_value, weight)
-        inputs = None if weight is None else (a_arg, np.ascontiguousarray(b))
-        fn = _matmul_kernel(problem, method, inputs)  # type: ignore[arg-type]
-        STATE.bound[key] = fn
-        dispatch.watch_if_approximate(key, fn, problem, method)
-    spec = getattr(fn, "spec", None)
-    if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
-        fn = exact_default(MatmulProblem)
+    fields = (a.shape, b.shape, dtype, rank_a, rank_b, tol_value, weight)
+    fn = _kernel(key, MatmulProblem, fields, method, (a_arg, b), tune_on_data=weight is not None)
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
     verifier = STATE.verifiers.get(key)
     if verifier is not None and verifier.due():
