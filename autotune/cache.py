@@ -1,12 +1,8 @@
 """The tuning database: one human-readable YAML file, shared by processes and machines.
 
-Layout and rules: docs/architecture.md, "The database". In short: safe YAML only; one section
-per machine fingerprint, only this machine's is used; writes lock, re-read, merge (newest
-``tuned_at`` wins) and replace the file atomically; damage is set aside with a warning, never
-lost or fatal; a write that cannot get the lock keeps its entries for the next write or exit;
-above :data:`JOURNAL_ABOVE_BYTES` new entries go to an append-only journal and a JSON index of
-the dispatch fields spares a process the YAML parse; lookups are dict accesses in memory. The
-document's schema itself is :mod:`autotune.schema`.
+Layout and rules — safe YAML only, one section per machine, locked re-read-merge-replace writes,
+damage set aside with a warning, entries kept when the lock is busy, the journal and index of
+large files: docs/architecture.md, "The database". The document's schema is :mod:`autotune.schema`.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from autotune.schema import (  # noqa: F401  (re-exported: the document function
     is_valid_entry,
     iter_sections,
     merge_documents,
-    newer,
+    merge_entries,
     parse_document,
     validate_document,
 )
@@ -146,20 +142,16 @@ class Database:
             return empty_document(), {}
         clean, rejected = validate_document(doc)
         if rejected:
-            names = ", ".join(repr(path) for path in list(rejected)[:3])
-            more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
             self._warn_once(
-                f"{self.path}: ignoring {len(rejected)} malformed part(s): {names}{more}; "
+                f"{self.path}: {_ignoring(rejected)}; "
                 f"they are kept in {self.path.name}.rejected when the file is next written"
             )
         return clean, rejected
 
     def _set_aside(self, why: str) -> Document:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        target = real_path(self.path)
-        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
+        aside = self.sidecar(f".corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
         try:
-            os.replace(target, aside)
+            os.replace(real_path(self.path), aside)
             where = f"moved aside to {aside.name}"
         except OSError as exc:
             where = f"could not be moved aside ({exc})"
@@ -168,7 +160,7 @@ class Database:
 
     def _keep_rejected(self, rejected: Mapping[str, Any]) -> None:
         """Add malformed parts to ``<file>.rejected`` (a YAML map: path → what was there)."""
-        aside = real_path(self.path).with_name(real_path(self.path).name + ".rejected")
+        aside = self.sidecar(".rejected")
         kept: dict[str, Any] = {}
         with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
             loaded = yaml.load(aside.read_text(encoding="utf-8"), Loader=_SafeLoader)
@@ -194,14 +186,12 @@ class Database:
         """
         if self._entries is None:
             stamp = _file_stamp(self.path)
-            base = None
-            if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
-                base = self._read_index(stamp)
-                if base is not None:
-                    _merge_entries(base, self._journal_entries().get(self.machine_id, {}))
-            if base is None:
+            base = self._read_index(stamp) if _large(stamp) else None
+            if base is not None:
+                merge_entries(base, self._journal_entries().get(self.machine_id, {}))
+            else:
                 doc = self.read_with_rejected()[0]
-                if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+                if _large(stamp):
                     self._write_index(stamp, self._usable(doc))
                 self._fold_journal(doc)
                 base = self._usable(doc)
@@ -220,27 +210,19 @@ class Database:
             index = json.loads(self.sidecar(".index.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if (
-            not isinstance(index, dict)
-            or index.get("stamp") != stamp
-            or index.get("machine") != self.machine_id
-        ):
+        if not isinstance(index, dict) or index.get("machine") != self.machine_id:
             return None
         entries = index.get("entries")
         # Each entry is checked against the schema when it is looked up (:meth:`lookup`), not
         # here: at 100k entries that check is a third of the start-up.
-        return entries if isinstance(entries, dict) else None
+        return entries if index.get("stamp") == stamp and isinstance(entries, dict) else None
 
     def _write_index(self, stamp: list[int], entries: Mapping[str, Entry]) -> None:
         """Best effort: a missing or stale index only costs the next process a full parse."""
         hot = {key: _hot(entry) for key, entry in entries.items()}
+        index = {"stamp": stamp, "machine": self.machine_id, "entries": hot}
         with contextlib.suppress(OSError):
-            write_atomic(
-                self.sidecar(".index.json"),
-                json.dumps(
-                    {"stamp": stamp, "machine": self.machine_id, "entries": hot}, separators=(",", ":")
-                ),
-            )
+            write_atomic(self.sidecar(".index.json"), json.dumps(index, separators=(",", ":")))
 
     def _journal_entries(self) -> dict[str, dict[str, Entry]]:
         """machine id → entries appended to the journal (a record cut short by a kill is skipped)."""
@@ -252,7 +234,7 @@ class Database:
         for chunk in _JOURNAL_RECORD.split(text):
             record = _parse_record(chunk)
             if record is not None:
-                _merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
+                merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
         return found
 
     def _append_journal(self, entries: Mapping[str, Entry]) -> None:
@@ -278,10 +260,6 @@ class Database:
         entry = self.entries().get(key)
         return entry if entry is None or entry_problem(key, entry) is None else None
 
-    def reload(self) -> None:
-        """Forget the in-memory map; the next lookup re-reads the file."""
-        self._entries = None
-
     # -- writing ------------------------------------------------------------------------------
 
     def store(self, new_entries: Mapping[str, Entry]) -> bool:
@@ -301,11 +279,17 @@ class Database:
             return True
         if self.read_only:
             return False
-        incoming = {
-            "machines": {self.machine_id: {"fingerprint": self.machine, "entries": dict(self.pending)}}
-        }
-        try:
-            self._store_locked(incoming, timeout_s)
+        entries = dict(self.pending)
+        try:  # into the file, or appended to the journal of a large one
+            if not _large(_file_stamp(self.path)):
+                section = {"fingerprint": self.machine, "entries": entries}
+                self.merge_into_file({"machines": {self.machine_id: section}}, timeout_s)
+            else:
+                with self._lock(timeout_s):
+                    remove_stale_temps(self.path)
+                    self._append_journal(entries)
+                if self._entries is not None:
+                    self._entries.update(entries)
         except Timeout:
             self._warn_once(
                 f"{self.path} is locked by another process; {len(self.pending)} tuned entries are "
@@ -319,18 +303,6 @@ class Database:
             return False
         self.pending.clear()
         return True
-
-    def _store_locked(self, incoming: Document, timeout_s: float) -> None:
-        """Merge ``incoming`` into the file, or append it to the journal if the file is large."""
-        stamp = _file_stamp(self.path)
-        if stamp is None or stamp[0] < JOURNAL_ABOVE_BYTES:
-            self.merge_into_file(incoming, timeout_s=timeout_s)
-            return
-        with self._lock(timeout_s):
-            remove_stale_temps(self.path)
-            self._append_journal(incoming["machines"][self.machine_id]["entries"])
-        if self._entries is not None:
-            self._entries.update(incoming["machines"][self.machine_id]["entries"])
 
     def merge_into_file(self, other: Document, timeout_s: float = LOCK_TIMEOUT_S) -> Document:
         """Lock, re-read (file and journal), merge ``other`` in, write atomically (folding the
@@ -356,7 +328,7 @@ class Database:
             section = doc["machines"].setdefault(machine_id, {"fingerprint": {}, "entries": {}})
             if machine_id == self.machine_id and not section["fingerprint"]:
                 section["fingerprint"] = self.machine
-            _merge_entries(section["entries"], entries)
+            merge_entries(section["entries"], entries)
 
     def _write_locked(self, doc: Document, rejected: Mapping[str, Any]) -> None:
         """Write ``doc`` (holding the lock): stale temp files first, rejected parts kept aside;
@@ -368,7 +340,7 @@ class Database:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sidecar(".journal"))
         stamp = _file_stamp(self.path)
-        if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+        if _large(stamp):
             self._write_index(stamp, self._usable(doc))
 
     def clear(self, all_machines: bool = False) -> int:
@@ -400,18 +372,23 @@ def _file_stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+def _large(stamp: list[int] | None) -> bool:
+    """A file this large takes new entries through the journal and keeps an index."""
+    return stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES
+
+
+def _ignoring(rejected: Mapping[str, Any]) -> str:
+    """``ignoring 4 malformed part(s): 'a', 'b', 'c' and 1 more``."""
+    names = ", ".join(repr(path) for path in list(rejected)[:3])
+    more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+    return f"ignoring {len(rejected)} malformed part(s): {names}{more}"
+
+
 def _hot(entry: Entry) -> Entry:
     """The dispatch fields of an entry (what the index keeps)."""
     hot = {name: entry[name] for name in HOT_FIELDS if name in entry}
     hot["problem"] = {"op": entry["problem"]["op"]}
     return hot
-
-
-def _merge_entries(base: dict[str, Entry], incoming: Mapping[str, Entry]) -> None:
-    """Per key, keep the entry with the newest ``tuned_at``."""
-    for key, entry in incoming.items():
-        if key not in base or newer(entry, base[key]):
-            base[key] = entry
 
 
 #: Journal records start with a line ``---``.
@@ -449,11 +426,7 @@ def load_file(path: Path) -> Document:
         raise ValueError(f"{path} has schema {doc['schema']}; this autotune reads up to {SCHEMA}")
     clean, rejected = validate_document(doc)
     if rejected:
-        names = ", ".join(repr(part) for part in list(rejected)[:3])
-        more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
-        warnings.warn(
-            f"{path}: ignoring {len(rejected)} malformed part(s): {names}{more}", CacheWarning, stacklevel=2
-        )
+        warnings.warn(f"{path}: {_ignoring(rejected)}", CacheWarning, stacklevel=2)
     other = Database(Path(path))
     if other.sidecar(".journal").exists():  # a large database's newest entries (read, not changed)
         other._fold_journal(clean)

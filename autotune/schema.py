@@ -9,7 +9,7 @@ documents with :func:`merge_documents`.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -85,9 +85,8 @@ def _candidate_problem(record: Any) -> str | None:
     for name in _CANDIDATE_NUMBERS:
         if record.get(name) is not None and not _is_number(record[name]):
             return f"{name!r} must be a number"
-    if record.get("runs") is not None and not (
-        isinstance(record["runs"], int) and not isinstance(record["runs"], bool)
-    ):
+    runs = record.get("runs")
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int)):
         return "'runs' must be an integer"
     if not isinstance(record.get("params", {}) or {}, dict):
         return "'params' must be a mapping"
@@ -166,11 +165,15 @@ def merge_documents(base: Document, other: Document) -> Document:
         target = base["machines"].setdefault(
             machine_id, {"fingerprint": section["fingerprint"], "entries": {}}
         )
-        target_entries = target.setdefault("entries", {})
-        for key, entry in section["entries"].items():
-            if key not in target_entries or newer(entry, target_entries[key]):
-                target_entries[key] = entry
+        merge_entries(target.setdefault("entries", {}), section["entries"])
     return base
+
+
+def merge_entries(base: dict[str, Entry], incoming: Mapping[str, Entry]) -> None:
+    """Per key, keep the entry with the newest ``tuned_at``."""
+    for key, entry in incoming.items():
+        if key not in base or newer(entry, base[key]):
+            base[key] = entry
 
 
 def parse_document(text: str, origin: str) -> Document:
