@@ -1,21 +1,13 @@
 """A miss: from a problem to the kernel to call, for any op.
 
-The public calls (:mod:`autotune.api`) validate and normalise their arguments, look a call key
-up in ``STATE.bound`` and, on a miss, build a :class:`~autotune.problem.Problem` and ask
-:func:`resolve`. It consults the YAML database and — depending on the mode — tunes, asks the
-heuristics, or takes the problem's exact default:
+:func:`resolve` uses the database entry if it fits the call (:func:`entry_invalidity`; one that
+does not gets one warning and is re-tuned in tune mode, bypassed otherwise); else the mode decides:
 
 * ``tune`` (default; ``AUTOTUNE_MODE=tune``): time and check every candidate now, persist, use;
 * ``heuristic``: predicted from tuned neighbours or rules (:mod:`autotune.heuristics`), no
   timing, nothing written;
 * ``off``: always the exact default (``Problem.EXACT_DEFAULT``: ``im2col`` for conv2d, ``blas``
   for matmul) — BLAS-based, any geometry, reference-grade accuracy.
-
-A database entry is used only when it fits the call (:func:`entry_invalidity`): its kernel is
-registered, applies and offers its parameters, it is exact for an exact call, it was tuned under
-a tolerance at least as strict as the current one, and it was made by the current kernel set. An
-entry that does not fit gets one warning and is re-tuned (tune mode, which repairs the entry) or
-bypassed (other modes).
 
 An approximate choice is re-checked against an exact product on a sample of calls
 (``$AUTOTUNE_VERIFY``, see :func:`verify_rate`).

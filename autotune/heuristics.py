@@ -80,16 +80,8 @@ def conv_features(problem: ConvProblem) -> np.ndarray:
     n, c_in = problem.x_shape[:2]
     k_out, _, kh, kw = problem.w_shape
     ho, wo = problem.out_shape[2:]
-    sizes = (
-        problem.flops,
-        c_in,
-        k_out,
-        ho * wo,
-        kh * kw,
-        problem.stride[0] * problem.stride[1],
-        n,
-        problem.groups,
-    )
+    stride = problem.stride[0] * problem.stride[1]
+    sizes = (problem.flops, c_in, k_out, ho * wo, kh * kw, stride, n, problem.groups)
     return np.array([*np.log2(np.maximum(sizes, 1)), 2.0 * (problem.weight == "fixed")])
 
 

@@ -19,21 +19,10 @@ import yaml
 
 from autotune._version import __version__
 
-_ISA_FLAGS = (
-    "sse4.2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512vnni",
-    "avx512bf16",
-    "avx512fp16",
-    "amx-tile",
-    "neon",
-    "sve",
+_ISA_FLAGS = (  # x86, its AVX-512 and AMX extensions, Arm
+    *("sse4.2", "avx", "avx2", "fma", "f16c"),
+    *("avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile"),
+    *("neon", "sve"),
 )
 
 

@@ -58,10 +58,7 @@ def fmt_flops(flops: float) -> str:
 def verdicts(entry: dict[str, Any]) -> list[Verdict]:
     """Every candidate of an entry: accepted ones fastest first, then the rejected ones."""
     found = [Verdict.from_dict(record) for record in (entry.get("candidates") or {}).values()]
-    return sorted(
-        found,
-        key=lambda v: (not v.ok, v.time_us, v.label),
-    )
+    return sorted(found, key=lambda v: (not v.ok, v.time_us, v.label))
 
 
 @dataclass(frozen=True)
@@ -171,18 +168,10 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
             outcome = f"ok, {_relative_speed(verdict.time_us, chosen_us)}"
         else:
             outcome = f"rejected: {verdict.reason}"
-        rows.append(
-            [
-                verdict.label,
-                fmt_time(verdict.score_us),
-                fmt_time(verdict.median_us),
-                fmt_time(verdict.min_us),
-                f"{verdict.runs} ({verdict.preempted})" if verdict.runs else "-",
-                "-" if verdict.faults_per_run is None else f"{verdict.faults_per_run:.0f}",
-                fmt_err(verdict.rel_err),
-                outcome,
-            ]
-        )
+        times = [fmt_time(us) for us in (verdict.score_us, verdict.median_us, verdict.min_us)]
+        runs = f"{verdict.runs} ({verdict.preempted})" if verdict.runs else "-"
+        faults = "-" if verdict.faults_per_run is None else f"{verdict.faults_per_run:.0f}"
+        rows.append([verdict.label, *times, runs, faults, fmt_err(verdict.rel_err), outcome])
     tuned_at = str(entry.get("tuned_at", "?")).replace("T", " ")[:19]
     tol = entry.get("tol", tolerance(problem))
     header = [

@@ -133,12 +133,9 @@ def parse_shapes(text: str, origin: str) -> ShapeList:
 
 def with_batch_and_dtype(problem: Problem, batch: int | None, dtype: str | None) -> Problem:
     """``problem`` with its batch dimension and/or dtype replaced (None keeps the original)."""
-    changes: dict[str, Any] = {}
-    if dtype is not None:
-        changes["dtype"] = dtype
     if batch is not None:
         problem = problem.with_batch(batch)
-    return dataclasses.replace(problem, **changes) if changes else problem
+    return problem if dtype is None else dataclasses.replace(problem, dtype=dtype)
 
 
 def expand(

@@ -69,11 +69,6 @@ class Timing:
         """Too few clean runs to trust the score: the measurement should be repeated."""
         return self.clean < MIN_CLEAN and not self.cut
 
-    @property
-    def rel_spread(self) -> float:
-        """Spread as a fraction of the median: how far apart two timings can be and still tie."""
-        return self.spread_us / self.median_us if self.median_us > 0 else 0.0
-
 
 try:
     import resource

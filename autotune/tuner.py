@@ -45,8 +45,10 @@ VENDOR_MARGIN = 0.10
 RACE_MARGIN = 0.5
 #: How many of the fastest candidates may enter a race.
 RACE_SIZE = 3
-#: Interleaved rounds of such a close race (each round times both leaders back to back).
+#: Interleaved rounds of such a close race (each round times both leaders back to back) ...
 RACE_ROUNDS = 7
+#: ... each timing every leader like this.
+RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
 #: A candidate estimated this many times slower than the best measured so far is not tried ...
 PRUNE_FACTOR = 3.0
 #: ... once the best takes this long: below it fixed costs, not FLOPs, set the time, so a rate
@@ -247,16 +249,10 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
     if len(leaders) < 2:
         return
-    args = search.args
     fns = [search.timed[id(v)] for v in leaders]
-    calls = [lambda fn=fn: fn(*args) for fn in fns]
+    calls = [lambda fn=fn: fn(*search.args) for fn in fns]
     samples = evaluate.interleaved(
-        calls,
-        RACE_ROUNDS,
-        stop=lambda round_: round_ >= 3 and search.over_budget(),
-        min_runs=2,
-        min_time_s=0.01,
-        max_time_s=0.2,
+        calls, RACE_ROUNDS, stop=lambda r: r >= 3 and search.over_budget(), **RACE_TIMING
     )
     for verdict, runs in zip(leaders, samples, strict=True):
         fastest = verdict.min_us
@@ -297,14 +293,11 @@ def _pruned(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> Verdic
     estimated = estimate.estimate_us(search.problem, name, search.rates)
     if estimated is None or estimated <= PRUNE_FACTOR * search.best_us:
         return None
-    return Verdict(
-        kernel=spec.name,
-        params=dict(params),
-        reason=(
-            f"not tried: estimated {estimated:.0f} us from this machine's earlier measurements "
-            f"(> {PRUNE_FACTOR:g}x the best {search.best_us:.0f} us; tune without --prune times it)"
-        ),
+    reason = (
+        f"not tried: estimated {estimated:.0f} us from this machine's earlier measurements "
+        f"(> {PRUNE_FACTOR:g}x the best {search.best_us:.0f} us; tune without --prune times it)"
     )
+    return Verdict(kernel=spec.name, params=dict(params), reason=reason)
 
 
 def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
@@ -345,9 +338,7 @@ def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
             f"{runner_up.label}, rel_err {winner.rel_err:.1e} <= tol {tol:.0e}"
         )
     else:
-        rejected = sum(
-            1 for v in candidates if not v.ok and not (v.reason or "").startswith("not applicable")
-        )
+        rejected = sum(not v.ok and not (v.reason or "").startswith("not applicable") for v in candidates)
         why = (
             f"{winner.label}: the only accepted candidate ({rejected} rejected, see their reasons), "
             f"rel_err {winner.rel_err:.1e} <= tol {tol:.0e}"
@@ -374,13 +365,11 @@ def tune_problem(
     STATE.notify("tune-started", problem)
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
-    given = inputs is not None
-    inputs = random_inputs(problem) if inputs is None else inputs
-    args = problem.call_args(inputs)
-    ref = reference_output(problem, args)
+    args = problem.call_args(random_inputs(problem) if inputs is None else inputs)
     tol = tolerance(problem)
-    search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s, rates=dict(rates or {}))
-    search.probes = _probes(problem, args, given)
+    search = _Search(problem, args, reference_output(problem, args), tol, budget_s, min_runs, min_time_s)
+    search.probes = _probes(problem, args, inputs is not None)
+    search.rates = dict(rates or {})
 
     verdicts: list[Verdict] = []
     for spec in _order(registry.specs(problem.op)):
