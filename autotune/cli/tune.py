@@ -117,8 +117,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cached = len(items) - len(todo)
     note(
         f"{origin}: {len(items)}{f' of {total}' if args.shard else ''} problems, "
-        f"{cached} already cached, {len(todo)} to tune "
-        f"(budget {args.budget:g} s each) into {db.path}"
+        f"{cached} already cached, {len(todo)} to tune (budget {args.budget:g} s each) into {db.path}"
     )
     failures: dict[str, str] = {}
     tuned: set[str] = set()
@@ -214,10 +213,7 @@ def add_tune_verb(subparsers: Any) -> None:
         "(faster; see BENCHMARKS.md §12 for what it costs)",
     )
     parser.add_argument(
-        "--batch",
-        type=batch_list,
-        metavar="1,8",
-        help="batch sizes (N of x, rows of a) replacing the list's",
+        "--batch", type=batch_list, metavar="1,8", help="batch sizes (N of x, rows of a) replacing the list's"
     )
     parser.add_argument(
         "--dtype", type=dtype_list, metavar="float32,float64", help="dtypes replacing the list's"
