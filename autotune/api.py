@@ -18,7 +18,7 @@ import torch
 
 from autotune import dispatch, state, weights
 from autotune.dispatch import ChoiceWarning, exact_default
-from autotune.problem import ConvProblem, MatmulProblem, Problem
+from autotune.problem import ConvProblem, MatmulProblem, Pair, Problem, Quad
 from autotune.state import MODES, STATE
 from autotune.weights import Weight
 from kernels import registry
@@ -127,8 +127,7 @@ def padding_quad(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, in
         if value == "same":
             if stride != (1, 1):
                 raise ValueError("conv2d: padding='same' requires stride=1 (as in torch)")
-            total_h = dilation[0] * (kernel_hw[0] - 1)
-            total_w = dilation[1] * (kernel_hw[1] - 1)
+            total_h, total_w = (d * (k - 1) for d, k in zip(dilation, kernel_hw, strict=True))
             # torch puts the odd extra row/column at the bottom/right
             return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
         raise ValueError(f"conv2d: padding must be 'same', 'valid', an int or a pair; got {value!r}")
@@ -164,22 +163,14 @@ def _conv_bias(b: Any, k_out: int, dtype: np.dtype, seed_form: bool) -> np.ndarr
             arr = arr.reshape(1)
         if arr.shape != (k_out,):
             raise ValueError(f"conv2d: b must have shape ({k_out},), got {tuple(arr.shape)}")
-    if arr.dtype != dtype:
-        arr = arr.astype(dtype)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: Any, groups: Any) -> Any:
-    """The repeat-call key of a torch-tensor conv2d: the raw arguments, hashed as given.
-
-    A call whose tensors have the same shapes, dtypes, device and types, and whose geometry
-    arguments are equal, was validated and normalised before, so it may go straight to the
-    kernel bound then (:func:`_fast_conv_call`). None when the call does not qualify (numpy
-    input, a Weight handle, a non-tensor bias, unhashable arguments): the full path handles it.
-    """
-    if type(x) is not torch.Tensor or type(w) not in _TENSOR_TYPES:
-        return None
-    if b is not None and type(b) not in _TENSOR_TYPES:
+    """The repeat-call key of a torch-tensor conv2d: the raw arguments, hashed as given (a call
+    equal in them was validated before, so it may go straight to :func:`_fast_conv_call`). None
+    for numpy input, a Weight handle, a non-tensor bias or unhashable arguments: the full path."""
+    if type(x) is not torch.Tensor or type(w) not in _TENSOR_TYPES or type(b) not in _BIAS_TYPES:
         return None
     bias = None if b is None else (b.shape, b.dtype)
     key = ("conv2d-fast", x.shape, x.dtype, x.device, w.shape, w.dtype, type(w), bias)
@@ -192,6 +183,7 @@ def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: 
 
 
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_BIAS_TYPES = (*_TENSOR_TYPES, type(None))
 
 
 def _spec_of(fn: Callable[..., Any]) -> registry.KernelSpec | None:
@@ -203,9 +195,7 @@ def _spec_of(fn: Callable[..., Any]) -> registry.KernelSpec | None:
 def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
     """The kernel's torch-tensor entry point (``KernelSpec.tensor_fn``), if it has one."""
     spec = _spec_of(fn)
-    if spec is None or spec.tensor_fn is None or getattr(fn, "params", None):
-        return None
-    return spec.tensor_fn
+    return None if spec is None or getattr(fn, "params", None) else spec.tensor_fn
 
 
 def _contiguous(w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -215,12 +205,7 @@ def _contiguous(w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _fast_conv_call(
-    fn: Callable[..., Any],
-    fixed: bool,
-    stride: tuple[int, int],
-    pad: tuple,
-    dilation: tuple[int, int],
-    groups: int,
+    fn: Callable[..., Any], fixed: str | None, stride: Pair, pad: Quad, dilation: Pair, groups: int
 ) -> Callable[[Any, Any, Any], Any]:
     """What a repeat torch-tensor call runs: the kernel's native tensor call, or the numpy kernel
     on zero-copy views (the tail of :func:`conv2d`, with everything the key proves skipped)."""
@@ -279,10 +264,8 @@ def conv2d(
     fast_key = (
         _fast_conv_key(x, w, b, stride, padding, dilation, groups) if method is None and tol is None else None
     )
-    if fast_key is not None:
-        fast = STATE.bound.get(fast_key)
-        if fast is not None:
-            return fast(x, w, b)
+    if fast_key is not None and (fast := STATE.bound.get(fast_key)) is not None:
+        return fast(x, w, b)
     is_torch = isinstance(x, torch.Tensor)
     xa = _as_array(x, "x", "conv2d")
     # A module parameter or a Weight handle is reused across calls: its transforms are prepared
@@ -292,13 +275,11 @@ def conv2d(
     dtype = _dtype_name(xa, "x", "conv2d")
     if wa.dtype != xa.dtype:
         raise TypeError(f"conv2d: w has dtype {wa.dtype} but x has {xa.dtype}; they must match")
-    seed_form = xa.ndim == 2
-    unbatched = xa.ndim == 3
+    seed_form, unbatched = xa.ndim == 2, xa.ndim == 3
     if seed_form and wa.ndim == 2:
         if groups != 1:
             raise ValueError("conv2d: the 2-D form (x (H,W), k (kh,kw)) has one channel; groups must be 1")
-        xa = xa.reshape(1, 1, *xa.shape)
-        wa = wa.reshape(1, 1, *wa.shape)
+        xa, wa = xa.reshape(1, 1, *xa.shape), wa.reshape(1, 1, *wa.shape)
     elif unbatched and wa.ndim == 4:
         xa = xa.reshape(1, *xa.shape)
     elif xa.ndim != 4 or wa.ndim != 4:
@@ -309,8 +290,7 @@ def conv2d(
     if not _is_int(groups):
         raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
     groups = int(groups)
-    stride_hw = _pair(stride, "stride")
-    dilation_hw = _pair(dilation, "dilation")
+    stride_hw, dilation_hw = _pair(stride, "stride"), _pair(dilation, "dilation")
     pad = padding_quad(padding, wa.shape[2:], dilation_hw, stride_hw)
     tol_value = _tolerance(tol, "conv2d")
     ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
@@ -342,7 +322,7 @@ def _kernel(
     builds ``cls(*fields)`` (which checks the geometry), forces ``method`` or resolves it — tuned
     on the caller's operands ``data`` when ``tune_on_data`` (approximate kernels: their error
     depends on the data) — and binds the choice to the key. A dispatched ``finite_only`` choice
-    meeting NaN/Inf in ``data`` gives way to the exact default, whose NaN/Inf pattern is the reference's."""
+    meeting NaN/Inf in ``data`` gives way to the exact default (the reference's NaN/Inf pattern)."""
     fn = STATE.bound.get(key)
     if fn is None:
         problem = cls(*fields)
@@ -428,9 +408,7 @@ def _weight_for_call(
     spec, params = getattr(fn, "spec", None), getattr(fn, "params", None)
     if spec is None or spec.prepare is None or weights.prepare_is_noop(spec, params):
         return np.ascontiguousarray(b)
-    if state is None:
-        state = weights.state_of(B, b)
-    return state.prepared(spec, params, b)
+    return (state or weights.state_of(B, b)).prepared(spec, params, b)
 
 
 def matmul(
@@ -464,12 +442,10 @@ def matmul(
         (m, n) numpy array, or torch tensor when A (or B, if A is a LowRank) is one; A's dtype.
     """
     is_torch = isinstance(A, torch.Tensor) or (isinstance(A, LowRank) and isinstance(B, torch.Tensor))
-    a = _matmul_operand(A, "A")
-    b = _matmul_operand(B, "B")
+    a, b = _matmul_operand(A, "A"), _matmul_operand(B, "B")
     dtype = _check_matmul_operands(a, b)
     tol_value = _tolerance(tol, "matmul")
-    rank_a = _matmul_rank(rank_A, "rank_A", a)
-    rank_b = _matmul_rank(rank_B, "rank_B", b)
+    rank_a, rank_b = _matmul_rank(rank_A, "rank_A", a), _matmul_rank(rank_B, "rank_B", b)
     factored = isinstance(a, LowRank) or isinstance(b, LowRank)
     if method is None and (factored or rank_a is not None or rank_b is not None):
         method = "svd"  # ranks and factors are svd's parameters: there is nothing left to choose

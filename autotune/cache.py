@@ -110,9 +110,8 @@ class Database:
     # -- reading ------------------------------------------------------------------------------
 
     def read_document(self) -> Document:
-        """The whole database (every machine; the file and its journal), validated: corrupt
-        files are moved aside, malformed parts dropped with a warning (see
-        :meth:`read_with_rejected`). Never raises on content."""
+        """The whole database (every machine; the file and its journal), validated: a corrupt file
+        is moved aside, malformed parts are dropped with a warning. Never raises on content."""
         doc = self.read_with_rejected()[0]
         self._fold_journal(doc)
         return doc
@@ -179,11 +178,8 @@ class Database:
         return target.with_name(target.name + suffix)
 
     def entries(self) -> dict[str, Entry]:
-        """This machine's usable entries (loaded from the file on first use).
-
-        For a large file they come from the index and hold only the dispatch fields
-        (:data:`HOT_FIELDS`); :meth:`full_entries` has everything.
-        """
+        """This machine's usable entries (loaded from the file on first use). For a large file they
+        come from the index and hold only :data:`HOT_FIELDS`; :meth:`full_entries` has everything."""
         if self._entries is None:
             stamp = _file_stamp(self.path)
             base = self._read_index(stamp) if _large(stamp) else None
@@ -232,8 +228,7 @@ class Database:
             return {}
         found: dict[str, dict[str, Entry]] = {}
         for chunk in _JOURNAL_RECORD.split(text):
-            record = _parse_record(chunk)
-            if record is not None:
+            if (record := _parse_record(chunk)) is not None:
                 merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
         return found
 
@@ -263,12 +258,9 @@ class Database:
     # -- writing ------------------------------------------------------------------------------
 
     def store(self, new_entries: Mapping[str, Entry]) -> bool:
-        """Merge entries for this machine into the file; False if they are not in it yet.
-
-        The in-memory map is updated either way. Entries that could not be written (the lock was
-        held too long by another process, or the write failed) stay in :attr:`pending` and go in
-        with the next store or :meth:`flush` (also run at exit), so none is lost.
-        """
+        """Merge entries for this machine into the file; False if they are not in it yet. The
+        in-memory map is updated either way; entries the file could not take (lock held too long,
+        write failed) stay in :attr:`pending` for the next store or :meth:`flush` (also at exit)."""
         self.entries().update(new_entries)
         self.pending.update(new_entries)
         return self.flush(STORE_LOCK_TIMEOUT_S)
@@ -403,13 +395,9 @@ def _parse_record(chunk: str) -> dict[str, Any] | None:
         record = yaml.load(chunk, Loader=_SafeLoader)  # a safe loader
     except (yaml.YAMLError, RecursionError):
         return None
-    if (
-        not isinstance(record, dict)
-        or not isinstance(record.get("machine"), str)
-        or entry_problem(record.get("key"), record.get("entry")) is not None
-    ):
-        return None
-    return record
+    if isinstance(record, dict) and isinstance(record.get("machine"), str):
+        return record if entry_problem(record.get("key"), record.get("entry")) is None else None
+    return None
 
 
 def load_file(path: Path) -> Document:

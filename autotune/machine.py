@@ -41,10 +41,8 @@ def _cpu_model() -> str:
 
 @cache
 def fingerprint() -> dict[str, Any]:
-    """What makes timings comparable: CPU, ISA, cores, thread settings, library versions.
-
-    Computed once per process, when the database is first used.
-    """
+    """What makes timings comparable: CPU, ISA, cores, thread settings, library versions
+    (computed once per process, when the database is first used)."""
     import llvmlite.binding as llvm
     import numba
     import numpy

@@ -2,15 +2,12 @@
 
 Two problems that may want different kernels differ here; two calls that must share a choice map
 to the same problem. Each problem has a stable one-line text form, used as the key in the YAML
-file and accepted on the command line:
+file and accepted on the command line (the syntax and its defaults: examples/shapes.yaml):
 
     conv2d x=1x64x56x56 w=64x64x3x3 stride=1 pad=1 dilation=1 groups=1 float32
-    matmul a=64x784 b=784x512 float32
     matmul a=64x784 b=784x512 rank_b=32 float32 tol=0.01 weight=3f2a9c01d4e5b6a7
 
-Fields left out of a text spec take their defaults (stride 1, pad 0, dilation 1, groups 1,
-float32). Pairs print as ``2,1`` and collapse to one number when equal; padding is
-(top, bottom, left, right) and prints as ``pad=1`` / ``pad=1,2`` (rows, columns) / ``pad=0,1,0,1``.
+Pairs and padding print in their shortest form (``pad=1`` / ``pad=1,2`` / ``pad=0,1,0,1``).
 ``tol`` is present only when the caller overrode the default tolerance (a looser tolerance may
 admit approximate kernels, so it is a different problem). ``weight`` says the weight is reused
 across calls, so its one-time transforms (a kernel spec's ``prepare``: Winograd ``U``, the FFT

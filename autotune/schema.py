@@ -1,9 +1,8 @@
 """The database document: its schema, validation, merge and YAML text form (pure functions).
 
-A document is ``{schema: 1, machines: {<fingerprint id>: {fingerprint: {...}, entries: {<problem
-key>: <entry>}}}}`` (the layout is described in :mod:`autotune.cache`). Nothing here touches a
-file: :mod:`autotune.cache` reads, locks and writes; the CLI's ``merge``/``import`` combine
-documents with :func:`merge_documents`.
+The layout: docs/architecture.md, "The database". Nothing here touches a file:
+:mod:`autotune.cache` reads, locks and writes; the CLI's ``merge``/``import`` combine documents
+with :func:`merge_documents`.
 """
 
 from __future__ import annotations
@@ -62,13 +61,10 @@ def entry_problem(key: Any, entry: Any) -> str | None:
     if "kernels" in entry and not isinstance(entry["kernels"], str):
         return "'kernels' must be a digest string"
     candidates = entry.get("candidates", {})
-    if candidates is None:
-        return None
-    if not isinstance(candidates, dict):
+    if candidates is not None and not isinstance(candidates, dict):
         return "'candidates' must map labels to mappings"
-    for label, record in candidates.items():
-        wrong = _candidate_problem(record)
-        if wrong:
+    for label, record in (candidates or {}).items():
+        if wrong := _candidate_problem(record):
             return f"candidate {label!r}: {wrong}"
     return None
 
@@ -104,13 +100,10 @@ def is_valid_entry(entry: Any) -> bool:
 
 
 def validate_document(doc: Document) -> tuple[Document, dict[str, Any]]:
-    """Split a parsed document into its well-formed part and the malformed parts.
-
-    The schema: ``schema`` (int), ``machines`` (mapping of id → section), a section is a mapping
-    with an optional ``fingerprint`` mapping and an ``entries`` mapping of problem key → entry
-    (:func:`entry_problem`). Returns ``(clean, rejected)`` where ``rejected`` maps a readable
-    path (``machines/<id>/entries/<key>``) to what was found there. ``doc`` is not modified.
-    """
+    """Split a parsed document (``doc`` is not modified) into ``(clean, rejected)``: its
+    well-formed part, and a readable path (``machines/<id>/entries/<key>``) → what was found there
+    for each malformed part. Sections hold an optional ``fingerprint`` mapping and an ``entries``
+    mapping of problem key → entry (:func:`entry_problem`)."""
     clean: Document = {k: v for k, v in doc.items() if k != "machines"}
     clean["machines"] = {}
     rejected: dict[str, Any] = {}
@@ -155,11 +148,8 @@ def newer(candidate: Entry, current: Entry) -> bool:
 
 
 def merge_documents(base: Document, other: Document) -> Document:
-    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key).
-
-    Both are expected to be validated (:func:`validate_document`); malformed parts of ``other``
-    are skipped all the same.
-    """
+    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key). Both
+    are expected to be validated; malformed parts of ``other`` are skipped all the same."""
     other, _ = validate_document(other)
     for machine_id, section in other["machines"].items():
         target = base["machines"].setdefault(

@@ -2,10 +2,7 @@
 
 The tuner never knows what a kernel computes: it asks the registry which kernels apply, runs and
 checks each with the evaluator (:mod:`autotune.evaluate`), times it (:mod:`autotune.timing`) and
-keeps a verdict for every candidate — ``ok`` (accurate and fully timed) or a ``reason`` (failed,
-wrong output, inaccurate, approximate without a tolerance, not applicable, not worth trying, cut
-early as hopelessly slow). The search and the choice (budget, cuts and second chances,
-interleaved races between close leaders, the vendor margin and the accuracy tie band) are
+keeps a verdict for every candidate — ``ok`` or a ``reason``. The search and the choice are
 described in docs/architecture.md, "A tune".
 """
 
@@ -172,17 +169,15 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
     (approximate kernels are eligible only then)."""
     if not given or problem.tol is None:
         return []
-    x = random_inputs(problem)[0]
-    probe_args = (x, *args[1:])
+    probe_args = (random_inputs(problem)[0], *args[1:])
     return [(probe_args, reference_output(problem, probe_args))]
 
 
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
-    args = search.args
     quick = search.over_budget()
     cut_after = CUT_FACTOR * search.best_us if np.isfinite(search.best_us) else None
     result = timing.measure(
-        lambda: fn(*args),
+        lambda: fn(*search.args),
         min_runs=1 if quick else search.min_runs,
         min_time_s=0.0 if quick else search.min_time_s,
         max_time_s=max(0.2, search.budget_s / 4),
@@ -204,13 +199,10 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
 
 
 def _second_chance(search: _Search) -> None:
-    """Re-time, once the best is known, the candidates cut early or measured under load.
-
-    A burst of load from another process can make two runs of a good kernel look hopeless, or
-    leave a measurement without enough clean runs; a cut that holds up against the final best
-    stays, one that does not gets a full measurement, and a contaminated measurement is taken
-    again (once). Within the budget only.
-    """
+    """Re-time, once the best is known and within the budget, the candidates cut early or
+    measured under load: a burst of load can make two runs of a good kernel look hopeless, or
+    leave too few clean runs. A cut that holds up against the final best stays; a contaminated
+    measurement is taken again once."""
     for verdict, fn in list(search.cut):
         if search.over_budget():
             return
@@ -234,14 +226,11 @@ def _second_chance(search: _Search) -> None:
 
 
 def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
-    """Re-time the fastest accepted candidates interleaved when they are close.
-
-    Each was measured in its own stretch of time, so a burst of load during one of them can
-    swap their order. The leader and up to :data:`RACE_SIZE` − 1 next candidates whose fastest
-    run came within :data:`RACE_MARGIN` of the leader's score are timed again in alternating
-    rounds — any burst now hits all of them — and their statistics become those of all their
-    race runs together (the minimum stays the minimum over every run).
-    """
+    """Re-time the fastest accepted candidates interleaved when they are close: each was timed in
+    its own stretch, so a burst of load during one can swap their order. The leader and up to
+    :data:`RACE_SIZE` − 1 others whose fastest run came within :data:`RACE_MARGIN` of its score
+    are timed in alternating rounds; their statistics become those of all their race runs (the
+    minimum stays the minimum over every run)."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
@@ -273,8 +262,7 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
                 break
         return verdicts
     for params in grid:
-        pruned = _pruned(search, spec, params)
-        if pruned is not None:
+        if (pruned := _pruned(search, spec, params)) is not None:
             verdicts.append(pruned)
             continue
         verdict, fn = _run_once(search, spec, params)
@@ -311,11 +299,8 @@ def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
         raise RuntimeError("no candidate passed: " + "; ".join(f"{v.label}: {v.reason}" for v in candidates))
     fastest = eligible[0]
     vendor = next((v for v in eligible if v.kernel == VENDOR), None)
-    if (
-        vendor is not None
-        and vendor is not fastest
-        and vendor.time_us <= fastest.time_us * (1 + VENDOR_MARGIN)
-    ):
+    vendor_limit = fastest.time_us * (1 + VENDOR_MARGIN)
+    if vendor is not None and vendor is not fastest and vendor.time_us <= vendor_limit:
         why = (
             f"{vendor.label}: within {VENDOR_MARGIN:.0%} of the fastest ({fastest.label}, "
             f"{vendor.time_us / fastest.time_us:.2f}x its time); the vendor's native call is kept on "
@@ -358,10 +343,9 @@ def tune_problem(
     """Time and check every applicable kernel for ``problem``; return the verdicts and the choice.
 
     ``inputs`` defaults to seeded random-normal operands; pass the real ones when approximate
-    kernels are eligible, because their error depends on the data. ``rates``
-    (:func:`autotune.estimate.rates`) lets candidates estimated :data:`PRUNE_FACTOR` slower than
-    the best measured so far go untried.
-    """
+    kernels are eligible (their error depends on the data). With ``rates``
+    (:func:`autotune.estimate.rates`), candidates estimated :data:`PRUNE_FACTOR` slower than the
+    best so far go untried."""
     STATE.notify("tune-started", problem)
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
@@ -373,8 +357,7 @@ def tune_problem(
 
     verdicts: list[Verdict] = []
     for spec in _order(registry.specs(problem.op)):
-        excluded = _exclusion(spec, problem)
-        if excluded:
+        if excluded := _exclusion(spec, problem):
             verdicts.append(Verdict(kernel=spec.name, reason=excluded))
             continue
         verdicts.extend(_candidates(search, spec))
