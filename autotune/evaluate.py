@@ -43,11 +43,6 @@ def rel_l2_error(y: np.ndarray, ref: np.ndarray) -> float:
     return float(diff / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny))
 
 
-def reference_output(problem: Problem, args: tuple[Any, ...]) -> np.ndarray:
-    """The exact float64 output of a call with ``args`` (:meth:`Problem.exact`)."""
-    return problem.exact(args)
-
-
 @dataclass
 class Verdict:
     """One candidate's outcome."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from autotune import estimate, evaluate, timing
-from autotune.evaluate import Verdict, random_inputs, reference_output, rel_max_error
+from autotune.evaluate import Verdict, random_inputs, rel_max_error
 from autotune.machine import now_iso
 from autotune.problem import Problem
 from autotune.state import STATE
@@ -170,7 +170,7 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
     if not given or problem.tol is None:
         return []
     probe_args = (random_inputs(problem)[0], *args[1:])
-    return [(probe_args, reference_output(problem, probe_args))]
+    return [(probe_args, problem.exact(probe_args))]
 
 
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
@@ -351,7 +351,7 @@ def tune_problem(
     load_before = timing.load_average()
     args = problem.call_args(random_inputs(problem) if inputs is None else inputs)
     tol = tolerance(problem)
-    search = _Search(problem, args, reference_output(problem, args), tol, budget_s, min_runs, min_time_s)
+    search = _Search(problem, args, problem.exact(args), tol, budget_s, min_runs, min_time_s)
     search.probes = _probes(problem, args, inputs is not None)
     search.rates = dict(rates or {})
 
