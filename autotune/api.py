@@ -170,7 +170,9 @@ def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: 
     """The repeat-call key of a torch-tensor conv2d: the raw arguments, hashed as given (a call
     equal in them was validated before, so it may go straight to :func:`_fast_conv_call`). None
     for numpy input, a Weight handle, a non-tensor bias or unhashable arguments: the full path."""
-    if type(x) is not torch.Tensor or type(w) not in _TENSOR_TYPES or type(b) not in _BIAS_TYPES:
+    if type(x) is not torch.Tensor or type(w) not in _TENSOR_TYPES:
+        return None
+    if b is not None and type(b) not in _TENSOR_TYPES:
         return None
     bias = None if b is None else (b.shape, b.dtype)
     key = ("conv2d-fast", x.shape, x.dtype, x.device, w.shape, w.dtype, type(w), bias)
@@ -183,7 +185,6 @@ def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: 
 
 
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
-_BIAS_TYPES = (*_TENSOR_TYPES, type(None))
 
 
 def _spec_of(fn: Callable[..., Any]) -> registry.KernelSpec | None:
@@ -287,20 +288,27 @@ def conv2d(
             f"conv2d: expected x (N,C,H,W) or (C,H,W) with w (K,C/groups,kh,kw), or x (H,W) with "
             f"k (kh,kw); got x.ndim={xa.ndim}, w.ndim={wa.ndim}"
         )
-    if not _is_int(groups):
-        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
-    groups = int(groups)
+    if type(groups) is not int:
+        if not _is_int(groups):
+            raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+        groups = int(groups)
     stride_hw, dilation_hw = _pair(stride, "stride"), _pair(dilation, "dilation")
     pad = padding_quad(padding, wa.shape[2:], dilation_hw, stride_hw)
     tol_value = _tolerance(tol, "conv2d")
     ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
 
     key = ("conv2d", xa.shape, wa.shape, dtype, stride_hw, pad, dilation_hw, groups, tol_value, method, fixed)
-    fields = (xa.shape, wa.shape, stride_hw, pad, dilation_hw, groups, dtype, tol_value, fixed)
-    fn = _kernel(key, ConvProblem, fields, method, (xa, wa))
+    fn = STATE.bound.get(key)
+    if fn is None:
+        problem = ConvProblem(
+            xa.shape, wa.shape, stride_hw, pad, dilation_hw, groups, dtype, tol_value, fixed
+        )
+        fn = _bind(key, problem, method)
     if fast_key is not None and x.dim() == 4 and (ba is None or b.dtype == x.dtype):
-        # the bound choice (fn may be the exact default standing in for NaN/Inf input)
-        STATE.bound[fast_key] = _fast_conv_call(STATE.bound[key], fixed, stride_hw, pad, dilation_hw, groups)
+        STATE.bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
+    spec = getattr(fn, "spec", None)
+    if spec is not None and spec.finite_only and method is None and not _all_finite(xa, wa):
+        fn = exact_default(ConvProblem)  # its NaN/Inf pattern is the reference's
     weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
     y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
     if seed_form:
@@ -315,27 +323,12 @@ def _all_finite(*arrays: np.ndarray) -> bool:
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
 
 
-def _kernel(
-    key: tuple, cls: type[Problem], fields: tuple, method: str | None, data: tuple, tune_on_data: bool = False
-) -> Callable[..., Any]:
-    """The kernel of a normalised conv2d or matmul call. A miss (of ``key`` in ``STATE.bound``)
-    builds ``cls(*fields)`` (which checks the geometry), forces ``method`` or resolves it — tuned
-    on the caller's operands ``data`` when ``tune_on_data`` (approximate kernels: their error
-    depends on the data) — and binds the choice to the key. A dispatched ``finite_only`` choice
-    meeting NaN/Inf in ``data`` gives way to the exact default (the reference's NaN/Inf pattern)."""
-    fn = STATE.bound.get(key)
-    if fn is None:
-        problem = cls(*fields)
-        if method is not None:
-            fn = _forced(problem, method)
-        else:
-            inputs = tuple(np.ascontiguousarray(v) for v in data) if tune_on_data else None
-            fn = dispatch.resolve(problem, inputs)
-        STATE.bound[key] = fn
-        dispatch.watch_if_approximate(key, fn, problem, method)
-    spec = getattr(fn, "spec", None)
-    if spec is not None and spec.finite_only and method is None and not _all_finite(*data):
-        return exact_default(cls)
+def _bind(key: tuple, problem: Problem, method: str | None, inputs: tuple | None = None) -> Callable:
+    """Bind a missed call ``key`` (conv2d and matmul alike) to ``method=``'s kernel or to the choice
+    :func:`autotune.dispatch.resolve` makes — tuned on the caller's ``inputs`` when given (approximate
+    kernels: their error depends on the data); an approximate choice gets a verifier."""
+    fn = STATE.bound[key] = dispatch.resolve(problem, inputs) if method is None else _forced(problem, method)
+    dispatch.watch_if_approximate(key, fn, problem, method)
     return fn
 
 
@@ -459,8 +452,13 @@ def matmul(
         weight = state.digest(b)  # type: ignore[arg-type]
 
     key = ("matmul", a.shape, b.shape, dtype, rank_a, rank_b, tol_value, method, weight)
-    fields = (a.shape, b.shape, dtype, rank_a, rank_b, tol_value, weight)
-    fn = _kernel(key, MatmulProblem, fields, method, (a_arg, b), tune_on_data=weight is not None)
+    fn = STATE.bound.get(key)
+    if fn is None:
+        problem = MatmulProblem(a.shape, b.shape, dtype, rank_a, rank_b, tol_value, weight)
+        fn = _bind(key, problem, method, None if weight is None else (a_arg, np.ascontiguousarray(b)))
+    spec = getattr(fn, "spec", None)
+    if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
+        fn = exact_default(MatmulProblem)
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
     verifier = STATE.verifiers.get(key)
     if verifier is not None and verifier.due():
