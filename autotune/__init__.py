@@ -18,23 +18,16 @@ from typing import Any
 import kernels  # noqa: F401  (light: the thread pool is configured when a kernel module loads)
 from autotune._version import __version__
 
-#: public name → the module that defines it
-_PUBLIC = {
-    "conv2d": "autotune.api",
-    "get_mode": "autotune.api",
-    "matmul": "autotune.api",
-    "reset": "autotune.api",
-    "set_mode": "autotune.api",
-    "set_tolerance": "autotune.api",
-    "tune": "autotune.api",
-    "tune_model": "autotune.models",
-    "use_cache": "autotune.state",
-    "ConvProblem": "autotune.problem",
-    "MatmulProblem": "autotune.problem",
-    "parse_problem": "autotune.problem",
-    "Weight": "autotune.weights",
-    "LowRank": "kernels.matmul.lowrank",
+_MODULES = {
+    "autotune.api": ("conv2d", "get_mode", "matmul", "reset", "set_mode", "set_tolerance", "tune"),
+    "autotune.models": ("tune_model",),
+    "autotune.problem": ("ConvProblem", "MatmulProblem", "parse_problem"),
+    "autotune.state": ("use_cache",),
+    "autotune.weights": ("Weight",),
+    "kernels.matmul.lowrank": ("LowRank",),
 }
+#: public name → the module that defines it
+_PUBLIC = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [*sorted(_PUBLIC), "__version__"]
 

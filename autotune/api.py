@@ -1,17 +1,9 @@
 """The public calls: validate and normalise once, look the choice up, call the kernel.
 
-The hot path of a repeated call is: normalise the arguments, build a tuple key, one dict lookup
-(``STATE.bound``), call. Only a miss builds a :class:`~autotune.problem.Problem` (which checks the
-geometry) and asks :func:`autotune.dispatch.resolve` — database, then tune / heuristic / exact
-default by the mode. A repeated conv2d call with torch tensors is keyed on its raw arguments and
-skips even the normalisation (:func:`_fast_conv_key`).
-
-numpy in → numpy out; CPU torch tensors in → torch tensors out (zero-copy both ways; the result
-carries no autograd history — these are inference kernels).
-
-Two guards stay on the hot path because no entry can prove them: a kernel whose spec is
-``finite_only`` (FFT, Winograd) gets non-finite input routed to the exact default, and an
-approximate matmul choice is re-checked on a sample of calls (:mod:`autotune.dispatch`).
+The path of a call — the torch fast path, the normalised key and its one dict lookup, a miss, the
+guards no entry can prove (non-finite input, re-checked approximate choices) — is described in
+docs/architecture.md, "The lifecycle of a call". numpy in → numpy out; CPU torch tensors in →
+torch tensors out (zero-copy both ways; no autograd history — these are inference kernels).
 """
 
 from __future__ import annotations
@@ -26,7 +18,7 @@ import torch
 
 from autotune import dispatch, state, weights
 from autotune.dispatch import ChoiceWarning, exact_default
-from autotune.problem import ConvProblem, MatmulProblem, Problem
+from autotune.problem import ConvProblem, MatmulProblem, Pair, Problem, Quad
 from autotune.state import MODES, STATE
 from autotune.weights import Weight
 from kernels import registry
@@ -82,6 +74,13 @@ def tune(problems: Iterable[Problem | str], **options: Any) -> list[dict[str, An
 # Argument normalisation (shared by conv2d and matmul).
 
 
+def _bad_dtype(op: str, name: str, dtype: Any) -> TypeError:
+    return TypeError(
+        f"{op}: {name} has dtype {dtype}; expected float32 or float64 (lower precisions are emulated "
+        f"in `autotune study precision`, not dispatched)"
+    )
+
+
 def _as_array(value: Any, name: str, op: str) -> np.ndarray:
     if type(value) is np.ndarray:
         return value
@@ -93,10 +92,7 @@ def _as_array(value: Any, name: str, op: str) -> np.ndarray:
         except RuntimeError:  # requires grad, or a lazily negated/conjugated view
             return value.detach().resolve_conj().resolve_neg().numpy()
         except TypeError:  # a dtype numpy lacks (bfloat16, the float8 types, ...)
-            raise TypeError(
-                f"{op}: {name} has dtype {value.dtype}; expected float32 or float64 (lower "
-                f"precisions are emulated in `autotune study precision`, not dispatched)"
-            ) from None
+            raise _bad_dtype(op, name, value.dtype) from None
     if isinstance(value, np.ndarray):
         return np.asarray(value)
     raise TypeError(f"{op}: {name} must be a numpy array or a torch tensor, got {type(value).__name__}")
@@ -106,22 +102,19 @@ def _dtype_name(arr: np.ndarray, name: str, op: str) -> str:
     try:
         return _DTYPES[arr.dtype]
     except KeyError:
-        raise TypeError(
-            f"{op}: {name} has dtype {arr.dtype}; expected float32 or float64 (lower precisions "
-            f"are emulated in `autotune study precision`, not dispatched)"
-        ) from None
+        raise _bad_dtype(op, name, arr.dtype) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
     if type(value) is int:
         return (value, value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
         return (int(value[0]), int(value[1]))
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if _is_int(value):
         return (int(value), int(value))
     raise TypeError(f"conv2d: {name} must be an int or a pair of ints, got {value!r}")
 
@@ -134,8 +127,7 @@ def padding_quad(value: Any, kernel_hw: tuple[int, int], dilation: tuple[int, in
         if value == "same":
             if stride != (1, 1):
                 raise ValueError("conv2d: padding='same' requires stride=1 (as in torch)")
-            total_h = dilation[0] * (kernel_hw[0] - 1)
-            total_w = dilation[1] * (kernel_hw[1] - 1)
+            total_h, total_w = (d * (k - 1) for d, k in zip(dilation, kernel_hw, strict=True))
             # torch puts the odd extra row/column at the bottom/right
             return (total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2)
         raise ValueError(f"conv2d: padding must be 'same', 'valid', an int or a pair; got {value!r}")
@@ -171,19 +163,13 @@ def _conv_bias(b: Any, k_out: int, dtype: np.dtype, seed_form: bool) -> np.ndarr
             arr = arr.reshape(1)
         if arr.shape != (k_out,):
             raise ValueError(f"conv2d: b must have shape ({k_out},), got {tuple(arr.shape)}")
-    if arr.dtype != dtype:
-        arr = arr.astype(dtype)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: Any, groups: Any) -> Any:
-    """The repeat-call key of a torch-tensor conv2d: the raw arguments, hashed as given.
-
-    A call whose tensors have the same shapes, dtypes, device and types, and whose geometry
-    arguments are equal, was validated and normalised before, so it may go straight to the
-    kernel bound then (:func:`_fast_conv_call`). None when the call does not qualify (numpy
-    input, a Weight handle, a non-tensor bias, unhashable arguments): the full path handles it.
-    """
+    """The repeat-call key of a torch-tensor conv2d: the raw arguments, hashed as given (a call
+    equal in them was validated before, so it may go straight to :func:`_fast_conv_call`). None
+    for numpy input, a Weight handle, a non-tensor bias or unhashable arguments: the full path."""
     if type(x) is not torch.Tensor or type(w) not in _TENSOR_TYPES:
         return None
     if b is not None and type(b) not in _TENSOR_TYPES:
@@ -210,9 +196,7 @@ def _spec_of(fn: Callable[..., Any]) -> registry.KernelSpec | None:
 def _native(fn: Callable[..., Any]) -> Callable[..., Any] | None:
     """The kernel's torch-tensor entry point (``KernelSpec.tensor_fn``), if it has one."""
     spec = _spec_of(fn)
-    if spec is None or spec.tensor_fn is None or getattr(fn, "params", None):
-        return None
-    return spec.tensor_fn
+    return None if spec is None or getattr(fn, "params", None) else spec.tensor_fn
 
 
 def _contiguous(w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,12 +206,7 @@ def _contiguous(w: Any, b: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _fast_conv_call(
-    fn: Callable[..., Any],
-    fixed: bool,
-    stride: tuple[int, int],
-    pad: tuple,
-    dilation: tuple[int, int],
-    groups: int,
+    fn: Callable[..., Any], fixed: str | None, stride: Pair, pad: Quad, dilation: Pair, groups: int
 ) -> Callable[[Any, Any, Any], Any]:
     """What a repeat torch-tensor call runs: the kernel's native tensor call, or the numpy kernel
     on zero-copy views (the tail of :func:`conv2d`, with everything the key proves skipped)."""
@@ -286,26 +265,22 @@ def conv2d(
     fast_key = (
         _fast_conv_key(x, w, b, stride, padding, dilation, groups) if method is None and tol is None else None
     )
-    if fast_key is not None:
-        fast = STATE.bound.get(fast_key)
-        if fast is not None:
-            return fast(x, w, b)
+    if fast_key is not None and (fast := STATE.bound.get(fast_key)) is not None:
+        return fast(x, w, b)
     is_torch = isinstance(x, torch.Tensor)
     xa = _as_array(x, "x", "conv2d")
     # A module parameter or a Weight handle is reused across calls: its transforms are prepared
     # once (and tuned as such); any other weight is treated as new on every call.
-    fixed = isinstance(w, (Weight, torch.nn.Parameter))
+    fixed = "fixed" if isinstance(w, (Weight, torch.nn.Parameter)) else None
     wa = w.array if isinstance(w, Weight) else _as_array(w, "w", "conv2d")
     dtype = _dtype_name(xa, "x", "conv2d")
     if wa.dtype != xa.dtype:
         raise TypeError(f"conv2d: w has dtype {wa.dtype} but x has {xa.dtype}; they must match")
-    seed_form = xa.ndim == 2
-    unbatched = xa.ndim == 3
+    seed_form, unbatched = xa.ndim == 2, xa.ndim == 3
     if seed_form and wa.ndim == 2:
         if groups != 1:
             raise ValueError("conv2d: the 2-D form (x (H,W), k (kh,kw)) has one channel; groups must be 1")
-        xa = xa.reshape(1, 1, *xa.shape)
-        wa = wa.reshape(1, 1, *wa.shape)
+        xa, wa = xa.reshape(1, 1, *xa.shape), wa.reshape(1, 1, *wa.shape)
     elif unbatched and wa.ndim == 4:
         xa = xa.reshape(1, *xa.shape)
     elif xa.ndim != 4 or wa.ndim != 4:
@@ -314,11 +289,10 @@ def conv2d(
             f"k (kh,kw); got x.ndim={xa.ndim}, w.ndim={wa.ndim}"
         )
     if type(groups) is not int:
-        if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)):
+        if not _is_int(groups):
             raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
         groups = int(groups)
-    stride_hw = _pair(stride, "stride")
-    dilation_hw = _pair(dilation, "dilation")
+    stride_hw, dilation_hw = _pair(stride, "stride"), _pair(dilation, "dilation")
     pad = padding_quad(padding, wa.shape[2:], dilation_hw, stride_hw)
     tol_value = _tolerance(tol, "conv2d")
     ba = _conv_bias(b, wa.shape[0], xa.dtype, seed_form)
@@ -327,21 +301,9 @@ def conv2d(
     fn = STATE.bound.get(key)
     if fn is None:
         problem = ConvProblem(
-            tuple(xa.shape),
-            tuple(wa.shape),
-            stride_hw,
-            pad,
-            dilation_hw,
-            groups,
-            dtype,
-            tol_value,
-            "fixed" if fixed else None,
+            xa.shape, wa.shape, stride_hw, pad, dilation_hw, groups, dtype, tol_value, fixed
         )
-        if method is not None:
-            fn = dispatch.forced(*registry.parse("conv2d", method), problem)
-        else:
-            fn = dispatch.resolve(problem)
-        STATE.bound[key] = fn
+        fn = _bind(key, problem, method)
     if fast_key is not None and x.dim() == 4 and (ba is None or b.dtype == x.dtype):
         STATE.bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
     spec = getattr(fn, "spec", None)
@@ -359,6 +321,26 @@ def conv2d(
 def _all_finite(*arrays: np.ndarray) -> bool:
     """No NaN/Inf in any array: one vectorised pass each (measured faster than summing)."""
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
+
+
+def _bind(key: tuple, problem: Problem, method: str | None, inputs: tuple | None = None) -> Callable:
+    """Bind a missed call ``key`` (conv2d and matmul alike) to ``method=``'s kernel or to the choice
+    :func:`autotune.dispatch.resolve` makes — tuned on the caller's ``inputs`` when given (approximate
+    kernels: their error depends on the data); an approximate choice gets a verifier."""
+    fn = STATE.bound[key] = dispatch.resolve(problem, inputs) if method is None else _forced(problem, method)
+    dispatch.watch_if_approximate(key, fn, problem, method)
+    return fn
+
+
+def _forced(problem: Problem, method: str) -> Callable[..., Any]:
+    """``method=``'s kernel; matmul's ranks become the parameters of svd (and of nothing else)."""
+    spec, params = registry.parse(problem.op, method)
+    ranks = {name: getattr(problem, name, None) for name in ("rank_a", "rank_b")}
+    if spec.name == "svd":
+        params.update({name: rank for name, rank in ranks.items() if rank is not None})
+    elif any(rank is not None for rank in ranks.values()):
+        raise ValueError(f"matmul: rank_A/rank_B are truncation ranks of method='svd', not of {method!r}")
+    return dispatch.forced(spec, params, problem)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +361,7 @@ def _matmul_operand(value: Any, name: str) -> np.ndarray | LowRank:
 def _matmul_rank(value: Any, name: str, operand: np.ndarray | LowRank) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not _is_int(value):
         raise TypeError(f"matmul: {name} must be a positive int or None, got {value!r}")
     if isinstance(operand, LowRank) and not 1 <= value <= operand.rank:
         raise ValueError(
@@ -408,21 +390,6 @@ def _check_matmul_operands(a: np.ndarray | LowRank, b: np.ndarray | LowRank) -> 
     return dtype
 
 
-def _matmul_kernel(
-    problem: MatmulProblem, method: str | None, inputs: tuple[np.ndarray, np.ndarray] | None
-) -> Callable[..., Any]:
-    """The bound kernel: forced by ``method`` (ranks become svd's parameters) or resolved."""
-    if method is None:
-        return dispatch.resolve(problem, inputs)
-    spec, params = registry.parse("matmul", method)
-    ranks = {"rank_a": problem.rank_a, "rank_b": problem.rank_b}
-    if spec.name == "svd":
-        params.update({name: rank for name, rank in ranks.items() if rank is not None})
-    elif any(rank is not None for rank in ranks.values()):
-        raise ValueError(f"matmul: rank_A/rank_B are truncation ranks of method='svd', not of {method!r}")
-    return dispatch.forced(spec, params, problem)
-
-
 def _weight_for_call(
     fn: Callable[..., Any], B: Any, b: np.ndarray | LowRank, state: weights.WeightState | None
 ) -> Any:
@@ -434,9 +401,7 @@ def _weight_for_call(
     spec, params = getattr(fn, "spec", None), getattr(fn, "params", None)
     if spec is None or spec.prepare is None or weights.prepare_is_noop(spec, params):
         return np.ascontiguousarray(b)
-    if state is None:
-        state = weights.state_of(B, b)
-    return state.prepared(spec, params, b)
+    return (state or weights.state_of(B, b)).prepared(spec, params, b)
 
 
 def matmul(
@@ -470,12 +435,10 @@ def matmul(
         (m, n) numpy array, or torch tensor when A (or B, if A is a LowRank) is one; A's dtype.
     """
     is_torch = isinstance(A, torch.Tensor) or (isinstance(A, LowRank) and isinstance(B, torch.Tensor))
-    a = _matmul_operand(A, "A")
-    b = _matmul_operand(B, "B")
+    a, b = _matmul_operand(A, "A"), _matmul_operand(B, "B")
     dtype = _check_matmul_operands(a, b)
     tol_value = _tolerance(tol, "matmul")
-    rank_a = _matmul_rank(rank_A, "rank_A", a)
-    rank_b = _matmul_rank(rank_B, "rank_B", b)
+    rank_a, rank_b = _matmul_rank(rank_A, "rank_A", a), _matmul_rank(rank_B, "rank_B", b)
     factored = isinstance(a, LowRank) or isinstance(b, LowRank)
     if method is None and (factored or rank_a is not None or rank_b is not None):
         method = "svd"  # ranks and factors are svd's parameters: there is nothing left to choose
@@ -491,11 +454,8 @@ def matmul(
     key = ("matmul", a.shape, b.shape, dtype, rank_a, rank_b, tol_value, method, weight)
     fn = STATE.bound.get(key)
     if fn is None:
-        problem = MatmulProblem(tuple(a.shape), tuple(b.shape), dtype, rank_a, rank_b, tol_value, weight)
-        inputs = None if weight is None else (a_arg, np.ascontiguousarray(b))
-        fn = _matmul_kernel(problem, method, inputs)  # type: ignore[arg-type]
-        STATE.bound[key] = fn
-        dispatch.watch_if_approximate(key, fn, problem, method)
+        problem = MatmulProblem(a.shape, b.shape, dtype, rank_a, rank_b, tol_value, weight)
+        fn = _bind(key, problem, method, None if weight is None else (a_arg, np.ascontiguousarray(b)))
     spec = getattr(fn, "spec", None)
     if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
         fn = exact_default(MatmulProblem)

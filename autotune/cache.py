@@ -1,12 +1,8 @@
 """The tuning database: one human-readable YAML file, shared by processes and machines.
 
-Layout and rules: docs/architecture.md, "The database". In short: safe YAML only; one section
-per machine fingerprint, only this machine's is used; writes lock, re-read, merge (newest
-``tuned_at`` wins) and replace the file atomically; damage is set aside with a warning, never
-lost or fatal; a write that cannot get the lock keeps its entries for the next write or exit;
-above :data:`JOURNAL_ABOVE_BYTES` new entries go to an append-only journal and a JSON index of
-the dispatch fields spares a process the YAML parse; lookups are dict accesses in memory. The
-document's schema itself is :mod:`autotune.schema`.
+Layout and rules — safe YAML only, one section per machine, locked re-read-merge-replace writes,
+damage set aside with a warning, entries kept when the lock is busy, the journal and index of
+large files: docs/architecture.md, "The database". The document's schema is :mod:`autotune.schema`.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from autotune.schema import (  # noqa: F401  (re-exported: the document function
     is_valid_entry,
     iter_sections,
     merge_documents,
-    newer,
+    merge_entries,
     parse_document,
     validate_document,
 )
@@ -114,9 +110,8 @@ class Database:
     # -- reading ------------------------------------------------------------------------------
 
     def read_document(self) -> Document:
-        """The whole database (every machine; the file and its journal), validated: corrupt
-        files are moved aside, malformed parts dropped with a warning (see
-        :meth:`read_with_rejected`). Never raises on content."""
+        """The whole database (every machine; the file and its journal), validated: a corrupt file
+        is moved aside, malformed parts are dropped with a warning. Never raises on content."""
         doc = self.read_with_rejected()[0]
         self._fold_journal(doc)
         return doc
@@ -146,20 +141,16 @@ class Database:
             return empty_document(), {}
         clean, rejected = validate_document(doc)
         if rejected:
-            names = ", ".join(repr(path) for path in list(rejected)[:3])
-            more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
             self._warn_once(
-                f"{self.path}: ignoring {len(rejected)} malformed part(s): {names}{more}; "
+                f"{self.path}: {_ignoring(rejected)}; "
                 f"they are kept in {self.path.name}.rejected when the file is next written"
             )
         return clean, rejected
 
     def _set_aside(self, why: str) -> Document:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        target = real_path(self.path)
-        aside = target.with_name(f"{target.name}.corrupt-{stamp}")
+        aside = self.sidecar(f".corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}")
         try:
-            os.replace(target, aside)
+            os.replace(real_path(self.path), aside)
             where = f"moved aside to {aside.name}"
         except OSError as exc:
             where = f"could not be moved aside ({exc})"
@@ -168,7 +159,7 @@ class Database:
 
     def _keep_rejected(self, rejected: Mapping[str, Any]) -> None:
         """Add malformed parts to ``<file>.rejected`` (a YAML map: path → what was there)."""
-        aside = real_path(self.path).with_name(real_path(self.path).name + ".rejected")
+        aside = self.sidecar(".rejected")
         kept: dict[str, Any] = {}
         with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
             loaded = yaml.load(aside.read_text(encoding="utf-8"), Loader=_SafeLoader)
@@ -187,21 +178,16 @@ class Database:
         return target.with_name(target.name + suffix)
 
     def entries(self) -> dict[str, Entry]:
-        """This machine's usable entries (loaded from the file on first use).
-
-        For a large file they come from the index and hold only the dispatch fields
-        (:data:`HOT_FIELDS`); :meth:`full_entries` has everything.
-        """
+        """This machine's usable entries (loaded from the file on first use). For a large file they
+        come from the index and hold only :data:`HOT_FIELDS`; :meth:`full_entries` has everything."""
         if self._entries is None:
             stamp = _file_stamp(self.path)
-            base = None
-            if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
-                base = self._read_index(stamp)
-                if base is not None:
-                    _merge_entries(base, self._journal_entries().get(self.machine_id, {}))
-            if base is None:
+            base = self._read_index(stamp) if _large(stamp) else None
+            if base is not None:
+                merge_entries(base, self._journal_entries().get(self.machine_id, {}))
+            else:
                 doc = self.read_with_rejected()[0]
-                if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+                if _large(stamp):
                     self._write_index(stamp, self._usable(doc))
                 self._fold_journal(doc)
                 base = self._usable(doc)
@@ -220,27 +206,19 @@ class Database:
             index = json.loads(self.sidecar(".index.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if (
-            not isinstance(index, dict)
-            or index.get("stamp") != stamp
-            or index.get("machine") != self.machine_id
-        ):
+        if not isinstance(index, dict) or index.get("machine") != self.machine_id:
             return None
         entries = index.get("entries")
         # Each entry is checked against the schema when it is looked up (:meth:`lookup`), not
         # here: at 100k entries that check is a third of the start-up.
-        return entries if isinstance(entries, dict) else None
+        return entries if index.get("stamp") == stamp and isinstance(entries, dict) else None
 
     def _write_index(self, stamp: list[int], entries: Mapping[str, Entry]) -> None:
         """Best effort: a missing or stale index only costs the next process a full parse."""
         hot = {key: _hot(entry) for key, entry in entries.items()}
+        index = {"stamp": stamp, "machine": self.machine_id, "entries": hot}
         with contextlib.suppress(OSError):
-            write_atomic(
-                self.sidecar(".index.json"),
-                json.dumps(
-                    {"stamp": stamp, "machine": self.machine_id, "entries": hot}, separators=(",", ":")
-                ),
-            )
+            write_atomic(self.sidecar(".index.json"), json.dumps(index, separators=(",", ":")))
 
     def _journal_entries(self) -> dict[str, dict[str, Entry]]:
         """machine id → entries appended to the journal (a record cut short by a kill is skipped)."""
@@ -250,9 +228,8 @@ class Database:
             return {}
         found: dict[str, dict[str, Entry]] = {}
         for chunk in _JOURNAL_RECORD.split(text):
-            record = _parse_record(chunk)
-            if record is not None:
-                _merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
+            if (record := _parse_record(chunk)) is not None:
+                merge_entries(found.setdefault(record["machine"], {}), {record["key"]: record["entry"]})
         return found
 
     def _append_journal(self, entries: Mapping[str, Entry]) -> None:
@@ -278,19 +255,12 @@ class Database:
         entry = self.entries().get(key)
         return entry if entry is None or entry_problem(key, entry) is None else None
 
-    def reload(self) -> None:
-        """Forget the in-memory map; the next lookup re-reads the file."""
-        self._entries = None
-
     # -- writing ------------------------------------------------------------------------------
 
     def store(self, new_entries: Mapping[str, Entry]) -> bool:
-        """Merge entries for this machine into the file; False if they are not in it yet.
-
-        The in-memory map is updated either way. Entries that could not be written (the lock was
-        held too long by another process, or the write failed) stay in :attr:`pending` and go in
-        with the next store or :meth:`flush` (also run at exit), so none is lost.
-        """
+        """Merge entries for this machine into the file; False if they are not in it yet. The
+        in-memory map is updated either way; entries the file could not take (lock held too long,
+        write failed) stay in :attr:`pending` for the next store or :meth:`flush` (also at exit)."""
         self.entries().update(new_entries)
         self.pending.update(new_entries)
         return self.flush(STORE_LOCK_TIMEOUT_S)
@@ -301,11 +271,17 @@ class Database:
             return True
         if self.read_only:
             return False
-        incoming = {
-            "machines": {self.machine_id: {"fingerprint": self.machine, "entries": dict(self.pending)}}
-        }
-        try:
-            self._store_locked(incoming, timeout_s)
+        entries = dict(self.pending)
+        try:  # into the file, or appended to the journal of a large one
+            if not _large(_file_stamp(self.path)):
+                section = {"fingerprint": self.machine, "entries": entries}
+                self.merge_into_file({"machines": {self.machine_id: section}}, timeout_s)
+            else:
+                with self._lock(timeout_s):
+                    remove_stale_temps(self.path)
+                    self._append_journal(entries)
+                if self._entries is not None:
+                    self._entries.update(entries)
         except Timeout:
             self._warn_once(
                 f"{self.path} is locked by another process; {len(self.pending)} tuned entries are "
@@ -319,18 +295,6 @@ class Database:
             return False
         self.pending.clear()
         return True
-
-    def _store_locked(self, incoming: Document, timeout_s: float) -> None:
-        """Merge ``incoming`` into the file, or append it to the journal if the file is large."""
-        stamp = _file_stamp(self.path)
-        if stamp is None or stamp[0] < JOURNAL_ABOVE_BYTES:
-            self.merge_into_file(incoming, timeout_s=timeout_s)
-            return
-        with self._lock(timeout_s):
-            remove_stale_temps(self.path)
-            self._append_journal(incoming["machines"][self.machine_id]["entries"])
-        if self._entries is not None:
-            self._entries.update(incoming["machines"][self.machine_id]["entries"])
 
     def merge_into_file(self, other: Document, timeout_s: float = LOCK_TIMEOUT_S) -> Document:
         """Lock, re-read (file and journal), merge ``other`` in, write atomically (folding the
@@ -356,7 +320,7 @@ class Database:
             section = doc["machines"].setdefault(machine_id, {"fingerprint": {}, "entries": {}})
             if machine_id == self.machine_id and not section["fingerprint"]:
                 section["fingerprint"] = self.machine
-            _merge_entries(section["entries"], entries)
+            merge_entries(section["entries"], entries)
 
     def _write_locked(self, doc: Document, rejected: Mapping[str, Any]) -> None:
         """Write ``doc`` (holding the lock): stale temp files first, rejected parts kept aside;
@@ -368,7 +332,7 @@ class Database:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.sidecar(".journal"))
         stamp = _file_stamp(self.path)
-        if stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES:
+        if _large(stamp):
             self._write_index(stamp, self._usable(doc))
 
     def clear(self, all_machines: bool = False) -> int:
@@ -400,18 +364,23 @@ def _file_stamp(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns, st.st_ino]
 
 
+def _large(stamp: list[int] | None) -> bool:
+    """A file this large takes new entries through the journal and keeps an index."""
+    return stamp is not None and stamp[0] >= JOURNAL_ABOVE_BYTES
+
+
+def _ignoring(rejected: Mapping[str, Any]) -> str:
+    """``ignoring 4 malformed part(s): 'a', 'b', 'c' and 1 more``."""
+    names = ", ".join(repr(path) for path in list(rejected)[:3])
+    more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+    return f"ignoring {len(rejected)} malformed part(s): {names}{more}"
+
+
 def _hot(entry: Entry) -> Entry:
     """The dispatch fields of an entry (what the index keeps)."""
     hot = {name: entry[name] for name in HOT_FIELDS if name in entry}
     hot["problem"] = {"op": entry["problem"]["op"]}
     return hot
-
-
-def _merge_entries(base: dict[str, Entry], incoming: Mapping[str, Entry]) -> None:
-    """Per key, keep the entry with the newest ``tuned_at``."""
-    for key, entry in incoming.items():
-        if key not in base or newer(entry, base[key]):
-            base[key] = entry
 
 
 #: Journal records start with a line ``---``.
@@ -426,13 +395,9 @@ def _parse_record(chunk: str) -> dict[str, Any] | None:
         record = yaml.load(chunk, Loader=_SafeLoader)  # a safe loader
     except (yaml.YAMLError, RecursionError):
         return None
-    if (
-        not isinstance(record, dict)
-        or not isinstance(record.get("machine"), str)
-        or entry_problem(record.get("key"), record.get("entry")) is not None
-    ):
-        return None
-    return record
+    if isinstance(record, dict) and isinstance(record.get("machine"), str):
+        return record if entry_problem(record.get("key"), record.get("entry")) is None else None
+    return None
 
 
 def load_file(path: Path) -> Document:
@@ -449,11 +414,7 @@ def load_file(path: Path) -> Document:
         raise ValueError(f"{path} has schema {doc['schema']}; this autotune reads up to {SCHEMA}")
     clean, rejected = validate_document(doc)
     if rejected:
-        names = ", ".join(repr(part) for part in list(rejected)[:3])
-        more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
-        warnings.warn(
-            f"{path}: ignoring {len(rejected)} malformed part(s): {names}{more}", CacheWarning, stacklevel=2
-        )
+        warnings.warn(f"{path}: {_ignoring(rejected)}", CacheWarning, stacklevel=2)
     other = Database(Path(path))
     if other.sidecar(".journal").exists():  # a large database's newest entries (read, not changed)
         other._fold_journal(clean)

@@ -1,21 +1,13 @@
 """A miss: from a problem to the kernel to call, for any op.
 
-The public calls (:mod:`autotune.api`) validate and normalise their arguments, look a call key
-up in ``STATE.bound`` and, on a miss, build a :class:`~autotune.problem.Problem` and ask
-:func:`resolve`. It consults the YAML database and — depending on the mode — tunes, asks the
-heuristics, or takes the problem's exact default:
+:func:`resolve` uses the database entry if it fits the call (:func:`entry_invalidity`; one that
+does not gets one warning and is re-tuned in tune mode, bypassed otherwise); else the mode decides:
 
 * ``tune`` (default; ``AUTOTUNE_MODE=tune``): time and check every candidate now, persist, use;
 * ``heuristic``: predicted from tuned neighbours or rules (:mod:`autotune.heuristics`), no
   timing, nothing written;
 * ``off``: always the exact default (``Problem.EXACT_DEFAULT``: ``im2col`` for conv2d, ``blas``
   for matmul) — BLAS-based, any geometry, reference-grade accuracy.
-
-A database entry is used only when it fits the call (:func:`entry_invalidity`): its kernel is
-registered, applies and offers its parameters, it is exact for an exact call, it was tuned under
-a tolerance at least as strict as the current one, and it was made by the current kernel set. An
-entry that does not fit gets one warning and is re-tuned (tune mode, which repairs the entry) or
-bypassed (other modes).
 
 An approximate choice is re-checked against an exact product on a sample of calls
 (``$AUTOTUNE_VERIFY``, see :func:`verify_rate`).
@@ -56,8 +48,7 @@ def entry_invalidity(problem: Problem, entry: dict[str, Any]) -> str | None:
         return f"{spec.name} does not apply to this problem"
     if not spec.exact and problem.tol is None:
         return f"{spec.name} is approximate and the call is exact (no tol=)"
-    wrong_params = registry.params_problem(spec, problem, entry.get("params") or {})
-    if wrong_params:
+    if wrong_params := registry.params_problem(spec, problem, entry.get("params") or {}):
         return wrong_params
     tuned_tol, current_tol = entry.get("tol"), tuner.tolerance(problem)
     if tuned_tol is None or tuned_tol > current_tol * (1 + 1e-9):
@@ -71,14 +62,6 @@ def fitting_entry(problem: Problem) -> dict[str, Any] | None:
     """The database entry for ``problem`` if there is one and it fits, else None."""
     entry = database().lookup(problem.key)
     return entry if entry is not None and entry_invalidity(problem, entry) is None else None
-
-
-def _report_unfit(problem: Problem, why: str, action: str) -> None:
-    if problem.key not in STATE.reported:
-        STATE.reported.add(problem.key)
-        warnings.warn(
-            f"the database entry for {problem.key} is not used: {why}; {action}", ChoiceWarning, stacklevel=6
-        )
 
 
 def _tuned(problem: Problem, **options: Any) -> tuner.TuneResult:
@@ -102,7 +85,11 @@ def resolve(problem: Problem, inputs: tuple[np.ndarray, ...] | None = None) -> C
         why = entry_invalidity(problem, entry)
         if why is None:
             return registry.get(problem.op, entry["choice"]).bind(entry.get("params") or {})
-        _report_unfit(problem, why, "re-tuning" if mode == "tune" else f"falling back ({mode} mode)")
+        if problem.key not in STATE.reported:  # one warning per problem and process
+            STATE.reported.add(problem.key)
+            action = "re-tuning" if mode == "tune" else f"falling back ({mode} mode)"
+            message = f"the database entry for {problem.key} is not used: {why}; {action}"
+            warnings.warn(message, ChoiceWarning, stacklevel=4)  # the conv2d/matmul call
     if mode == "off":
         name, params = problem.EXACT_DEFAULT
     elif mode == "heuristic":
@@ -131,11 +118,8 @@ def exact_default(problem: Problem | type[Problem]) -> Callable[..., Any]:
 
 
 def kernel_for(problem: Problem) -> Callable[..., Any]:
-    """The kernel the dispatcher calls for ``problem``, bound once per process.
-
-    The generic entry for an op without a public function of its own: call the result with the
-    op's positional arguments (``problem.call_args(inputs)``).
-    """
+    """The kernel the dispatcher calls for ``problem``, bound once per process: the generic entry
+    for an op without a public function of its own (call it with ``problem.call_args(inputs)``)."""
     key = (f"{problem.op}-problem", problem.key)
     fn = STATE.bound.get(key)
     if fn is None:
@@ -176,9 +160,7 @@ class Verifier:
         return (self.calls - 1) % self.period == 0
 
 
-def watch_if_approximate(
-    key: tuple[Any, ...], fn: Callable[..., Any], problem: Problem, method: str | None
-) -> None:
+def watch_if_approximate(key: tuple, fn: Callable[..., Any], problem: Problem, method: str | None) -> None:
     """Register a verifier for a key bound (by the tuner or the database) to an inexact kernel."""
     spec = getattr(fn, "spec", None)
     if method is not None or spec is None or spec.exact or problem.tol is None:
@@ -200,13 +182,9 @@ def verified(key: tuple[Any, ...], args: tuple[Any, ...], out: np.ndarray) -> np
     if error <= tol:
         return out
     tune_mode = STATE.get_mode() == "tune"
-    warnings.warn(
-        f"{problem.op}: the approximate choice for {problem.key} has rel_err {error:.2e} > tol {tol:g} "
-        f"on this call's operands; "
-        + ("re-tuning on them" if tune_mode else "using the exact default from now on"),
-        ChoiceWarning,
-        stacklevel=3,
-    )
+    found = f"{problem.op}: the approximate choice for {problem.key} has rel_err {error:.2e} > tol {tol:g}"
+    action = "re-tuning on them" if tune_mode else "using the exact default from now on"
+    warnings.warn(f"{found} on this call's operands; {action}", ChoiceWarning, stacklevel=3)
     STATE.verifiers.pop(key, None)
     contiguous = tuple(np.ascontiguousarray(a) for a in args)
     if tune_mode:
@@ -239,13 +217,11 @@ def tune(
     """Tune each problem (a Problem or its text form) into the database; return the entries.
 
     Problems with an entry that fits (:func:`entry_invalidity`) are skipped unless ``force``;
-    entries that do not fit (stale, tuned under a looser tolerance, ...) are re-tuned. Each
-    result is written as soon as it is measured, so an interruption keeps everything finished so
-    far; results the file could not take yet stay in ``database().pending``.
-    ``on_result(problem, entry, cached)`` is called after each problem (progress reporting).
-
-    With ``prune``, candidates that this machine's earlier measurements (the entries in memory)
-    put far behind the best measured so far are not tried (:mod:`autotune.estimate`).
+    others are re-tuned. Each result is written as soon as it is measured, so an interruption
+    keeps everything finished (what the file could not take yet stays in ``database().pending``).
+    ``on_result(problem, entry, cached)`` follows each problem. With ``prune``, candidates that
+    this machine's earlier measurements put far behind the best so far are not tried
+    (:mod:`autotune.estimate`).
     """
     entries = []
     for item in problems:

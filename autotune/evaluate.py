@@ -1,16 +1,9 @@
 """The evaluator: how one candidate kernel is run, checked and timed on one problem.
 
 Shared by the tuner (which chooses among the candidates) and ``autotune bench`` (which reports
-them side by side), so both judge a kernel the same way:
-
-* inputs: seeded standard-normal operands per problem (:func:`random_inputs`), and the exact
-  float64 result (:func:`reference_output`);
-* :func:`warm_up`: the candidate bound to its parameters — with the weight prepared once when
-  the problem's weight is fixed, as the dispatcher will call it — run once (Numba compiles
-  here) and checked: an exception, a wrong shape or dtype, a non-finite value or an error over
-  the tolerance is recorded as the :class:`Verdict`'s reason;
-* :func:`interleaved`: several candidates timed in alternating rounds, so that a burst of load
-  on a shared machine hits all of them rather than one.
+them side by side), so both judge a kernel the same way: seeded inputs and their exact result,
+:func:`warm_up` (bind, prepare, run once, check) and :func:`interleaved` timing. Steps 1, 3 and 5
+of docs/architecture.md, "A tune".
 """
 
 from __future__ import annotations
@@ -48,11 +41,6 @@ def rel_l2_error(y: np.ndarray, ref: np.ndarray) -> float:
     """``‖y − ref‖₂ / max(‖ref‖₂, tiny)`` in float64."""
     diff = np.linalg.norm(np.asarray(y, dtype=np.float64) - ref)
     return float(diff / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny))
-
-
-def reference_output(problem: Problem, args: tuple[Any, ...]) -> np.ndarray:
-    """The exact float64 output of a call with ``args`` (:meth:`Problem.exact`)."""
-    return problem.exact(args)
 
 
 @dataclass
@@ -163,12 +151,7 @@ def judge(verdict: Verdict, problem: Problem, y: Any, ref: np.ndarray, tol: floa
 
 
 def warm_up(
-    spec: KernelSpec,
-    params: dict[str, Any],
-    problem: Problem,
-    args: tuple[Any, ...],
-    ref: np.ndarray,
-    tol: float,
+    spec: KernelSpec, params: dict[str, Any], problem: Problem, args: tuple, ref: np.ndarray, tol: float
 ) -> tuple[Verdict, Callable[..., Any] | None]:
     """Bind, prepare, run once and check one candidate setting; returns its verdict so far and
     the call to time (None when it failed or produced no usable output)."""

@@ -73,23 +73,13 @@ RADIUS = 3.0
 
 
 def conv_features(problem: ConvProblem) -> np.ndarray:
-    """log2 of work, channels in/out, output size, filter area, stride, batch, groups; fixed weight.
-
-    Log scale: a factor of two in any size is one unit of distance.
-    """
+    """log2 of work, channels in/out, output size, filter area, stride, batch, groups; fixed weight
+    (log scale: a factor of two in any size is one unit of distance)."""
     n, c_in = problem.x_shape[:2]
     k_out, _, kh, kw = problem.w_shape
     ho, wo = problem.out_shape[2:]
-    sizes = (
-        problem.flops,
-        c_in,
-        k_out,
-        ho * wo,
-        kh * kw,
-        problem.stride[0] * problem.stride[1],
-        n,
-        problem.groups,
-    )
+    stride = problem.stride[0] * problem.stride[1]
+    sizes = (problem.flops, c_in, k_out, ho * wo, kh * kw, stride, n, problem.groups)
     return np.array([*np.log2(np.maximum(sizes, 1)), 2.0 * (problem.weight == "fixed")])
 
 
@@ -116,12 +106,9 @@ def _fits(problem: ConvProblem, name: str, params: dict[str, Any]) -> bool:
 
 
 def learned_conv(problem: ConvProblem, entries: Mapping[str, Mapping[str, Any]]) -> Prediction | None:
-    """The choice of the nearest tuned conv2d problems of the same dtype (None when none is near).
-
-    The :data:`NEIGHBOURS` nearest within :data:`RADIUS` vote, weighted by closeness, for their
-    choice; a choice that does not apply to ``problem`` (or an approximate one for an exact call)
-    gets no vote.
-    """
+    """The choice of the nearest tuned conv2d problems of the same dtype (None when none is near):
+    the :data:`NEIGHBOURS` nearest within :data:`RADIUS` vote, weighted by closeness; a choice that
+    does not apply to ``problem`` (or an approximate one for an exact call) gets no vote."""
     target = conv_features(problem)
     near: list[tuple[float, str, Mapping[str, Any]]] = []
     for key, entry in entries.items():
@@ -157,10 +144,8 @@ def choose(problem: Any, entries: Mapping[str, Mapping[str, Any]]) -> tuple[str,
         if prediction is not None:
             nearest = ", ".join(f"{key} (distance {distance:g})" for key, distance in prediction.neighbours)
             return prediction.name, prediction.params, f"from the nearest tuned problems: {nearest}"
-        name, params = choose_conv(problem)
-        return name, params, "by rule (no tuned problem near it on this machine)"
+        return (*choose_conv(problem), "by rule (no tuned problem near it on this machine)")
     if isinstance(problem, MatmulProblem):
-        name, params = choose_matmul(problem)
-        return name, params, "by rule"
+        return (*choose_matmul(problem), "by rule")
     name, params = problem.EXACT_DEFAULT  # an op without rules here: its exact default
     return name, dict(params), "the op's exact default (no rules for this op)"

@@ -19,21 +19,10 @@ import yaml
 
 from autotune._version import __version__
 
-_ISA_FLAGS = (
-    "sse4.2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512vnni",
-    "avx512bf16",
-    "avx512fp16",
-    "amx-tile",
-    "neon",
-    "sve",
+_ISA_FLAGS = (  # x86, its AVX-512 and AMX extensions, Arm
+    *("sse4.2", "avx", "avx2", "fma", "f16c"),
+    *("avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512bf16", "avx512fp16", "amx-tile"),
+    *("neon", "sve"),
 )
 
 
@@ -52,10 +41,8 @@ def _cpu_model() -> str:
 
 @cache
 def fingerprint() -> dict[str, Any]:
-    """What makes timings comparable: CPU, ISA, cores, thread settings, library versions.
-
-    Computed once per process, when the database is first used.
-    """
+    """What makes timings comparable: CPU, ISA, cores, thread settings, library versions
+    (computed once per process, when the database is first used)."""
     import llvmlite.binding as llvm
     import numba
     import numpy

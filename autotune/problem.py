@@ -2,15 +2,12 @@
 
 Two problems that may want different kernels differ here; two calls that must share a choice map
 to the same problem. Each problem has a stable one-line text form, used as the key in the YAML
-file and accepted on the command line:
+file and accepted on the command line (the syntax and its defaults: examples/shapes.yaml):
 
     conv2d x=1x64x56x56 w=64x64x3x3 stride=1 pad=1 dilation=1 groups=1 float32
-    matmul a=64x784 b=784x512 float32
     matmul a=64x784 b=784x512 rank_b=32 float32 tol=0.01 weight=3f2a9c01d4e5b6a7
 
-Fields left out of a text spec take their defaults (stride 1, pad 0, dilation 1, groups 1,
-float32). Pairs print as ``2,1`` and collapse to one number when equal; padding is
-(top, bottom, left, right) and prints as ``pad=1`` / ``pad=1,2`` (rows, columns) / ``pad=0,1,0,1``.
+Pairs and padding print in their shortest form (``pad=1`` / ``pad=1,2`` / ``pad=0,1,0,1``).
 ``tol`` is present only when the caller overrode the default tolerance (a looser tolerance may
 admit approximate kernels, so it is a different problem). ``weight`` says the weight is reused
 across calls, so its one-time transforms (a kernel spec's ``prepare``: Winograd ``U``, the FFT
@@ -45,14 +42,11 @@ class ProblemSyntaxError(ValueError):
 
 
 class Problem:
-    """What every op's problem class provides (the dispatch core never branches on the op).
+    """What every op's problem class provides, so the dispatch core never branches on the op.
 
-    A subclass is a frozen dataclass with ``op``, ``dtype``, ``tol`` and ``weight`` fields and
-    these class attributes: ``FIELDS`` (the ``name=value`` tokens of its text form),
-    ``POSITIONAL`` (positional arguments of a kernel call before the keyword parameters) and
-    ``EXACT_DEFAULT`` (kernel name and parameters used in ``off`` mode and for non-finite input).
-    Registered with :func:`register`, it is parsed, stored, tuned and dispatched like the
-    built-in ops.
+    A subclass (a frozen dataclass; its fields and class attributes: docs/architecture.md,
+    "Adding an op") registered with :func:`register` is parsed, stored, tuned and dispatched like
+    the built-in ops. ``EXACT_DEFAULT`` is the kernel of ``off`` mode and of non-finite input.
     """
 
     op: ClassVar[str]
@@ -147,8 +141,8 @@ def _pad_text(pad: Quad) -> str:
     return ",".join(str(p) for p in pad)
 
 
-def _tol_text(tol: float | None) -> str:
-    return "" if tol is None else f" tol={tol:g}"
+def _suffix(tol: float | None, weight: str | None) -> str:
+    return ("" if tol is None else f" tol={tol:g}") + ("" if weight is None else f" weight={weight}")
 
 
 @register
@@ -195,10 +189,9 @@ class ConvProblem(Problem):
     @property
     def key(self) -> str:
         return (
-            f"conv2d x={_dims(self.x_shape)} w={_dims(self.w_shape)} "
-            f"stride={_pair_text(self.stride)} pad={_pad_text(self.padding)} "
-            f"dilation={_pair_text(self.dilation)} groups={self.groups} {self.dtype}"
-            f"{_tol_text(self.tol)}{'' if self.weight is None else f' weight={self.weight}'}"
+            f"conv2d x={_dims(self.x_shape)} w={_dims(self.w_shape)} stride={_pair_text(self.stride)} "
+            f"pad={_pad_text(self.padding)} dilation={_pair_text(self.dilation)} groups={self.groups} "
+            f"{self.dtype}{_suffix(self.tol, self.weight)}"
         )
 
     def random_inputs(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -263,14 +256,11 @@ class MatmulProblem(Problem):
     @property
     def key(self) -> str:
         ranks = "".join(
-            f" {name}={value}"
-            for name, value in (("rank_a", self.rank_a), ("rank_b", self.rank_b))
-            if value is not None
+            f" rank_{n}={r}" for n, r in (("a", self.rank_a), ("b", self.rank_b)) if r is not None
         )
-        weight = "" if self.weight is None else f" weight={self.weight}"
         return (
             f"matmul a={_dims(self.a_shape)} b={_dims(self.b_shape)}{ranks} {self.dtype}"
-            f"{_tol_text(self.tol)}{weight}"
+            f"{_suffix(self.tol, self.weight)}"
         )
 
     def random_inputs(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
@@ -314,29 +304,25 @@ _TOKEN = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>\S+)$")
 
 def _parse_ints(text: str, sep: str, token: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(v) for v in text.split(sep))
+        return tuple(int(v) for v in text.split(sep))
     except ValueError:
         raise ProblemSyntaxError(f"{token!r}: expected integers separated by {sep!r}") from None
-    return values
 
 
 def _parse_pair(text: str, token: str) -> Pair:
     values = _parse_ints(text, ",", token)
-    if len(values) == 1:
-        return (values[0], values[0])
-    if len(values) == 2:
-        return (values[0], values[1])
-    raise ProblemSyntaxError(f"{token!r}: expected one or two integers")
+    if len(values) not in (1, 2):
+        raise ProblemSyntaxError(f"{token!r}: expected one or two integers")
+    return (values[0], values[-1])
 
 
 def _parse_pad(text: str, token: str) -> Quad:
     values = _parse_ints(text, ",", token)
     if len(values) in (1, 2):
-        rows, cols = _parse_pair(text, token)
-        return (rows, rows, cols, cols)
-    if len(values) == 4:
-        return (values[0], values[1], values[2], values[3])
-    raise ProblemSyntaxError(f"{token!r}: expected 1, 2 or 4 integers")
+        return (values[0], values[0], values[-1], values[-1])
+    if len(values) != 4:
+        raise ProblemSyntaxError(f"{token!r}: expected 1, 2 or 4 integers")
+    return values  # type: ignore[return-value]
 
 
 def _parse_shape(text: str, ndim: int, token: str) -> tuple[int, ...]:

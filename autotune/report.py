@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from autotune import tables
@@ -58,10 +58,7 @@ def fmt_flops(flops: float) -> str:
 def verdicts(entry: dict[str, Any]) -> list[Verdict]:
     """Every candidate of an entry: accepted ones fastest first, then the rejected ones."""
     found = [Verdict.from_dict(record) for record in (entry.get("candidates") or {}).values()]
-    return sorted(
-        found,
-        key=lambda v: (not v.ok, v.time_us, v.label),
-    )
+    return sorted(found, key=lambda v: (not v.ok, v.time_us, v.label))
 
 
 @dataclass(frozen=True)
@@ -80,29 +77,20 @@ class Summary:
     median_us: float | None
     score_us: float | None
     rel_err: float | None
+    tol: float | None
     vs_torch: float | None
     runner_up: str | None
     vs_runner_up: float | None
-    tol: float | None
     tuned_at: str
     why: str
 
     def to_record(self) -> dict[str, Any]:
-        """Plain data for ``show --format yaml|json``."""
-        return {
-            "problem": self.key,
-            "op": self.op,
-            "choice": self.choice,
-            "median_us": self.median_us,
-            "score_us": self.score_us,
-            "rel_err": self.rel_err,
-            "tol": self.tol,
-            "speedup_vs_torch": None if self.vs_torch is None else round(self.vs_torch, 3),
-            "runner_up": self.runner_up,
-            "speedup_vs_runner_up": None if self.vs_runner_up is None else round(self.vs_runner_up, 3),
-            "tuned_at": self.tuned_at,
-            "why": self.why,
-        }
+        """Plain data for ``show --format yaml|json``: the fields in order, the ratios as speedups."""
+        names = {"key": "problem", "vs_torch": "speedup_vs_torch", "vs_runner_up": "speedup_vs_runner_up"}
+        record = {names.get(name, name): value for name, value in asdict(self).items()}
+        for name in ("speedup_vs_torch", "speedup_vs_runner_up"):
+            record[name] = None if record[name] is None else round(record[name], 3)
+        return record
 
 
 def _ratio(other: Verdict | None, chosen: Verdict | None) -> float | None:
@@ -171,18 +159,10 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
             outcome = f"ok, {_relative_speed(verdict.time_us, chosen_us)}"
         else:
             outcome = f"rejected: {verdict.reason}"
-        rows.append(
-            [
-                verdict.label,
-                fmt_time(verdict.score_us),
-                fmt_time(verdict.median_us),
-                fmt_time(verdict.min_us),
-                f"{verdict.runs} ({verdict.preempted})" if verdict.runs else "-",
-                "-" if verdict.faults_per_run is None else f"{verdict.faults_per_run:.0f}",
-                fmt_err(verdict.rel_err),
-                outcome,
-            ]
-        )
+        times = [fmt_time(us) for us in (verdict.score_us, verdict.median_us, verdict.min_us)]
+        runs = f"{verdict.runs} ({verdict.preempted})" if verdict.runs else "-"
+        faults = "-" if verdict.faults_per_run is None else f"{verdict.faults_per_run:.0f}"
+        rows.append([verdict.label, *times, runs, faults, fmt_err(verdict.rel_err), outcome])
     tuned_at = str(entry.get("tuned_at", "?")).replace("T", " ")[:19]
     tol = entry.get("tol", tolerance(problem))
     header = [
@@ -194,11 +174,9 @@ def explain_text(problem: Problem, entry: dict[str, Any], machine: dict[str, Any
     headers = ["candidate", "score", "median", "min", "runs (preempted)", "faults/run", "rel_err", "verdict"]
     table = tables.text(headers, rows, right=[1, 2, 3, 4, 5, 6])
     load = entry.get("load")
-    seen = (
-        f"load average while tuning: {load[0]} -> {load[1]}; "
-        if isinstance(load, list) and len(load) == 2
-        else ""
-    )
+    seen = ""
+    if isinstance(load, list) and len(load) == 2:
+        seen = f"load average while tuning: {load[0]} -> {load[1]}; "
     note = (
         f"{seen}score = 20th percentile of the runs not preempted (the choice rests on it); "
         "faults/run = minor page faults, memory the allocator fetched from the OS"

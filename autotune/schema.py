@@ -1,15 +1,14 @@
 """The database document: its schema, validation, merge and YAML text form (pure functions).
 
-A document is ``{schema: 1, machines: {<fingerprint id>: {fingerprint: {...}, entries: {<problem
-key>: <entry>}}}}`` (the layout is described in :mod:`autotune.cache`). Nothing here touches a
-file: :mod:`autotune.cache` reads, locks and writes; the CLI's ``merge``/``import`` combine
-documents with :func:`merge_documents`.
+The layout: docs/architecture.md, "The database". Nothing here touches a file:
+:mod:`autotune.cache` reads, locks and writes; the CLI's ``merge``/``import`` combine documents
+with :func:`merge_documents`.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -62,13 +61,10 @@ def entry_problem(key: Any, entry: Any) -> str | None:
     if "kernels" in entry and not isinstance(entry["kernels"], str):
         return "'kernels' must be a digest string"
     candidates = entry.get("candidates", {})
-    if candidates is None:
-        return None
-    if not isinstance(candidates, dict):
+    if candidates is not None and not isinstance(candidates, dict):
         return "'candidates' must map labels to mappings"
-    for label, record in candidates.items():
-        wrong = _candidate_problem(record)
-        if wrong:
+    for label, record in (candidates or {}).items():
+        if wrong := _candidate_problem(record):
             return f"candidate {label!r}: {wrong}"
     return None
 
@@ -85,9 +81,8 @@ def _candidate_problem(record: Any) -> str | None:
     for name in _CANDIDATE_NUMBERS:
         if record.get(name) is not None and not _is_number(record[name]):
             return f"{name!r} must be a number"
-    if record.get("runs") is not None and not (
-        isinstance(record["runs"], int) and not isinstance(record["runs"], bool)
-    ):
+    runs = record.get("runs")
+    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, int)):
         return "'runs' must be an integer"
     if not isinstance(record.get("params", {}) or {}, dict):
         return "'params' must be a mapping"
@@ -105,13 +100,10 @@ def is_valid_entry(entry: Any) -> bool:
 
 
 def validate_document(doc: Document) -> tuple[Document, dict[str, Any]]:
-    """Split a parsed document into its well-formed part and the malformed parts.
-
-    The schema: ``schema`` (int), ``machines`` (mapping of id → section), a section is a mapping
-    with an optional ``fingerprint`` mapping and an ``entries`` mapping of problem key → entry
-    (:func:`entry_problem`). Returns ``(clean, rejected)`` where ``rejected`` maps a readable
-    path (``machines/<id>/entries/<key>``) to what was found there. ``doc`` is not modified.
-    """
+    """Split a parsed document (``doc`` is not modified) into ``(clean, rejected)``: its
+    well-formed part, and a readable path (``machines/<id>/entries/<key>``) → what was found there
+    for each malformed part. Sections hold an optional ``fingerprint`` mapping and an ``entries``
+    mapping of problem key → entry (:func:`entry_problem`)."""
     clean: Document = {k: v for k, v in doc.items() if k != "machines"}
     clean["machines"] = {}
     rejected: dict[str, Any] = {}
@@ -156,21 +148,22 @@ def newer(candidate: Entry, current: Entry) -> bool:
 
 
 def merge_documents(base: Document, other: Document) -> Document:
-    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key).
-
-    Both are expected to be validated (:func:`validate_document`); malformed parts of ``other``
-    are skipped all the same.
-    """
+    """Merge ``other`` into ``base`` in place: newest ``tuned_at`` wins per (machine, key). Both
+    are expected to be validated; malformed parts of ``other`` are skipped all the same."""
     other, _ = validate_document(other)
     for machine_id, section in other["machines"].items():
         target = base["machines"].setdefault(
             machine_id, {"fingerprint": section["fingerprint"], "entries": {}}
         )
-        target_entries = target.setdefault("entries", {})
-        for key, entry in section["entries"].items():
-            if key not in target_entries or newer(entry, target_entries[key]):
-                target_entries[key] = entry
+        merge_entries(target.setdefault("entries", {}), section["entries"])
     return base
+
+
+def merge_entries(base: dict[str, Entry], incoming: Mapping[str, Entry]) -> None:
+    """Per key, keep the entry with the newest ``tuned_at``."""
+    for key, entry in incoming.items():
+        if key not in base or newer(entry, base[key]):
+            base[key] = entry
 
 
 def parse_document(text: str, origin: str) -> Document:

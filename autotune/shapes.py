@@ -1,12 +1,8 @@
 """Problem lists for offline tuning and benchmarks: the shipped presets and ``--shapes`` files.
 
 A preset is a YAML file in ``autotune/presets/`` (package data); a ``--shapes`` file has the same
-schema, documented in ``examples/shapes.yaml``: optional ``name``, ``description``, ``batch`` and
-``dtype`` defaults, and ``problems`` — each a problem in the text syntax of
-:func:`autotune.problem.parse_problem` or a mapping ``{problem: ..., layers: [...]}``. ``--batch``
-replaces the batch dimension (N of ``x``, rows of ``a``), ``--dtype`` the dtype; problems that
-become identical are tuned once with their layer names merged. ``--shard i/n`` keeps every n-th
-problem from the i-th (round-robin, so large layers spread over the shards).
+schema, documented in ``examples/shapes.yaml`` (with ``--batch`` and ``--dtype``). ``--shard i/n``
+keeps every n-th problem from the i-th (round-robin, so large layers spread over the shards).
 """
 
 from __future__ import annotations
@@ -133,22 +129,16 @@ def parse_shapes(text: str, origin: str) -> ShapeList:
 
 def with_batch_and_dtype(problem: Problem, batch: int | None, dtype: str | None) -> Problem:
     """``problem`` with its batch dimension and/or dtype replaced (None keeps the original)."""
-    changes: dict[str, Any] = {}
-    if dtype is not None:
-        changes["dtype"] = dtype
     if batch is not None:
         problem = problem.with_batch(batch)
-    return dataclasses.replace(problem, **changes) if changes else problem
+    return problem if dtype is None else dataclasses.replace(problem, dtype=dtype)
 
 
 def expand(
     shapes: ShapeList, batches: Sequence[int] | None = None, dtypes: Sequence[str] | None = None
 ) -> list[Item]:
-    """Every problem × batch size × dtype, in file order, identical problems merged.
-
-    ``batches``/``dtypes`` default to the file's ``batch``/``dtype``; when neither gives any, the
-    problem's own batch dimension / dtype is kept.
-    """
+    """Every problem × batch size × dtype, in file order, identical problems merged. ``batches``/
+    ``dtypes`` default to the file's; when neither gives any, the problem's own are kept."""
     batch_options: Sequence[int | None] = batches or shapes.batch or [None]
     dtype_options: Sequence[str | None] = dtypes or shapes.dtype or [None]
     merged: dict[str, Item] = {}

@@ -1,9 +1,6 @@
-"""Process state: everything the dispatcher remembers between calls, in one object.
-
-:data:`STATE` holds the miss mode, the default tolerances, the kernels bound to call keys (the
-hot path's one dict lookup), the samplers re-checking approximate choices, the database handle
-and the listeners told when tuning starts and finishes. Nothing else in the package keeps
-mutable module-level state about dispatch, so :func:`reset` and :func:`use_cache` are complete.
+"""Process state: everything the dispatcher remembers between calls, in one object, :data:`STATE`
+(what it holds: docs/architecture.md, "Where process state lives"). Nothing else in the package
+keeps mutable state about dispatch, so :func:`reset` and :func:`use_cache` are complete.
 """
 
 from __future__ import annotations

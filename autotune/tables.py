@@ -14,10 +14,8 @@ from typing import Any
 
 
 def text(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    """A fixed-width table: two spaces between columns, a rule under the header.
-
-    ``right`` lists the column indices to right-align (numbers).
-    """
+    """A fixed-width table: two spaces between columns, a rule under the header; ``right`` lists
+    the column indices to right-align (numbers)."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[Any]) -> str:

@@ -69,28 +69,19 @@ class Timing:
         """Too few clean runs to trust the score: the measurement should be repeated."""
         return self.clean < MIN_CLEAN and not self.cut
 
-    @property
-    def rel_spread(self) -> float:
-        """Spread as a fraction of the median: how far apart two timings can be and still tie."""
-        return self.spread_us / self.median_us if self.median_us > 0 else 0.0
-
 
 try:
     import resource
-
-    def _involuntary_switches() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
-
-    def _page_faults() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
 except ImportError:  # not on POSIX: no preemption signal, every run counts as clean
+    resource = None  # type: ignore[assignment]
 
-    def _involuntary_switches() -> int:
-        return 0
 
-    def _page_faults() -> int:
-        return 0
+def _involuntary_switches() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw if resource else 0
+
+
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
 
 
 def run_once(run: Callable[[], Any]) -> Sample:
@@ -137,12 +128,10 @@ def collect(
     max_runs: int = 10_000,
     cut_after_us: float | None = None,
 ) -> tuple[list[Sample], bool]:
-    """Raw samples of ``run()`` (already warmed up) and whether the measurement was cut.
-
-    Stops once ``min_runs`` clean runs and ``min_time_s`` seconds are both reached, or
-    ``max_time_s`` (after at least one run) or ``max_runs`` is hit. With ``cut_after_us``, two
-    first runs both slower than that end the measurement at once.
-    """
+    """Raw samples of ``run()`` (already warmed up) and whether the measurement was cut. Stops
+    once ``min_runs`` clean runs and ``min_time_s`` seconds are both reached, or ``max_time_s``
+    (after at least one run) or ``max_runs`` is hit; with ``cut_after_us``, two first runs both
+    slower than that end the measurement at once."""
     samples: list[Sample] = []
     clean = 0
     start = time.perf_counter()

@@ -2,10 +2,7 @@
 
 The tuner never knows what a kernel computes: it asks the registry which kernels apply, runs and
 checks each with the evaluator (:mod:`autotune.evaluate`), times it (:mod:`autotune.timing`) and
-keeps a verdict for every candidate — ``ok`` (accurate and fully timed) or a ``reason`` (failed,
-wrong output, inaccurate, approximate without a tolerance, not applicable, not worth trying, cut
-early as hopelessly slow). The search and the choice (budget, cuts and second chances,
-interleaved races between close leaders, the vendor margin and the accuracy tie band) are
+keeps a verdict for every candidate — ``ok`` or a ``reason``. The search and the choice are
 described in docs/architecture.md, "A tune".
 """
 
@@ -21,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from autotune import estimate, evaluate, timing
-from autotune.evaluate import Verdict, random_inputs, reference_output, rel_max_error
+from autotune.evaluate import Verdict, random_inputs, rel_max_error
 from autotune.machine import now_iso
 from autotune.problem import Problem
 from autotune.state import STATE
@@ -45,8 +42,10 @@ VENDOR_MARGIN = 0.10
 RACE_MARGIN = 0.5
 #: How many of the fastest candidates may enter a race.
 RACE_SIZE = 3
-#: Interleaved rounds of such a close race (each round times both leaders back to back).
+#: Interleaved rounds of such a close race (each round times both leaders back to back) ...
 RACE_ROUNDS = 7
+#: ... each timing every leader like this.
+RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
 #: A candidate estimated this many times slower than the best measured so far is not tried ...
 PRUNE_FACTOR = 3.0
 #: ... once the best takes this long: below it fixed costs, not FLOPs, set the time, so a rate
@@ -170,17 +169,15 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
     (approximate kernels are eligible only then)."""
     if not given or problem.tol is None:
         return []
-    x = random_inputs(problem)[0]
-    probe_args = (x, *args[1:])
-    return [(probe_args, reference_output(problem, probe_args))]
+    probe_args = (random_inputs(problem)[0], *args[1:])
+    return [(probe_args, problem.exact(probe_args))]
 
 
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
-    args = search.args
     quick = search.over_budget()
     cut_after = CUT_FACTOR * search.best_us if np.isfinite(search.best_us) else None
     result = timing.measure(
-        lambda: fn(*args),
+        lambda: fn(*search.args),
         min_runs=1 if quick else search.min_runs,
         min_time_s=0.0 if quick else search.min_time_s,
         max_time_s=max(0.2, search.budget_s / 4),
@@ -202,13 +199,10 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
 
 
 def _second_chance(search: _Search) -> None:
-    """Re-time, once the best is known, the candidates cut early or measured under load.
-
-    A burst of load from another process can make two runs of a good kernel look hopeless, or
-    leave a measurement without enough clean runs; a cut that holds up against the final best
-    stays, one that does not gets a full measurement, and a contaminated measurement is taken
-    again (once). Within the budget only.
-    """
+    """Re-time, once the best is known and within the budget, the candidates cut early or
+    measured under load: a burst of load can make two runs of a good kernel look hopeless, or
+    leave too few clean runs. A cut that holds up against the final best stays; a contaminated
+    measurement is taken again once."""
     for verdict, fn in list(search.cut):
         if search.over_budget():
             return
@@ -232,14 +226,11 @@ def _second_chance(search: _Search) -> None:
 
 
 def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
-    """Re-time the fastest accepted candidates interleaved when they are close.
-
-    Each was measured in its own stretch of time, so a burst of load during one of them can
-    swap their order. The leader and up to :data:`RACE_SIZE` − 1 next candidates whose fastest
-    run came within :data:`RACE_MARGIN` of the leader's score are timed again in alternating
-    rounds — any burst now hits all of them — and their statistics become those of all their
-    race runs together (the minimum stays the minimum over every run).
-    """
+    """Re-time the fastest accepted candidates interleaved when they are close: each was timed in
+    its own stretch, so a burst of load during one can swap their order. The leader and up to
+    :data:`RACE_SIZE` − 1 others whose fastest run came within :data:`RACE_MARGIN` of its score
+    are timed in alternating rounds; their statistics become those of all their race runs (the
+    minimum stays the minimum over every run)."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
@@ -247,16 +238,10 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
     if len(leaders) < 2:
         return
-    args = search.args
     fns = [search.timed[id(v)] for v in leaders]
-    calls = [lambda fn=fn: fn(*args) for fn in fns]
+    calls = [lambda fn=fn: fn(*search.args) for fn in fns]
     samples = evaluate.interleaved(
-        calls,
-        RACE_ROUNDS,
-        stop=lambda round_: round_ >= 3 and search.over_budget(),
-        min_runs=2,
-        min_time_s=0.01,
-        max_time_s=0.2,
+        calls, RACE_ROUNDS, stop=lambda r: r >= 3 and search.over_budget(), **RACE_TIMING
     )
     for verdict, runs in zip(leaders, samples, strict=True):
         fastest = verdict.min_us
@@ -277,8 +262,7 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
                 break
         return verdicts
     for params in grid:
-        pruned = _pruned(search, spec, params)
-        if pruned is not None:
+        if (pruned := _pruned(search, spec, params)) is not None:
             verdicts.append(pruned)
             continue
         verdict, fn = _run_once(search, spec, params)
@@ -297,14 +281,11 @@ def _pruned(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> Verdic
     estimated = estimate.estimate_us(search.problem, name, search.rates)
     if estimated is None or estimated <= PRUNE_FACTOR * search.best_us:
         return None
-    return Verdict(
-        kernel=spec.name,
-        params=dict(params),
-        reason=(
-            f"not tried: estimated {estimated:.0f} us from this machine's earlier measurements "
-            f"(> {PRUNE_FACTOR:g}x the best {search.best_us:.0f} us; tune without --prune times it)"
-        ),
+    reason = (
+        f"not tried: estimated {estimated:.0f} us from this machine's earlier measurements "
+        f"(> {PRUNE_FACTOR:g}x the best {search.best_us:.0f} us; tune without --prune times it)"
     )
+    return Verdict(kernel=spec.name, params=dict(params), reason=reason)
 
 
 def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
@@ -318,11 +299,8 @@ def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
         raise RuntimeError("no candidate passed: " + "; ".join(f"{v.label}: {v.reason}" for v in candidates))
     fastest = eligible[0]
     vendor = next((v for v in eligible if v.kernel == VENDOR), None)
-    if (
-        vendor is not None
-        and vendor is not fastest
-        and vendor.time_us <= fastest.time_us * (1 + VENDOR_MARGIN)
-    ):
+    vendor_limit = fastest.time_us * (1 + VENDOR_MARGIN)
+    if vendor is not None and vendor is not fastest and vendor.time_us <= vendor_limit:
         why = (
             f"{vendor.label}: within {VENDOR_MARGIN:.0%} of the fastest ({fastest.label}, "
             f"{vendor.time_us / fastest.time_us:.2f}x its time); the vendor's native call is kept on "
@@ -345,9 +323,7 @@ def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
             f"{runner_up.label}, rel_err {winner.rel_err:.1e} <= tol {tol:.0e}"
         )
     else:
-        rejected = sum(
-            1 for v in candidates if not v.ok and not (v.reason or "").startswith("not applicable")
-        )
+        rejected = sum(not v.ok and not (v.reason or "").startswith("not applicable") for v in candidates)
         why = (
             f"{winner.label}: the only accepted candidate ({rejected} rejected, see their reasons), "
             f"rel_err {winner.rel_err:.1e} <= tol {tol:.0e}"
@@ -367,25 +343,21 @@ def tune_problem(
     """Time and check every applicable kernel for ``problem``; return the verdicts and the choice.
 
     ``inputs`` defaults to seeded random-normal operands; pass the real ones when approximate
-    kernels are eligible, because their error depends on the data. ``rates``
-    (:func:`autotune.estimate.rates`) lets candidates estimated :data:`PRUNE_FACTOR` slower than
-    the best measured so far go untried.
-    """
+    kernels are eligible (their error depends on the data). With ``rates``
+    (:func:`autotune.estimate.rates`), candidates estimated :data:`PRUNE_FACTOR` slower than the
+    best so far go untried."""
     STATE.notify("tune-started", problem)
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
-    given = inputs is not None
-    inputs = random_inputs(problem) if inputs is None else inputs
-    args = problem.call_args(inputs)
-    ref = reference_output(problem, args)
+    args = problem.call_args(random_inputs(problem) if inputs is None else inputs)
     tol = tolerance(problem)
-    search = _Search(problem, args, ref, tol, budget_s, min_runs, min_time_s, rates=dict(rates or {}))
-    search.probes = _probes(problem, args, given)
+    search = _Search(problem, args, problem.exact(args), tol, budget_s, min_runs, min_time_s)
+    search.probes = _probes(problem, args, inputs is not None)
+    search.rates = dict(rates or {})
 
     verdicts: list[Verdict] = []
     for spec in _order(registry.specs(problem.op)):
-        excluded = _exclusion(spec, problem)
-        if excluded:
+        if excluded := _exclusion(spec, problem):
             verdicts.append(Verdict(kernel=spec.name, reason=excluded))
             continue
         verdicts.extend(_candidates(search, spec))

@@ -183,16 +183,14 @@ def _tensor_state(tensor: torch.Tensor) -> WeightState:
         tracked = _TrackedTensor(base, lambda _ref, key=key: _tracked.pop(key, None))
         _tracked[key] = tracked
     geometry = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype)
-    state = tracked.views.get(geometry)
-    if state is None:
+    if (state := tracked.views.get(geometry)) is None:
         state = tracked.views[geometry] = WeightState()
     return state
 
 
 def _content_state(array: np.ndarray) -> WeightState:
     content = digest(array)
-    state = _by_digest.get(content)
-    if state is None:
+    if (state := _by_digest.get(content)) is None:
         state = _by_digest[content] = WeightState(content)
         while len(_by_digest) > DIGEST_CACHE_SIZE:
             _by_digest.popitem(last=False)

@@ -1,20 +1,11 @@
 """The ``autotune`` command (also ``python -m autotune``): tune ahead of time, inspect, benchmark.
 
-Verbs (the command-line contract; see README.md "The command")::
-
-    autotune tune  (--preset NAME | --shapes FILE.yaml | --refresh) [--batch 1,8]
-                   [--dtype float32,float64] [--shard i/n] [--budget SECONDS] [--force]
-    autotune show  [--op conv2d|matmul] [--all-machines] [--format table|yaml|json]
-    autotune explain PROBLEM [--tune]
-    autotune export FILE | import FILE | merge FILE... [--out FILE] | clear [--yes]
-    autotune bench [--suite NAME] [--out DIR]
-    autotune study precision|svd-rank|lns|mnist [--out DIR] [--quick]
-
-Exit status: 0 success; 2 usage error (bad arguments, bad problem syntax, unknown preset, invalid
-shapes file, an ``--out`` that cannot be written); 1 failure, with a one-line message (also when
-``tune`` could not save its results); 130 interrupted (Ctrl-C) — ``tune`` keeps every problem
-finished before the interrupt, because each one is written to the database as soon as it is
-tuned. No verb prints a traceback: a damaged database is reported in one line.
+The verbs (the command-line contract) are listed in README.md, "The command". Exit status: 0
+success; 2 usage error (bad arguments, bad problem syntax, unknown preset, invalid shapes file, an
+``--out`` that cannot be written); 1 failure, with a one-line message (also when ``tune`` could not
+save its results); 130 interrupted (Ctrl-C) — ``tune`` keeps every problem finished before the
+interrupt, because each one is written to the database as soon as it is tuned. No verb prints a
+traceback: a damaged database is reported in one line.
 
 Only light modules are imported at start-up; numpy, Numba and PyTorch load with the verb that
 needs them, so ``autotune --help`` answers at once.
@@ -28,7 +19,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import autotune
 from autotune import cache
@@ -72,18 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line_warnings() -> Iterator[None]:
     """Warnings (e.g. a corrupt database moved aside) as one ``autotune: warning:`` line."""
 
-    def show(
-        message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
-    ) -> None:
+    def show(message: Any, *_: Any, **__: Any) -> None:  # warnings.showwarning's signature
         print(f"autotune: warning: {message}", file=sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
-
-
-def _fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    parser.error(message)  # prints the verb's usage line; exits 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return int(args.handler(args) or 0)
             except UsageError as exc:
-                _fail(args.parser, str(exc))
+                args.parser.error(str(exc))  # prints the verb's usage line; exits 2
             except CommandError as exc:
                 print(f"autotune {args.verb}: error: {exc}", file=sys.stderr)
                 return 1

@@ -112,12 +112,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 def verb(
     subparsers: Any, name: str, handler: Callable[[argparse.Namespace], int], summary: str, details: str = ""
 ) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        name,
-        help=summary,
-        description=summary + ("\n\n" + details if details else ""),
-        formatter_class=Formatter,
-    )
+    description = summary + ("\n\n" + details if details else "")
+    parser = subparsers.add_parser(name, help=summary, description=description, formatter_class=Formatter)
     parser.set_defaults(handler=handler, parser=parser)
     return parser
 
@@ -136,7 +132,6 @@ def add_budget(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget",
         type=seconds,
-        default=None,
         metavar="SECONDS",
         help="tuning time budget per problem (default: 5); past it the remaining candidates are timed once",
     )

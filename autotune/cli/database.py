@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -13,14 +14,7 @@ from typing import Any
 import yaml
 
 from autotune import cache, state, tables
-from autotune.cli._common import (
-    PROBLEM_SYNTAX,
-    CommandError,
-    UsageError,
-    add_budget,
-    note,
-    verb,
-)
+from autotune.cli._common import PROBLEM_SYNTAX, CommandError, UsageError, add_budget, note, verb
 from autotune.problem import Problem, ProblemSyntaxError, parse_problem
 
 
@@ -30,9 +24,7 @@ def _machine_text(machine_id: str, print_: dict[str, Any]) -> str:
     return f"{machine_id}: {print_.get('cpu', '?')}, {print_.get('cores', '?')} cores; {libs}"
 
 
-def _shown_entries(
-    args: argparse.Namespace, db: cache.Database
-) -> list[tuple[str, dict[str, Any], str, dict[str, Any]]]:
+def _shown_entries(args: argparse.Namespace, db: cache.Database) -> list[tuple[str, dict, str, cache.Entry]]:
     """(machine id, fingerprint, key, entry) of every entry to show, in file order."""
     if args.all_machines:
         sections = list(cache.iter_sections(db.read_document()))
@@ -50,10 +42,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from autotune import report
 
     db = state.database()
-    found = _shown_entries(args, db)
-    summaries = [
-        (machine_id, print_, report.summarize(key, entry)) for machine_id, print_, key, entry in found
-    ]
+    summaries = [(m, fp, report.summarize(key, entry)) for m, fp, key, entry in _shown_entries(args, db)]
     if args.format in ("yaml", "json"):
         records = [{"machine": machine_id, **s.to_record()} for machine_id, _, s in summaries]
         if args.format == "json":
@@ -64,11 +53,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"database: {db.path}")
     if not summaries:
         others = sum(len(e) for m, _, e in cache.iter_sections(db.read_document()) if m != db.machine_id)
-        hint = (
-            f"; {others} entries of other machines (--all-machines)"
-            if others and not args.all_machines
-            else ""
-        )
+        hint = ""
+        if others and not args.all_machines:
+            hint = f"; {others} entries of other machines (--all-machines)"
         print(f"no tuned problems{'' if args.op is None else ' for ' + args.op} on this machine{hint}")
         print("tune some with e.g.: autotune tune --preset seed")
         return 0
@@ -145,22 +132,17 @@ def _write(path: Path, doc: cache.Document) -> None:
 
 def _changes(before: cache.Document, after: cache.Document) -> tuple[int, int]:
     """(added, replaced) entries between two versions of a document."""
-    old = {(m, key): entry for m, _, entries in cache.iter_sections(before) for key, entry in entries.items()}
-    added = replaced = 0
-    for machine_id, _, entries in cache.iter_sections(after):
-        for key, entry in entries.items():
-            previous = old.get((machine_id, key))
-            if previous is None:
-                added += 1
-            elif previous != entry:
-                replaced += 1
-    return added, replaced
+    old, new = _by_key(before), _by_key(after)
+    return sum(k not in old for k in new), sum(k in old and old[k] != entry for k, entry in new.items())
+
+
+def _by_key(doc: cache.Document) -> dict[tuple[str, str], cache.Entry]:
+    """(machine id, problem key) → entry, for every entry of a document."""
+    return {(m, key): entry for m, _, entries in cache.iter_sections(doc) for key, entry in entries.items()}
 
 
 def _merge_into_database(docs: Sequence[cache.Document], origin: str) -> None:
-    combined = cache.empty_document()
-    for doc in docs:
-        cache.merge_documents(combined, doc)
+    combined = functools.reduce(cache.merge_documents, docs, cache.empty_document())
     db = state.database()
     before = db.read_document()
     try:
@@ -202,9 +184,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         _merge_into_database(docs, f"merged {len(docs)} file(s)")
         return 0
     out = Path(args.out)
-    combined = _load(str(out)) if out.exists() else cache.empty_document()
-    for doc in docs:
-        cache.merge_documents(combined, doc)
+    base = _load(str(out)) if out.exists() else cache.empty_document()
+    combined = functools.reduce(cache.merge_documents, docs, base)
     _write(out, combined)
     entries, machines = _count(combined)
     note(f"merged {len(docs)} file(s) into {out}: {entries} entries of {machines} machine(s)")
@@ -228,11 +209,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     db = state.database()
     doc = db.read_document()
-    count = sum(
-        len(entries)
-        for machine_id, _, entries in cache.iter_sections(doc)
-        if args.all_machines or machine_id == db.machine_id
-    )
+    count = sum(len(e) for m, _, e in cache.iter_sections(doc) if args.all_machines or m == db.machine_id)
     scope = "every machine" if args.all_machines else "this machine"
     if count == 0:
         note(f"nothing to clear for {scope} in {db.path}")

@@ -22,7 +22,7 @@ from autotune.cli._common import (
     shard_arg,
     verb,
 )
-from autotune.problem import Problem, ProblemSyntaxError, parse_problem
+from autotune.problem import ProblemSyntaxError, parse_problem
 
 
 def _model_items(args: argparse.Namespace) -> tuple[str, list[shapes.Item], int]:
@@ -77,45 +77,31 @@ def _unfit_entries() -> tuple[str, list[shapes.Item], int]:
     return f"stale or unfit entries{note}", items, len(items)
 
 
-def _tune_one(problem: Problem, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
-    """Tune (or re-tune) one problem into the database: (entry, "") or (None, why it failed)."""
-    from autotune import api
-
-    try:
-        (entry,) = api.tune([problem], force=args.force, budget_s=args.budget, prune=args.prune)
-    except ValueError as exc:  # no candidate within the tolerance: recorded, the run goes on
-        return None, str(exc)
-    return entry, ""
-
-
 def _tune_with_progress(
     todo: list[shapes.Item], args: argparse.Namespace, tuned: set[str], failures: dict[str, str]
 ) -> None:
-    """Tune ``todo`` one by one, filling ``tuned``/``failures`` as it goes (so that a Ctrl-C
-    leaves an accurate count), with a progress bar on a terminal and one line per problem."""
+    """Tune (or re-tune) ``todo`` into the database one by one, filling ``tuned``/``failures`` as
+    it goes (so that a Ctrl-C leaves an accurate count), with a progress bar on a terminal and one
+    line per problem."""
     from tqdm import tqdm
 
-    from autotune import report
+    from autotune import api, report
 
     bar = tqdm(total=len(todo), unit="problem", file=sys.stderr, disable=None, dynamic_ncols=True)
     try:
         for position, item in enumerate(todo, start=1):
-            key = item.problem.key
-            bar.set_description(report.short_key(key)[:48])
-            t0 = time.perf_counter()
-            entry, failure = _tune_one(item.problem, args)
-            counter = f"[{position}/{len(todo)}]"
-            if entry is None:
-                failures[key] = failure
-                bar.write(f"{counter} failed {report.short_key(key)}: {failure}", file=sys.stderr)
+            key, short, t0 = item.problem.key, report.short_key(item.problem.key), time.perf_counter()
+            bar.set_description(short[:48])
+            try:
+                (entry,) = api.tune([item.problem], force=args.force, budget_s=args.budget, prune=args.prune)
+            except ValueError as exc:  # no candidate within the tolerance: recorded, the run goes on
+                failures[key] = str(exc)
+                line = f"failed {short}: {exc}"
             else:
                 tuned.add(key)
-                summary = report.summarize(key, entry)
-                bar.write(
-                    f"{counter} {report.short_key(key)} -> {summary.choice} "
-                    f"{report.fmt_time(summary.median_us)} (tuned in {time.perf_counter() - t0:.1f} s)",
-                    file=sys.stderr,
-                )
+                done, took = report.summarize(key, entry), time.perf_counter() - t0
+                line = f"{short} -> {done.choice} {report.fmt_time(done.median_us)} (tuned in {took:.1f} s)"
+            bar.write(f"[{position}/{len(todo)}] {line}", file=sys.stderr)
             bar.update()
     finally:
         bar.close()
@@ -131,8 +117,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     cached = len(items) - len(todo)
     note(
         f"{origin}: {len(items)}{f' of {total}' if args.shard else ''} problems, "
-        f"{cached} already cached, {len(todo)} to tune "
-        f"(budget {args.budget:g} s each) into {db.path}"
+        f"{cached} already cached, {len(todo)} to tune (budget {args.budget:g} s each) into {db.path}"
     )
     failures: dict[str, str] = {}
     tuned: set[str] = set()
@@ -228,10 +213,7 @@ def add_tune_verb(subparsers: Any) -> None:
         "(faster; see BENCHMARKS.md §12 for what it costs)",
     )
     parser.add_argument(
-        "--batch",
-        type=batch_list,
-        metavar="1,8",
-        help="batch sizes (N of x, rows of a) replacing the list's",
+        "--batch", type=batch_list, metavar="1,8", help="batch sizes (N of x, rows of a) replacing the list's"
     )
     parser.add_argument(
         "--dtype", type=dtype_list, metavar="float32,float64", help="dtypes replacing the list's"
