@@ -29,13 +29,15 @@ def test_repeat_calls_follow_new_and_mutated_weights(method, monkeypatch):
     x = torch.randn(1, 3, 10, 10)
     w = torch.randn(4, 3, 3, 3)
     b = torch.randn(4)
-    for step in range(4):
+    for step in range(5):
         if step == 1:
             w = torch.randn(4, 3, 3, 3)  # a new tensor (may reuse the old one's memory)
         if step == 2:
             w.mul_(-2.0)  # in place: torch bumps its version
         if step == 3:
             b = torch.randn(4)
+        if step == 4:
+            w.data = torch.randn(4, 3, 3, 3)  # new storage, same object, same version
         y = autotune.conv2d(x, w, b, padding=1)
         assert isinstance(y, torch.Tensor)
         assert max_error(y, oracle(x, w, b, padding=1)) < 1e-5
