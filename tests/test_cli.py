@@ -454,3 +454,16 @@ def test_console_script_tunes_shows_and_rejects_bad_syntax(tmp_path, tiny_shapes
     if script.exists():
         version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
         assert version.returncode == 0 and version.stdout.startswith("autotune ")
+
+
+def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
+    """``autotune show | head -1``: the reader leaving early is no error line and no traceback."""
+    from autotune.cli import database
+
+    def reader_left(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(database, "cmd_show", reader_left)
+    monkeypatch.setattr("os.dup2", lambda *args: None)  # keep pytest's stdout
+    assert cli.main(["show"]) == 1
+    assert capsys.readouterr().err == ""

@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except CommandError as exc:
                 print(f"autotune {args.verb}: error: {exc}", file=sys.stderr)
                 return 1
+            except BrokenPipeError:
+                raise  # not a failure of the verb: handled below, quietly
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 # Last line of defence (e.g. a database file damaged in a way the schema check
                 # did not foresee): one line, never a traceback.
