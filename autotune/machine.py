@@ -81,6 +81,37 @@ def fingerprint_id(print_: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+#: Default share of the available memory one candidate's workspace may take (``$AUTOTUNE_MEMORY_CAP``).
+DEFAULT_MEMORY_SHARE = 0.25
+
+
+def available_memory() -> int:
+    """Bytes the OS says can be allocated now without swapping (``MemAvailable``), else all RAM."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_cap() -> int:
+    """The most workspace a tuning candidate may need: ``$AUTOTUNE_MEMORY_CAP`` (a share of the
+    available memory in (0, 1]) × :func:`available_memory`, default :data:`DEFAULT_MEMORY_SHARE`."""
+    text = os.environ.get("AUTOTUNE_MEMORY_CAP", "").strip()
+    try:
+        share = float(text) if text else DEFAULT_MEMORY_SHARE
+    except ValueError:
+        share = float("nan")
+    if not 0 < share <= 1:
+        raise ValueError(
+            f"AUTOTUNE_MEMORY_CAP must be a share of the available memory in (0, 1], got {text!r}"
+        )
+    return int(share * available_memory())
+
+
 def forget() -> None:
     """Probe again on next use (after the thread settings changed)."""
     fingerprint.cache_clear()

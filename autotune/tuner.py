@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune import estimate, evaluate, timing
+from autotune import estimate, evaluate, machine, timing
 from autotune.evaluate import Verdict, random_inputs, rel_max_error
 from autotune.machine import now_iso
 from autotune.problem import Problem
@@ -100,7 +100,17 @@ def _exclusion(spec: KernelSpec, problem: Problem) -> str | None:
     if not spec.exact and problem.tol is None:
         reason = "approximate: eligible only with an explicit tol= (or forced with method=)"
         return spec.inapplicable(problem) or reason
-    return spec.inapplicable(problem) or spec.unpromising(problem)
+    return spec.inapplicable(problem) or spec.unpromising(problem) or _over_memory_cap(spec, problem)
+
+
+def _over_memory_cap(spec: KernelSpec, problem: Problem) -> str | None:
+    """Why ``spec``'s workspace for ``problem`` is too large to try (None if it fits the cap)."""
+    if spec.workspace is None or (need := spec.workspace(problem)) <= (cap := machine.memory_cap()):
+        return None
+    return (
+        f"not tried: needs {need / 2**30:.2f} GiB of workspace, over the cap of {cap / 2**30:.2f} GiB "
+        f"(AUTOTUNE_MEMORY_CAP share of available memory; method= forces it)"
+    )
 
 
 def _order(spec_list: list[KernelSpec]) -> list[KernelSpec]:

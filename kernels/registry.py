@@ -88,6 +88,9 @@ class KernelSpec:
         finite_only: True if one NaN/Inf in the input can spread to outputs whose reference value
             is finite (transforms that mix every input value into every output value: FFT,
             Winograd). The dispatcher sends calls with non-finite input to an exact kernel instead.
+        workspace: optional ``workspace(problem) -> bytes``: the temporary memory one call needs
+            beyond its inputs and output (transformed operands, spectra). The tuner does not try
+            a kernel whose workspace exceeds this machine's memory cap, and says so.
     """
 
     name: str
@@ -108,6 +111,7 @@ class KernelSpec:
     tensor_fn: Callable[..., Any] | None = None
     version: int = 1
     finite_only: bool = False
+    workspace: Callable[[Any], int] | None = None
 
     def label(self, params: Params) -> str:
         """This kernel with ``params`` as reports, ``method=`` and the database name it."""

@@ -205,3 +205,37 @@ def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuni
     ).ok  # measured: it has no estimate problem
     exhaustive = tuner.tune_problem(SMALL)
     assert next(v for v in exhaustive.candidates if v.kernel == "fft").runs > 0
+
+
+def test_a_candidate_whose_workspace_exceeds_the_memory_cap_is_not_tried(monkeypatch, fast_tuning):
+    """FFT declares its workspace; over $AUTOTUNE_MEMORY_CAP it is recorded as not tried, with
+    the sizes, and the other candidates are tuned as usual."""
+    problem = ConvProblem((1, 4, 24, 24), (4, 4, 5, 5), padding=(2, 2, 2, 2))
+    monkeypatch.setenv("AUTOTUNE_MEMORY_CAP", "1e-12")  # a few bytes at most
+    result = tuner.tune_problem(problem)
+    fft = next(v for v in result.candidates if v.kernel == "fft")
+    assert not fft.ok and fft.runs == 0
+    assert "GiB of workspace, over the cap" in fft.reason and "AUTOTUNE_MEMORY_CAP" in fft.reason
+    assert result.choice != "fft" and any(v.ok for v in result.candidates)
+    monkeypatch.setenv("AUTOTUNE_MEMORY_CAP", "1")
+    fft = next(v for v in tuner.tune_problem(problem).candidates if v.kernel == "fft")
+    assert fft.runs > 0 and "workspace" not in (fft.reason or "")  # timed (maybe cut as slow)
+
+
+@pytest.mark.parametrize("text", ["0", "1.5", "lots", "-0.1"])
+def test_a_bad_memory_cap_names_the_variable(monkeypatch, text):
+    monkeypatch.setenv("AUTOTUNE_MEMORY_CAP", text)
+    with pytest.raises(ValueError, match="AUTOTUNE_MEMORY_CAP"):
+        tuner.tune_problem(ConvProblem((1, 2, 8, 8), (2, 2, 3, 3)))
+
+
+def test_the_fft_workspace_estimate_covers_its_spectra():
+    """The declared workspace is at least the filter and input spectra fft allocates."""
+    from kernels.conv2d import fft
+
+    problem = ConvProblem((2, 8, 30, 30), (16, 8, 7, 7), padding=(3, 3, 3, 3))
+    shape = fft.fft_shape((36, 36))
+    w_hat = fft.transform_filter(np.ones(problem.w_shape, np.float32), (1, 1), shape)
+    n_freq = w_hat.shape[0]
+    x_hat_bytes = n_freq * 2 * 8 * w_hat.itemsize  # (F, N, C) complex64
+    assert w_hat.nbytes + x_hat_bytes <= fft.workspace(problem) <= 8 * (w_hat.nbytes + x_hat_bytes)

@@ -100,6 +100,19 @@ def fft(x, w, b, stride, padding, dilation, groups):
     return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups)
 
 
+def workspace(problem) -> int:
+    """Bytes :func:`fft` allocates beyond x and y: the filter spectrum twice (transform and its
+    per-frequency layout), the input and output spectra, the full-size real output."""
+    n_batch, c_in, h, w = problem.x_shape
+    k_out, c_per_group, _, _ = problem.w_shape
+    pt, pb, pl, pr = problem.padding
+    fh, fw = fft_shape((h + pt + pb, w + pl + pr))
+    n_freq = fh * (fw // 2 + 1)
+    real = np.dtype(problem.dtype).itemsize
+    complex_values = 2 * n_freq * c_per_group * k_out + n_freq * n_batch * (c_in + k_out)
+    return 2 * real * complex_values + real * n_batch * k_out * fh * fw
+
+
 def larger_than_1x1(problem) -> bool:
     """Whether the filter is larger than 1×1 (see ``declines`` in the spec)."""
     return tuple(problem.w_shape[2:]) != (1, 1)
@@ -114,5 +127,6 @@ register(
         finite_only=True,
         worth_tuning=larger_than_1x1,
         declines="a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down",
+        workspace=workspace,
     )
 )
