@@ -129,5 +129,6 @@ register(
         worth_tuning=larger_than_1x1,
         declines="a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down",
         workspace=workspace,
+        version=2,  # 2: contiguous operand for the per-frequency GEMM (much faster on some sizes)
     )
 )
