@@ -85,6 +85,8 @@ class Side:
         torch = self.torch
         x = torch.randn(*problem["x_shape"])
         w = torch.randn(*problem["w_shape"])
+        if problem.get("weight") == "fixed":  # a layer's weight: both sides get a Parameter
+            w = torch.nn.Parameter(w, requires_grad=False)
         b = torch.randn(problem["w_shape"][0])
         top, bottom, left, right = problem["padding"]
         if (top, left) != (bottom, right):  # both sides take an asymmetric padding as padded input
