@@ -105,6 +105,37 @@ def test_pointwise_matches_oracles(dtype, problem, seed, with_bias):
     check_against_oracles("pointwise", {}, problem, dtype, seed, with_bias)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("tile", [10, 16])  # >= the largest extent drawn (9); several tiles per axis
+@given(problem=conv_problems(), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_tiled_fft_matches_oracles(tile, dtype, problem, seed, with_bias):
+    """Overlap-save FFT (tiles overlapping by the filter's extent) on any geometry."""
+    check_against_oracles("fft", {"tile": tile}, problem, dtype, seed, with_bias)
+
+
+@given(problem=conv_problems(), seed=st.integers(0, 2**16))
+def test_tiled_fft_with_a_prepared_weight_equals_the_raw_call(problem, seed):
+    """A fixed weight's spectra are kept per tile size: same result as the raw weight."""
+    from kernels.conv2d import fft
+
+    x, w, b = operands(problem, "float64", seed, True)
+    args = (b, problem.stride, problem.padding, problem.dilation, problem.groups)
+    prepared = fft.prepare(w)
+    for tile in (0, 10, 16, 0, 10):  # repeated sizes reuse the kept spectrum
+        np.testing.assert_allclose(
+            fft.fft(x, prepared, *args, tile=tile), fft.fft(x, w, *args, tile=tile), rtol=1e-12, atol=1e-12
+        )
+
+
+def test_fft_offers_tiles_only_where_they_are_smaller_than_the_image_and_twice_the_filter():
+    from kernels.conv2d.fft import tile_grid
+
+    large = ConvProblem((1, 16, 112, 112), (16, 16, 15, 15), padding=(7, 7, 7, 7))
+    assert tile_grid(large) == [{}, {"tile": 32}, {"tile": 64}]
+    small = ConvProblem((1, 16, 24, 24), (16, 16, 3, 3), padding=(1, 1, 1, 1))
+    assert tile_grid(small) == [{}, {"tile": 20}]
+
+
 def test_every_registered_conv_kernel_is_covered():
     assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd", "pointwise"}
 

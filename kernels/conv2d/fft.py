@@ -39,27 +39,60 @@ def transform_filter(w: np.ndarray, dilation, shape: tuple[int, int]) -> np.ndar
     return np.ascontiguousarray(spectrum.reshape(k_out, c_per_group, -1).transpose(2, 1, 0))
 
 
-def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups):
-    """FFT conv of ``x`` with a filter spectrum from :func:`transform_filter`."""
-    n_batch, c_in, h, w = x.shape
-    c_per_group = c_in // groups
-    k_per_group = k_out // groups
-    xp = pad_nchw(x, padding)
-    shape = fft_shape(xp.shape[2:])
-    x_hat = pool.rfft2(xp, shape)  # (N, C, Fh, Fw//2+1)
-    n_freq = x_hat.shape[2] * x_hat.shape[3]
-    # (F, N, C), contiguous: torch.matmul on the transposed view took up to 17x longer (63x63 FFT)
-    x_hat = np.ascontiguousarray(x_hat.reshape(n_batch, c_in, n_freq).transpose(2, 0, 1))
-    y_hat = np.empty((n_freq, n_batch, k_out), dtype=x_hat.dtype)
+def _contract(x_hat: np.ndarray, w_hat: np.ndarray, k_out: int, groups: int) -> np.ndarray:
+    """Per frequency, ``Y (rows × K) = X (rows × C) · W (C × K)`` for each group: x_hat (F, rows, C)
+    contiguous (torch.matmul on a transposed view was up to 17x slower), w_hat (F, C/groups, K)."""
+    c_per_group, k_per_group = x_hat.shape[2] // groups, k_out // groups
+    y_hat = np.empty((*x_hat.shape[:2], k_out), dtype=x_hat.dtype)
     for g in range(groups):
         cs = slice(g * c_per_group, (g + 1) * c_per_group)
         ks = slice(g * k_per_group, (g + 1) * k_per_group)
         pool.matmul(x_hat[:, :, cs], w_hat[:, :, ks], out=y_hat[:, :, ks])
-    y_hat = y_hat.transpose(1, 2, 0).reshape(n_batch, k_out, shape[0], -1)
-    y_full = pool.irfft2(y_hat, shape)
-    ho, wo = output_hw((h, w), khw, stride, padding, dilation)
-    sh, sw = stride
-    y = y_full[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw]
+    return y_hat
+
+
+def tiles_for(padded_hw: tuple[int, int], extent: tuple[int, int], tile: int) -> tuple[tuple[int, int], ...]:
+    """Overlap-save geometry: FFT size per axis, dense outputs per tile, tiles per axis.
+
+    ``tile`` 0 means one tile of the whole padded input (FFT size :func:`fft_shape`).
+    """
+    sizes = fft_shape(padded_hw) if tile == 0 else (tile, tile)
+    dense = [p - e + 1 for p, e in zip(padded_hw, extent, strict=True)]
+    step = [min(s - e + 1, d) for s, e, d in zip(sizes, extent, dense, strict=True)]
+    count = [-(-d // t) for d, t in zip(dense, step, strict=True)]
+    return (sizes[0], sizes[1]), (step[0], step[1]), (count[0], count[1])
+
+
+def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups, tile=0):
+    """FFT conv of ``x`` with a filter spectrum from :func:`transform_filter` at the tile size.
+
+    Overlap-save: the padded input is cut into ``tile``-sized windows that overlap by the
+    filter's extent minus one; each window's circular cross-correlation is exact on its first
+    ``tile − extent + 1`` outputs per axis, which tile the dense output.
+    """
+    n_batch, c_in = x.shape[:2]
+    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, khw, strict=True))
+    padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
+    (fh, fw), (sh, sw), (th, tw) = tiles_for(padded_hw, extent, tile)
+    need = ((th - 1) * sh + fh, (tw - 1) * sw + fw)
+    extra = [max(0, n - p) for n, p in zip(need, padded_hw, strict=True)] if tile else [0, 0]
+    xp = pad_nchw(x, padding, extra_bottom=extra[0], extra_right=extra[1])
+    if tile:
+        s = xp.strides
+        windows = np.lib.stride_tricks.as_strided(
+            xp, (n_batch, c_in, th, tw, fh, fw), (s[0], s[1], sh * s[2], sw * s[3], s[2], s[3])
+        )
+    else:
+        windows = xp.reshape(n_batch, c_in, 1, 1, *xp.shape[2:])
+    x_hat = pool.rfft2(windows, (fh, fw))  # (N, C, th, tw, fh, fw//2+1)
+    n_freq, rows = fh * (fw // 2 + 1), n_batch * th * tw
+    x_hat = np.ascontiguousarray(x_hat.reshape(n_batch, c_in, th, tw, n_freq).transpose(4, 0, 2, 3, 1))
+    y_hat = _contract(x_hat.reshape(n_freq, rows, c_in), w_hat, k_out, groups)
+    y_hat = y_hat.reshape(fh, fw // 2 + 1, n_batch, th, tw, k_out).transpose(2, 5, 3, 4, 0, 1)
+    y_tiles = pool.irfft2(np.ascontiguousarray(y_hat), (fh, fw))[..., :sh, :sw]  # valid part
+    y_dense = y_tiles.transpose(0, 1, 2, 4, 3, 5).reshape(n_batch, k_out, th * sh, tw * sw)
+    ho, wo = output_hw(x.shape[2:], khw, stride, padding, dilation)
+    y = y_dense[:, :, : (ho - 1) * stride[0] + 1 : stride[0], : (wo - 1) * stride[1] + 1 : stride[1]]
     return add_bias(np.ascontiguousarray(y, dtype=x.dtype), b)
 
 
@@ -87,23 +120,38 @@ def prepare(w: np.ndarray) -> FftFilter:
     return FftFilter(w)
 
 
-def fft(x, w, b, stride, padding, dilation, groups):
+def fft(x, w, b, stride, padding, dilation, groups, tile=0):
     """FFT convolution (torch.fft) with a batched complex GEMM over frequencies; any geometry.
 
-    ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`.
+    ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`. ``tile`` 0 transforms
+    the whole padded image; a size (e.g. 32) cuts it into overlapping tiles of that FFT size.
     """
     padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
-    shape = fft_shape(padded_hw)
-    if isinstance(w, FftFilter):
-        w_hat, raw = w.spectrum(dilation, shape), w.w
-    else:
-        w_hat, raw = transform_filter(w, dilation, shape), w
-    return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups)
+    raw = w.w if isinstance(w, FftFilter) else w
+    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, raw.shape[2:], strict=True))
+    shape = tiles_for(padded_hw, extent, tile)[0]
+    w_hat = w.spectrum(dilation, shape) if isinstance(w, FftFilter) else transform_filter(w, dilation, shape)
+    return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups, tile)
+
+
+#: Overlap-save tile sizes (FFT sizes) offered to the tuner, besides the whole image.
+TILES = (20, 32, 64)
+
+
+def tile_grid(problem) -> list[dict[str, int]]:
+    """The whole image, then each tile size at least twice the filter's extent and smaller than
+    the padded input (a tile as large as the image is the whole-image transform)."""
+    _, _, h, w = problem.x_shape
+    pt, pb, pl, pr = problem.padding
+    extent = max(d * (k - 1) + 1 for d, k in zip(problem.dilation, problem.w_shape[2:], strict=True))
+    smaller = min(h + pt + pb, w + pl + pr)
+    return [{}] + [{"tile": t} for t in TILES if 2 * extent <= t < smaller]
 
 
 def workspace(problem) -> int:
-    """Bytes :func:`fft` allocates beyond x and y: the filter spectrum twice (transform and its
-    per-frequency layout), the input and output spectra, the full-size real output."""
+    """Bytes :func:`fft` allocates beyond x and y for the whole-image transform: the filter
+    spectrum twice (transform and its per-frequency layout), the input and output spectra, the
+    full-size real output. Tiled settings need less; this bound covers the kernel's largest."""
     n_batch, c_in, h, w = problem.x_shape
     k_out, c_per_group, _, _ = problem.w_shape
     pt, pb, pl, pr = problem.padding
@@ -129,6 +177,7 @@ register(
         worth_tuning=larger_than_1x1,
         declines="a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down",
         workspace=workspace,
-        version=2,  # 2: contiguous operand for the per-frequency GEMM (much faster on some sizes)
+        param_grid=tile_grid,
+        version=3,  # 2: contiguous GEMM operand; 3: overlap-save tiles
     )
 )
