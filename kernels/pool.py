@@ -86,6 +86,18 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) → a C-contiguous (N, H, W, C) copy, made by PyTorch's threads."""
+    with torch.no_grad():
+        return tensor(x).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) (any strides) → a C-contiguous (N, C, H, W) copy, made by PyTorch's threads."""
+    with torch.no_grad():
+        return tensor(x).permute(0, 3, 1, 2).contiguous().numpy()
+
+
 def rfft2(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Real 2-D FFT over the last two axes, zero-padded to ``shape`` (complex64 for float32)."""
     with torch.no_grad():

@@ -9,9 +9,14 @@ independent GEMMs ``M[ξ,ν] = U[ξ,ν] (K×C) · V[ξ,ν] (C×tiles)`` — thos
 stages:
 
 1. filter transform ``U = G g Gᵀ`` (once per weight; :func:`transform_filter`),
-2. input transform ``V = Bᵀ d B`` over all tiles (Numba, parallel over channels),
-3. output transform ``Y = Aᵀ M A`` (Numba, parallel over output channels), cropping the partial
-   edge tiles and adding the bias.
+2. input transform ``V = Bᵀ d B`` over all tiles (Numba, parallel over rows of tiles),
+3. output transform ``Y = Aᵀ M A`` (Numba, likewise), cropping the partial edge tiles and adding
+   the bias.
+
+The transforms work channel-last (NHWC in, NHWK out, one copy each way): every innermost loop
+runs over the channels, so the SIMD lanes hold channels and the tile loops carry no short-vector
+overhead — the transforms run several times faster than in NCHW, where the lanes ran along a row
+of 14 tiles (BENCHMARKS.md §15). The GEMMs are then ``M[ξ,ν] = V[ξ,ν] (tiles×C) · U[ξ,ν] (C×K)``.
 
 The transform matrices come from the Toom-Cook construction (:func:`winograd_matrices`) with
 interpolation points 0, ±1, ±2, ±½ — computed exactly in rationals, so F(2,3) reproduces Lavin's
@@ -116,7 +121,7 @@ def winograd_matrices(m: int, dtype: str = "float64") -> tuple[np.ndarray, np.nd
 
 @numba.njit(cache=True)
 def _filter_job(w, g, u, k):  # pragma: no cover - jitted
-    """u[ξ·α + ν, k, c] = Σ_ij G[ξ, i] w[k, c, i, j] G[ν, j] for one output channel, in float64."""
+    """u[ξ·α + ν, c, k] = Σ_ij G[ξ, i] w[k, c, i, j] G[ν, j] for one output channel, in float64."""
     _, c_per_group, kh, kw = w.shape
     alpha = g.shape[0]
     half = np.empty((alpha, kw), dtype=np.float64)  # G g, one filter at a time
@@ -132,7 +137,7 @@ def _filter_job(w, g, u, k):  # pragma: no cover - jitted
                 acc = 0.0
                 for j in range(kw):
                     acc += half[xi, j] * g[nu, j]
-                u[xi * alpha + nu, k, c] = acc
+                u[xi * alpha + nu, c, k] = acc
 
 
 # Every transform has a serial and a parallel driver over the same job function (see
@@ -150,202 +155,169 @@ def _filter_serial(w, g, u):  # pragma: no cover - jitted
 
 
 def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
-    """``U[ξ·α + ν, k, c] = (G w[k, c] Gᵀ)[ξ, ν]``, shape (α², K, C/groups), C-contiguous.
+    """``U[ξ·α + ν, c, k] = (G w[k, c] Gᵀ)[ξ, ν]``, shape (α², C/groups, K), C-contiguous.
 
     Accumulated in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight.
     """
     _, g, _ = winograd_matrices(m)
     alpha = m + 2
-    u = np.empty((alpha * alpha, w.shape[0], w.shape[1]), dtype=w.dtype)
+    u = np.empty((alpha * alpha, w.shape[1], w.shape[0]), dtype=w.dtype)
     (_filter_parallel if u.size >= TRANSFORM_PARALLEL_MIN else _filter_serial)(w, g, u)
     return u
 
 
 # The transforms below keep every innermost loop indexed by its own loop variable over
 # contiguous views: Numba wraps negative indices, and an index that might be negative keeps LLVM
-# from vectorising; per-band work sits in plain functions called from the prange body so that
+# from vectorising; per-row work sits in plain functions called from the prange body so that
 # their loops are compiled as ordinary, vectorisable loops.
 
 
 @numba.njit(cache=True, fastmath={"contract"})
-def _input_band(band, b_t, m, rows, phases, out, first):  # pragma: no cover - jitted
-    """Bᵀ d B for the tiles of one band of α input rows of one channel.
+def _input_row(xh, b_t, m, th_count, tw_count, v, job):  # pragma: no cover - jitted
+    """One row of tiles: v[ξ·α+ν, tile, c] = (Bᵀ d B)[ξ, ν] for each tile d of xh (N, Hp, Wp, C).
 
-    ``band`` (α, width) input rows; ``rows`` (α, width) and ``phases`` (α, m, tiles_w + 1)
-    scratch; writes ``out[ξ·α + ν, first + tw]`` for the band's tiles.
+    Channel-last, so every innermost loop runs over the channels, contiguous: SIMD lanes across
+    channels, separable passes (rows, then columns) through a per-tile scratch kept in cache.
     """
-    alpha, width = band.shape
-    tiles_w = phases.shape[2] - 1
-    for xi in range(alpha):  # vertical pass, contiguous along the width
-        acc = rows[xi]
-        acc[:] = 0.0
-        for i in range(alpha):
-            coef = b_t[xi, i]
-            if coef != 0.0:
-                src = band[i]
-                for col in range(width):
-                    acc[col] += coef * src[col]
-    # Phase-major copy: rows[ξ, t·m + r] → phases[ξ, r, t], so that the horizontal pass reads
-    # tile columns j = r + m·s contiguously as phases[ξ, r, s + tw].
-    for xi in range(alpha):
-        for r in range(m):
-            dst = phases[xi, r]
-            for t in range(tiles_w + 1):
-                col = t * m + r
-                dst[t] = rows[xi, col] if col < width else 0.0
-    for xi in range(alpha):  # horizontal pass, contiguous along the tiles
-        for nu in range(alpha):
-            dst = out[xi * alpha + nu, first : first + tiles_w]
-            dst[:] = 0.0
-            for j in range(alpha):
-                coef = b_t[nu, j]
-                if coef != 0.0:
-                    src = phases[xi, j % m, j // m : j // m + tiles_w]
-                    for tw in range(tiles_w):
-                        dst[tw] += coef * src[tw]
-
-
-@numba.njit(cache=True)
-def _input_job(xp, b_t, m, v, job):  # pragma: no cover - jitted
-    """Every tile of one (batch, channel) plane: V[:, c, tiles of this plane]."""
-    n_batch, channels, _, width = xp.shape
+    channels = xh.shape[3]
     alpha = b_t.shape[0]
-    tiles_w = (width - 2) // m
-    tiles_h = v.shape[2] // (n_batch * tiles_w)
-    n = job // channels
-    c = job % channels
-    rows = np.empty((alpha, width), dtype=xp.dtype)
-    phases = np.empty((alpha, m, tiles_w + 1), dtype=xp.dtype)
-    for th in range(tiles_h):
-        band = xp[n, c, th * m : th * m + alpha]
-        _input_band(band, b_t, m, rows, phases, v[:, c], (n * tiles_h + th) * tiles_w)
+    n = job // th_count
+    th = job % th_count
+    tmp = np.empty((alpha, alpha, channels), dtype=xh.dtype)
+    for tw in range(tw_count):
+        tile = job * tw_count + tw
+        for xi in range(alpha):
+            for j in range(alpha):
+                acc = tmp[xi, j]
+                acc[:] = 0.0
+                for i in range(alpha):
+                    coef = b_t[xi, i]
+                    if coef != 0.0:
+                        src = xh[n, th * m + i, tw * m + j]
+                        for c in range(channels):
+                            acc[c] += coef * src[c]
+        for xi in range(alpha):
+            for nu in range(alpha):
+                dst = v[xi * alpha + nu, tile]
+                dst[:] = 0.0
+                for j in range(alpha):
+                    coef = b_t[nu, j]
+                    if coef != 0.0:
+                        src = tmp[xi, j]
+                        for c in range(channels):
+                            dst[c] += coef * src[c]
 
 
 @numba.njit(cache=True, parallel=True)
-def _input_parallel(xp, b_t, m, v):  # pragma: no cover - jitted
-    for job in numba.prange(xp.shape[0] * xp.shape[1]):
-        _input_job(xp, b_t, m, v, job)
+def _input_parallel(xh, b_t, m, th_count, tw_count, v):  # pragma: no cover - jitted
+    for job in numba.prange(xh.shape[0] * th_count):
+        _input_row(xh, b_t, m, th_count, tw_count, v, job)
 
 
 @numba.njit(cache=True)
-def _input_serial(xp, b_t, m, v):  # pragma: no cover - jitted
-    for job in range(xp.shape[0] * xp.shape[1]):
-        _input_job(xp, b_t, m, v, job)
+def _input_serial(xh, b_t, m, th_count, tw_count, v):  # pragma: no cover - jitted
+    for job in range(xh.shape[0] * th_count):
+        _input_row(xh, b_t, m, th_count, tw_count, v, job)
 
 
 def input_transform(xp: np.ndarray, b_t: np.ndarray, m: int, tiles_h: int, tiles_w: int) -> np.ndarray:
-    """V[ξ·α + ν, c, (n·tiles_h + th)·tiles_w + tw] = (Bᵀ d B)[ξ, ν] for every tile d.
+    """V[ξ·α + ν, (n·tiles_h + th)·tiles_w + tw, c] = (Bᵀ d B)[ξ, ν] for every tile d.
 
-    ``xp`` must be padded so that its width is exactly ``tiles_w·m + 2`` and its height at least
-    ``tiles_h·m + 2``.
+    ``xp`` (N, C, H, W) must be padded so that it holds ``tiles·m + 2`` rows and columns.
     """
-    n_batch, channels = xp.shape[0], xp.shape[1]
+    xh = pool.channels_last(xp)
     alpha = b_t.shape[0]
-    v = np.empty((alpha * alpha, channels, n_batch * tiles_h * tiles_w), dtype=xp.dtype)
-    (_input_parallel if v.size >= TRANSFORM_PARALLEL_MIN else _input_serial)(xp, b_t, m, v)
+    v = np.empty((alpha * alpha, xp.shape[0] * tiles_h * tiles_w, xp.shape[1]), dtype=xp.dtype)
+    driver = _input_parallel if v.size >= TRANSFORM_PARALLEL_MIN else _input_serial
+    driver(xh, b_t, m, tiles_h, tiles_w, v)
     return v
 
 
 @numba.njit(cache=True, fastmath={"contract"})
-def _output_band(mm_k, a_t, bias_k, first, cols, line, out_rows):  # pragma: no cover - jitted
-    """Aᵀ M A + bias for one tile row of one output channel, cropped into ``out_rows``.
-
-    ``mm_k`` (α², tiles) GEMM results of this channel; ``cols`` (α, m, tiles_w) and ``line``
-    (tiles_w,) scratch; ``out_rows`` (≤ m, Wo) the output rows this tile row covers.
-    """
+def _output_row(mm, a_t, bias, th_count, tw_count, yh, job):  # pragma: no cover - jitted
+    """One row of tiles: yh[n, th·m + a, tw·m + e, k] = (Aᵀ M A)[a, e] + bias[k], channel-last."""
     m, alpha = a_t.shape
-    tiles_w = line.shape[0]
-    wo = out_rows.shape[1]
-    for xi in range(alpha):  # horizontal pass: M A along the tiles
-        for e in range(m):
-            dst = cols[xi, e]
-            dst[:] = 0.0
+    k_out = yh.shape[3]
+    n = job // th_count
+    th = job % th_count
+    tmp = np.empty((m, alpha, k_out), dtype=mm.dtype)
+    for tw in range(tw_count):
+        tile = job * tw_count + tw
+        for a in range(m):
             for nu in range(alpha):
-                coef = a_t[e, nu]
-                if coef != 0.0:
-                    src = mm_k[xi * alpha + nu, first : first + tiles_w]
-                    for tw in range(tiles_w):
-                        dst[tw] += coef * src[tw]
-    for a in range(out_rows.shape[0]):  # vertical pass, then scatter into the output row
-        for e in range(m):
-            line[:] = bias_k
-            for xi in range(alpha):
-                coef = a_t[a, xi]
-                if coef != 0.0:
-                    src = cols[xi, e]
-                    for tw in range(tiles_w):
-                        line[tw] += coef * src[tw]
-            valid = (wo - e + m - 1) // m  # tiles whose column e falls inside the output
-            dst = out_rows[a, e : e + (valid - 1) * m + 1 : m]
-            for tw in range(valid):
-                dst[tw] = line[tw]
-
-
-@numba.njit(cache=True)
-def _output_job(mm, a_t, bias, y, job):  # pragma: no cover - jitted
-    """Every tile row of one (batch, output channel) plane of ``y``."""
-    m, alpha = a_t.shape
-    k_out, ho, wo = y.shape[1], y.shape[2], y.shape[3]
-    tiles_w = -(-wo // m)
-    tiles_h = -(-ho // m)
-    n = job // k_out
-    k = job % k_out
-    cols = np.empty((alpha, m, tiles_w), dtype=mm.dtype)
-    line = np.empty(tiles_w, dtype=mm.dtype)
-    for th in range(tiles_h):
-        top = th * m
-        first = (n * tiles_h + th) * tiles_w
-        _output_band(mm[:, k], a_t, bias[k], first, cols, line, y[n, k, top : top + min(m, ho - top)])
+                acc = tmp[a, nu]
+                acc[:] = 0.0
+                for xi in range(alpha):
+                    coef = a_t[a, xi]
+                    if coef != 0.0:
+                        src = mm[xi * alpha + nu, tile]
+                        for k in range(k_out):
+                            acc[k] += coef * src[k]
+        for a in range(m):
+            for e in range(m):
+                dst = yh[n, th * m + a, tw * m + e]
+                dst[:] = bias
+                for nu in range(alpha):
+                    coef = a_t[e, nu]
+                    if coef != 0.0:
+                        src = tmp[a, nu]
+                        for k in range(k_out):
+                            dst[k] += coef * src[k]
 
 
 @numba.njit(cache=True, parallel=True)
-def _output_parallel(mm, a_t, bias, y):  # pragma: no cover - jitted
-    for job in numba.prange(y.shape[0] * y.shape[1]):
-        _output_job(mm, a_t, bias, y, job)
+def _output_parallel(mm, a_t, bias, th_count, tw_count, yh):  # pragma: no cover - jitted
+    for job in numba.prange(yh.shape[0] * th_count):
+        _output_row(mm, a_t, bias, th_count, tw_count, yh, job)
 
 
 @numba.njit(cache=True)
-def _output_serial(mm, a_t, bias, y):  # pragma: no cover - jitted
-    for job in range(y.shape[0] * y.shape[1]):
-        _output_job(mm, a_t, bias, y, job)
+def _output_serial(mm, a_t, bias, th_count, tw_count, yh):  # pragma: no cover - jitted
+    for job in range(yh.shape[0] * th_count):
+        _output_row(mm, a_t, bias, th_count, tw_count, yh, job)
 
 
-def output_transform(mm: np.ndarray, a_t: np.ndarray, bias: np.ndarray, out_shape) -> np.ndarray:
-    """y[n, k, th·m + a, tw·m + e] = (Aᵀ M A)[a, e] + bias[k], cropped to ``out_shape``."""
-    y = np.empty(out_shape, dtype=mm.dtype)
-    (_output_parallel if mm.size >= TRANSFORM_PARALLEL_MIN else _output_serial)(mm, a_t, bias, y)
-    return y
+def output_transform(mm: np.ndarray, a_t: np.ndarray, bias: np.ndarray, out_shape, tiles) -> np.ndarray:
+    """y (N, K, Ho, Wo) from M (α², tiles, K): Aᵀ M A per tile, plus the bias, cropped."""
+    m = a_t.shape[0]
+    n_batch, k_out, ho, wo = out_shape
+    yh = np.empty((n_batch, tiles[0] * m, tiles[1] * m, k_out), dtype=mm.dtype)
+    driver = _output_parallel if mm.size >= TRANSFORM_PARALLEL_MIN else _output_serial
+    driver(mm, a_t, bias, tiles[0], tiles[1], yh)
+    return pool.channels_first(yh[:, :ho, :wo])
 
 
 def winograd_with_filter(x, u, b, padding, groups, m):
-    """Winograd conv of ``x`` with a pre-transformed filter ``u`` from :func:`transform_filter`."""
+    """Winograd conv of ``x`` with a pre-transformed filter ``u`` (α², C/groups, K) from
+    :func:`transform_filter`."""
     a_t, _, b_t = winograd_matrices(m, x.dtype.name)
-    alpha = m + 2
     n_batch, _, h, w = x.shape
-    k_out, c_per_group = u.shape[1], u.shape[2]
+    c_per_group, k_out = u.shape[1], u.shape[2]
     ho, wo = output_hw((h, w), (3, 3), (1, 1), padding, (1, 1))
     tiles_h, tiles_w = -(-ho // m), -(-wo // m)
     # Extra zero rows/columns so every tile, including the partial edge ones, is a full α×α block.
     extra_h = tiles_h * m + 2 - (h + padding[0] + padding[1])
     extra_w = tiles_w * m + 2 - (w + padding[2] + padding[3])
     xp = pad_nchw(x, padding, max(extra_h, 0), max(extra_w, 0))
-    v = input_transform(xp, b_t, m, tiles_h, tiles_w)
+    v = input_transform(xp, b_t, m, tiles_h, tiles_w)  # (α², tiles, C)
     if groups == 1:
-        mm = pool.matmul(u, v)  # α² GEMMs of (K × C)·(C × tiles), batched so BLAS sees big operands
+        mm = pool.matmul(v, u)  # α² GEMMs of (tiles × C)·(C × K), batched so BLAS sees big operands
     else:
         k_per_group = k_out // groups
-        mm = np.empty((alpha * alpha, k_out, v.shape[2]), dtype=x.dtype)
+        mm = np.empty((*v.shape[:2], k_out), dtype=x.dtype)
         for g in range(groups):
             ks = slice(g * k_per_group, (g + 1) * k_per_group)
             cs = slice(g * c_per_group, (g + 1) * c_per_group)
-            pool.matmul(u[:, ks], v[:, cs], out=mm[:, ks])
+            # contiguous operands: torch.matmul on strided slices takes a slow path
+            part = pool.matmul(np.ascontiguousarray(v[:, :, cs]), np.ascontiguousarray(u[:, :, ks]))
+            mm[:, :, ks] = part
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
-    return output_transform(mm, a_t, bias, (n_batch, k_out, ho, wo))
+    return output_transform(mm, a_t, bias, (n_batch, k_out, ho, wo), (tiles_h, tiles_w))
 
 
 @dataclass(frozen=True)
 class WinogradFilter:
-    """A weight pre-transformed for F(tile×tile, 3×3): ``u`` (α², K, C/groups) = G w Gᵀ."""
+    """A weight pre-transformed for F(tile×tile, 3×3): ``u`` (α², C/groups, K) = G w Gᵀ."""
 
     u: np.ndarray
     tile: int
@@ -404,5 +376,6 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
+        version=2,  # 2: channel-last transforms, filter layout (α², C, K)
     )
 )
