@@ -83,11 +83,12 @@ class Side:
 
     def _conv_call(self, problem: dict[str, Any]) -> Any:
         torch = self.torch
-        x = torch.randn(*problem["x_shape"])
-        w = torch.randn(*problem["w_shape"])
+        dtype = getattr(torch, problem.get("dtype", "float32"))
+        x = torch.randn(*problem["x_shape"], dtype=dtype)
+        w = torch.randn(*problem["w_shape"], dtype=dtype)
         if problem.get("weight") == "fixed":  # a layer's weight: both sides get a Parameter
             w = torch.nn.Parameter(w, requires_grad=False)
-        b = torch.randn(problem["w_shape"][0])
+        b = torch.randn(problem["w_shape"][0], dtype=dtype)
         top, bottom, left, right = problem["padding"]
         if (top, left) != (bottom, right):  # both sides take an asymmetric padding as padded input
             x = torch.nn.functional.pad(x, (left, right, top, bottom))
