@@ -51,14 +51,19 @@ def _contract(x_hat: np.ndarray, w_hat: np.ndarray, k_out: int, groups: int) -> 
     return y_hat
 
 
-def tiles_for(padded_hw: tuple[int, int], extent: tuple[int, int], tile: int) -> tuple[tuple[int, int], ...]:
+def extent(dilation, khw) -> tuple[int, int]:
+    """The (dilated) filter's footprint on the input: ``d·(k − 1) + 1`` per axis."""
+    return (dilation[0] * (khw[0] - 1) + 1, dilation[1] * (khw[1] - 1) + 1)
+
+
+def tiles_for(padded_hw: tuple[int, int], footprint: tuple[int, int], tile: int) -> tuple:
     """Overlap-save geometry: FFT size per axis, dense outputs per tile, tiles per axis.
 
     ``tile`` 0 means one tile of the whole padded input (FFT size :func:`fft_shape`).
     """
     sizes = fft_shape(padded_hw) if tile == 0 else (tile, tile)
-    dense = [p - e + 1 for p, e in zip(padded_hw, extent, strict=True)]
-    step = [min(s - e + 1, d) for s, e, d in zip(sizes, extent, dense, strict=True)]
+    dense = [p - e + 1 for p, e in zip(padded_hw, footprint, strict=True)]
+    step = [min(s - e + 1, d) for s, e, d in zip(sizes, footprint, dense, strict=True)]
     count = [-(-d // t) for d, t in zip(dense, step, strict=True)]
     return (sizes[0], sizes[1]), (step[0], step[1]), (count[0], count[1])
 
@@ -71,9 +76,8 @@ def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups, 
     ``tile − extent + 1`` outputs per axis, which tile the dense output.
     """
     n_batch, c_in = x.shape[:2]
-    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, khw, strict=True))
     padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
-    (fh, fw), (sh, sw), (th, tw) = tiles_for(padded_hw, extent, tile)
+    (fh, fw), (sh, sw), (th, tw) = tiles_for(padded_hw, extent(dilation, khw), tile)
     need = ((th - 1) * sh + fh, (tw - 1) * sw + fw)
     extra = [max(0, n - p) for n, p in zip(need, padded_hw, strict=True)] if tile else [0, 0]
     xp = pad_nchw(x, padding, extra_bottom=extra[0], extra_right=extra[1])
@@ -128,8 +132,7 @@ def fft(x, w, b, stride, padding, dilation, groups, tile=0):
     """
     padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
     raw = w.w if isinstance(w, FftFilter) else w
-    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, raw.shape[2:], strict=True))
-    shape = tiles_for(padded_hw, extent, tile)[0]
+    shape = tiles_for(padded_hw, extent(dilation, raw.shape[2:]), tile)[0]
     w_hat = w.spectrum(dilation, shape) if isinstance(w, FftFilter) else transform_filter(w, dilation, shape)
     return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups, tile)
 
@@ -143,9 +146,9 @@ def tile_grid(problem) -> list[dict[str, int]]:
     the padded input (a tile as large as the image is the whole-image transform)."""
     _, _, h, w = problem.x_shape
     pt, pb, pl, pr = problem.padding
-    extent = max(d * (k - 1) + 1 for d, k in zip(problem.dilation, problem.w_shape[2:], strict=True))
+    largest = max(extent(problem.dilation, problem.w_shape[2:]))
     smaller = min(h + pt + pb, w + pl + pr)
-    return [{}] + [{"tile": t} for t in TILES if 2 * extent <= t < smaller]
+    return [{}] + [{"tile": t} for t in TILES if 2 * largest <= t < smaller]
 
 
 def workspace(problem) -> int:
