@@ -167,21 +167,29 @@ def _conv_bias(b: Any, k_out: int, dtype: np.dtype, seed_form: bool) -> np.ndarr
 
 
 def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: Any, groups: Any) -> Any:
-    """The repeat-call key of a torch-tensor conv2d: the raw arguments, hashed as given (a call
-    equal in them was validated before, so it may go straight to :func:`_fast_conv_call`). None
-    for numpy input, a Weight handle, a non-tensor bias or unhashable arguments: the full path."""
+    """The repeat-call key of a torch-tensor conv2d: the raw arguments as given (a call equal in
+    them was validated before, so it may go straight to :func:`_fast_conv_call`). None for numpy
+    input, a Weight handle or a non-tensor bias: the full path."""
     if type(x) is not torch.Tensor or type(w) not in _TENSOR_TYPES:
         return None
     if b is not None and type(b) not in _TENSOR_TYPES:
         return None
     bias = None if b is None else (b.shape, b.dtype)
-    key = ("conv2d-fast", x.shape, x.dtype, x.device, w.shape, w.dtype, type(w), bias)
-    key += (stride, padding, dilation, groups)
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    # May be unhashable (a list stride): conv2d then takes the full path.
+    return (
+        "conv2d-fast",
+        x.shape,
+        x.dtype,
+        x.device,
+        w.shape,
+        w.dtype,
+        type(w),
+        bias,
+        stride,
+        padding,
+        dilation,
+        groups,
+    )
 
 
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -265,8 +273,13 @@ def conv2d(
     fast_key = (
         _fast_conv_key(x, w, b, stride, padding, dilation, groups) if method is None and tol is None else None
     )
-    if fast_key is not None and (fast := STATE.bound.get(fast_key)) is not None:
-        return fast(x, w, b)
+    if fast_key is not None:
+        try:  # hashed here only: a tuple's hash is not cached, and this is every repeat call
+            fast = STATE.bound.get(fast_key)
+        except TypeError:  # unhashable arguments (a list stride): the full path
+            fast = fast_key = None
+        if fast is not None:
+            return fast(x, w, b)
     is_torch = isinstance(x, torch.Tensor)
     xa = _as_array(x, "x", "conv2d")
     # A module parameter or a Weight handle is reused across calls: its transforms are prepared

@@ -90,3 +90,13 @@ def test_repeat_calls_route_non_finite_input_to_the_exact_kernel(method, monkeyp
         ref = oracle(x, w, padding=1)
         assert torch.equal(torch.isfinite(y), torch.isfinite(ref))
     assert any(key[0] == "conv2d-fast" for key in state.STATE.bound)
+
+
+def test_unhashable_geometry_takes_the_full_path_and_is_right_every_time():
+    """A list stride or padding cannot key the repeat-call map: each call is validated in full."""
+    x, w = torch.randn(1, 2, 9, 9), torch.randn(3, 2, 3, 3)
+    ref = oracle(x, w, stride=(2, 1), padding=(1, 0))
+    for _ in range(3):
+        y = autotune.conv2d(x, w, stride=[2, 1], padding=[1, 0])
+        assert max_error(y, ref) < 1e-5
+    assert not any(key[0] == "conv2d-fast" for key in state.STATE.bound)
