@@ -205,6 +205,12 @@ class ConvProblem(Problem):
     def with_batch(self, batch: int) -> ConvProblem:
         return replace(self, x_shape=(batch, *self.x_shape[1:]))
 
+    def exact(self, args: tuple[Any, ...]) -> np.ndarray:
+        """PyTorch's conv2d in float64 (:func:`kernels.conv2d.reference.torch_float64`)."""
+        from kernels.conv2d.reference import torch_float64
+
+        return torch_float64(*args)
+
     @classmethod
     def from_fields(cls, fields: dict[str, str], dtype: str, tol: float | None) -> ConvProblem:
         for required in ("x", "w"):

@@ -1,8 +1,14 @@
-"""The float64 reference conv2d (``method="naive"``): the oracle every candidate is checked against.
+"""The float64 reference conv2d (``method="naive"``) and the tuner's float64 oracle.
 
-Deliberately independent of the candidates: plain loops straight from the definition, padding by
-bounds checks instead of a padded copy, float64 accumulation, no BLAS, no shared helpers.
-Parallel over (batch, output channel) only so that tuning large problems stays affordable.
+The reference is deliberately independent of the candidates: plain loops straight from the
+definition, padding by bounds checks instead of a padded copy, float64 accumulation, no BLAS, no
+shared helpers; the tests check every kernel against it and against PyTorch in float64.
+
+The tuner checks candidates against :func:`torch_float64` (``ConvProblem.exact``): PyTorch's conv2d
+on float64 operands, which also accumulates in float64 and shares no code with our candidates or
+with the vendor's float32 path (oneDNN has no float64 kernel). It agrees with the loops to ~1e-15
+and is 7-15x faster (0.05 s against 0.8 s on 8x128x28x28 ⊛ 128x128x3x3): the loops were the
+largest fixed cost of tuning a large layer.
 """
 
 from __future__ import annotations
@@ -69,6 +75,17 @@ def conv2d_reference(x, w, b, stride, padding, dilation, groups):
         ho,
         wo,
     )
+
+
+def torch_float64(x, w, b, stride, padding, dilation, groups) -> np.ndarray:
+    """conv2d by PyTorch on float64 copies of the operands (asymmetric padding applied first)."""
+    import torch  # the reference loops above stay importable without it
+
+    pt, pb, pl, pr = padding
+    wide = [None if a is None else torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (x, w, b)]
+    with torch.no_grad():
+        xt = torch.nn.functional.pad(wide[0], (pl, pr, pt, pb)) if pt or pb or pl or pr else wide[0]
+        return torch.nn.functional.conv2d(xt, wide[1], wide[2], stride, 0, dilation, groups).numpy()
 
 
 def naive(x, w, b, stride, padding, dilation, groups):
