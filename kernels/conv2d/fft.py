@@ -165,9 +165,9 @@ def workspace(problem) -> int:
     return 2 * real * complex_values + real * n_batch * k_out * fh * fw
 
 
-def larger_than_1x1(problem) -> bool:
-    """Whether the filter is larger than 1×1 (see ``declines`` in the spec)."""
-    return tuple(problem.w_shape[2:]) != (1, 1)
+def promising(problem) -> bool:
+    """A filter with more taps than 3×3, stride 1 (see ``declines`` in the spec)."""
+    return problem.w_shape[2] * problem.w_shape[3] > 9 and tuple(problem.stride) == (1, 1)
 
 
 register(
@@ -177,8 +177,13 @@ register(
         fn=fft,
         prepare=prepare,
         finite_only=True,
-        worth_tuning=larger_than_1x1,
-        declines="a 1×1 filter makes the conv a plain GEMM, which FFT's transforms only slow down",
+        worth_tuning=promising,
+        # Measured on every ResNet-18/VGG-16 3x3 layer: 15-350x slower than the best with a one-off
+        # weight, 1.6-3x with a fixed one; the seed's 3x3 problems: 10-100x (BENCHMARKS.md §5);
+        # ResNet-18's 7x7 stride-2 conv1: 40-80x.
+        declines="filters of 3×3 or fewer taps (the transforms cost more than the products they save; "
+        "Winograd is the small-filter fast algorithm) and strides (FFT computes every stride-1 output "
+        "and keeps 1/stride² of them)",
         workspace=workspace,
         param_grid=tile_grid,
         version=3,  # 2: contiguous GEMM operand; 3: overlap-save tiles
