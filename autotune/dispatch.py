@@ -221,7 +221,7 @@ def tune(
     keeps everything finished (what the file could not take yet stays in ``database().pending``).
     ``on_result(problem, entry, cached)`` follows each problem. With ``prune``, candidates that
     this machine's earlier measurements put far behind the best so far are not tried
-    (:mod:`autotune.estimate`).
+    (:mod:`autotune.estimate`), and the others are timed briefly, the leaders in full (the race).
     """
     entries = []
     for item in problems:
@@ -230,7 +230,7 @@ def tune(
         cached = entry is not None
         if entry is None:
             known = estimate.rates(database().entries()) if prune else {}
-            entry = _tuned(problem, budget_s=budget_s, rates=known).to_entry()
+            entry = _tuned(problem, budget_s=budget_s, rates=known, screen=prune).to_entry()
             STATE.forget(lambda key, op=problem.op: _op_of(key) == op)  # no bound kernel outlives its entry
         entries.append(entry)
         if on_result is not None:

@@ -37,20 +37,17 @@ TIE_CAP = 0.05
 #: (BENCHMARKS.md §1), so isolated wins smaller than this do not survive in a model.
 VENDOR = "torch"
 VENDOR_MARGIN = 0.10
-#: Leaders this close (a contender's fastest run vs the leader's score) are re-timed interleaved.
-#: Wide on purpose: separate stretches of timing on a shared machine see different load.
-RACE_MARGIN = 0.5
-#: How many of the fastest candidates may enter a race.
-RACE_SIZE = 3
-#: Interleaved rounds of such a close race (each round times both leaders back to back) ...
-RACE_ROUNDS = 7
-#: ... each timing every leader like this.
+#: A race re-times leaders interleaved: up to RACE_SIZE whose fastest run is within RACE_MARGIN of
+#: the leader's score (wide: stretches of timing on a shared machine see different load), in
+#: RACE_ROUNDS alternating rounds that time each leader like RACE_TIMING.
+RACE_MARGIN, RACE_SIZE, RACE_ROUNDS = 0.5, 3, 7
 RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
-#: A candidate estimated this many times slower than the best measured so far is not tried ...
-PRUNE_FACTOR = 3.0
-#: ... once the best takes this long: below it fixed costs, not FLOPs, set the time, so a rate
-#: model misleads (on the seed preset it pruned the winner), and pruning would save little.
-PRUNE_MIN_US = 1000.0
+#: Pruning: a candidate estimated PRUNE_FACTOR times slower than the best so far is not tried, once
+#: the best takes PRUNE_MIN_US (below, fixed costs, not FLOPs, set the time: a rate model misleads).
+PRUNE_FACTOR, PRUNE_MIN_US = 3.0, 1000.0
+#: ... and every other candidate is screened: timed like one race round, the race alone timing the
+#: leaders in full (a kernel whose own threads preempt the caller never has clean runs: the cap
+#: of RACE_TIMING ends its screening).
 #: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
 DEFAULT_BUDGET_S = 5.0
 
@@ -139,6 +136,8 @@ class _Search:
     probes: list[tuple[tuple[Any, ...], np.ndarray]] = field(default_factory=list)
     #: Effective rates measured earlier on this machine (:mod:`autotune.estimate`); empty: no pruning.
     rates: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: Screen (pruned tuning): time every candidate briefly; the race times the leaders in full.
+    screen: bool = False
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started - self.warm_up_s > self.budget_s
@@ -186,11 +185,13 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
     quick = search.over_budget()
     cut_after = CUT_FACTOR * search.best_us if np.isfinite(search.best_us) else None
+    screen = search.screen and not quick
+    limits = {"min_runs": search.min_runs, "min_time_s": search.min_time_s}
+    if quick or screen:
+        limits = {"min_runs": 1, "min_time_s": 0.0} if quick else RACE_TIMING
     result = timing.measure(
         lambda: fn(*search.args),
-        min_runs=1 if quick else search.min_runs,
-        min_time_s=0.0 if quick else search.min_time_s,
-        max_time_s=max(0.2, search.budget_s / 4),
+        **{"max_time_s": max(0.2, search.budget_s / 4), **limits},
         cut_after_us=cut_after,
     )
     verdict.record(result)
@@ -200,7 +201,7 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
             f"{search.best_us:.0f} us (cut early)"
         )
         search.cut.append((verdict, fn))
-    elif result.contaminated and not quick:
+    elif result.contaminated and not quick and not search.screen:
         search.contaminated.append(verdict)
     verdict.ok = verdict.reason is None
     if verdict.ok:
@@ -209,43 +210,32 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
 
 
 def _second_chance(search: _Search) -> None:
-    """Re-time, once the best is known and within the budget, the candidates cut early or
-    measured under load: a burst of load can make two runs of a good kernel look hopeless, or
-    leave too few clean runs. A cut that holds up against the final best stays; a contaminated
-    measurement is taken again once."""
+    """Re-time, within the budget, the candidates cut early: a burst of load can make two runs of a
+    good kernel look hopeless (a cut that holds up against the final best stays). Screening re-times
+    only cuts resting on preempted runs alone. (Too few clean runs: re-timed in the race.)"""
     for verdict, fn in list(search.cut):
         if search.over_budget():
             return
+        if search.screen and verdict.preempted < verdict.runs:
+            continue
         verdict.reason = None
         _time(search, verdict, fn)
-    retime, search.contaminated = search.contaminated, []
-    for verdict in retime:
-        if search.over_budget():
-            return
-        fn = search.timed.get(id(verdict))
-        if fn is not None:
-            result = timing.measure(
-                lambda fn=fn: fn(*search.args),
-                min_runs=search.min_runs,
-                min_time_s=search.min_time_s,
-                max_time_s=max(0.2, search.budget_s / 4),
-            )
-            if result.clean > verdict.runs - verdict.preempted:
-                verdict.record(result)
-                search.best_us = min(search.best_us, result.score_us)
 
 
 def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     """Re-time the fastest accepted candidates interleaved when they are close: each was timed in
     its own stretch, so a burst of load during one can swap their order. The leader and up to
     :data:`RACE_SIZE` − 1 others whose fastest run came within :data:`RACE_MARGIN` of its score
-    are timed in alternating rounds; their statistics become those of all their race runs (the
-    minimum stays the minimum over every run)."""
+    are timed in alternating rounds, with the vendor (a choice against it must not rest on one
+    stretch of its timing) and any accepted candidate whose measurement had too few clean runs;
+    their statistics become those of all their race runs (the minimum stays the minimum)."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
     limit = ranked[0].time_us * (1 + RACE_MARGIN)
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
+    doubtful = [v for v in ranked if v.kernel == VENDOR or any(v is c for c in search.contaminated)]
+    leaders += [v for v in doubtful if all(v is not x for x in leaders)]
     if len(leaders) < 2:
         return
     fns = [search.timed[id(v)] for v in leaders]
@@ -349,13 +339,15 @@ def tune_problem(
     min_runs: int = 5,
     min_time_s: float = 0.05,
     rates: dict[tuple[str, str], float] | None = None,
+    screen: bool = False,
 ) -> TuneResult:
     """Time and check every applicable kernel for ``problem``; return the verdicts and the choice.
 
     ``inputs`` defaults to seeded random-normal operands; pass the real ones when approximate
     kernels are eligible (their error depends on the data). With ``rates``
     (:func:`autotune.estimate.rates`), candidates estimated :data:`PRUNE_FACTOR` slower than the
-    best so far go untried."""
+    best so far go untried; with ``screen``, every candidate is timed briefly and only the leaders
+    (the race) in full."""
     STATE.notify("tune-started", problem)
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
@@ -364,6 +356,7 @@ def tune_problem(
     search = _Search(problem, args, problem.exact(args), tol, budget_s, min_runs, min_time_s)
     search.probes = _probes(problem, args, inputs is not None)
     search.rates = dict(rates or {})
+    search.screen = screen
 
     verdicts: list[Verdict] = []
     for spec in _order(registry.specs(problem.op)):

@@ -209,8 +209,8 @@ def add_tune_verb(subparsers: Any) -> None:
     parser.add_argument(
         "--prune",
         action="store_true",
-        help="skip candidates that this machine's earlier measurements put more than 3x behind the best "
-        "(faster; see BENCHMARKS.md §12 for what it costs)",
+        help="skip candidates that this machine's earlier measurements put more than 3x behind the best, "
+        "time the others briefly and only the leaders in full (faster; BENCHMARKS.md §12: what it costs)",
     )
     parser.add_argument(
         "--batch", type=batch_list, metavar="1,8", help="batch sizes (N of x, rows of a) replacing the list's"
