@@ -91,12 +91,14 @@ def retime(quiet: dict[str, str], loaded: dict[str, str], rounds: int) -> list[t
     return rows
 
 
-def arguments(doc: str, batch: str) -> argparse.Namespace:
-    """--preset, --batch, --rounds (shared with benchmarks/pruned_tuning.py)."""
+def arguments(doc: str, batch: str, repeats: bool = False) -> argparse.Namespace:
+    """--preset, --batch, --rounds (shared with benchmarks/pruned_tuning.py, which adds --repeats)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="resnet18")
     parser.add_argument("--batch", default=batch)
     parser.add_argument("--rounds", type=int, default=15)
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=2)
     return parser.parse_args()
 
 

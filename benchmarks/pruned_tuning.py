@@ -1,14 +1,17 @@
 """Estimate, then measure: how much faster is tuning that skips hopeless candidates, and what does
 it cost?
 
-    python benchmarks/pruned_tuning.py [--preset resnet18] [--batch 1,8] [--rounds 15]
+    python benchmarks/pruned_tuning.py [--preset resnet18] [--batch 1,8] [--rounds 15] [--repeats 2]
 
 1. tunes the preset into a fresh database with every candidate timed (the default);
 2. tunes it into another fresh database with ``--prune``: candidates that this machine's earlier
    measurements (the problems tuned before, in the same run) put more than 3x behind the best
-   measured so far are not tried (``autotune/estimate.py``);
-3. re-times both choices of every problem side by side and prints pruned-choice time /
-   exhaustive-choice time (the regret) with both tuning times.
+   measured so far are not tried (``autotune/estimate.py``), and the rest are screened (timed
+   briefly; the close race of autotune/tuner.py times the leaders in full);
+3. repeats 1-2 ``--repeats`` times, alternating (the time of a whole tune varies by 2x between
+   stretches on a shared machine), into fresh databases each time;
+4. re-times both choices of every problem side by side (the first pair of databases) and prints
+   pruned-choice time / exhaustive-choice time (the regret) with all tuning times.
 """
 
 from __future__ import annotations
@@ -29,14 +32,20 @@ def loaded_tuning():
 
 def main() -> None:
     helpers = loaded_tuning()
-    args = helpers.arguments(__doc__, "1,8")
-    exhaustive_dir, pruned_dir = helpers.two_databases("autotune-pruned-", "exhaustive", "pruned")
-    exhaustive_s = helpers.tune(args.preset, args.batch, exhaustive_dir)
-    pruned_s = helpers.tune(args.preset, args.batch, pruned_dir, "--prune")
-    rows = helpers.retime(helpers.choices(exhaustive_dir), helpers.choices(pruned_dir), args.rounds)
+    args = helpers.arguments(__doc__, "1,8", repeats=True)
+    times: dict[str, list[float]] = {"exhaustive": [], "pruned": []}
+    for repeat in range(args.repeats):
+        exhaustive_dir, pruned_dir = helpers.two_databases("autotune-pruned-", "exhaustive", "pruned")
+        times["exhaustive"].append(helpers.tune(args.preset, args.batch, exhaustive_dir))
+        times["pruned"].append(helpers.tune(args.preset, args.batch, pruned_dir, "--prune"))
+        if repeat == 0:
+            dirs = exhaustive_dir, pruned_dir
+    rows = helpers.retime(helpers.choices(dirs[0]), helpers.choices(dirs[1]), args.rounds)
+    exhaustive_s, pruned_s = sum(times["exhaustive"]), sum(times["pruned"])
     print(
-        f"tuning {args.preset} --batch {args.batch}: exhaustive {exhaustive_s:.1f} s, "
-        f"pruned {pruned_s:.1f} s ({pruned_s / exhaustive_s:.2f}x)"
+        f"tuning {args.preset} --batch {args.batch}, {args.repeats} alternating repeats: exhaustive "
+        f"{' '.join(f'{t:.1f}' for t in times['exhaustive'])} s, pruned "
+        f"{' '.join(f'{t:.1f}' for t in times['pruned'])} s (total {pruned_s / exhaustive_s:.2f}x)"
     )
     print(f"{'problem':64} {'exhaustive choice':18} {'pruned choice':18} {'regret':>7}")
     for key, exhaustive_label, pruned_label, ratio in rows:
