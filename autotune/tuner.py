@@ -185,7 +185,7 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
     quick = search.over_budget()
     cut_after = CUT_FACTOR * search.best_us if np.isfinite(search.best_us) else None
-    screen = search.screen and not quick
+    screen = search.screen and not quick and verdict.kernel != VENDOR  # the baseline: in full
     limits = {"min_runs": search.min_runs, "min_time_s": search.min_time_s}
     if quick or screen:
         limits = {"min_runs": 1, "min_time_s": 0.0} if quick else RACE_TIMING
@@ -226,15 +226,14 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     """Re-time the fastest accepted candidates interleaved when they are close: each was timed in
     its own stretch, so a burst of load during one can swap their order. The leader and up to
     :data:`RACE_SIZE` − 1 others whose fastest run came within :data:`RACE_MARGIN` of its score
-    are timed in alternating rounds, with the vendor (a choice against it must not rest on one
-    stretch of its timing) and any accepted candidate whose measurement had too few clean runs;
-    their statistics become those of all their race runs (the minimum stays the minimum)."""
+    are timed in alternating rounds, with any accepted candidate whose measurement had too few
+    clean runs; their statistics become those of all their race runs (the minimum stays)."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
     limit = ranked[0].time_us * (1 + RACE_MARGIN)
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
-    doubtful = [v for v in ranked if v.kernel == VENDOR or any(v is c for c in search.contaminated)]
+    doubtful = [v for v in ranked if any(v is c for c in search.contaminated)]
     leaders += [v for v in doubtful if all(v is not x for x in leaders)]
     if len(leaders) < 2:
         return

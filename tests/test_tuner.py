@@ -243,7 +243,7 @@ def test_the_fft_workspace_estimate_covers_its_spectra():
 
 
 def test_screening_times_every_candidate_briefly(fast_tuning, monkeypatch):
-    """Pruned tuning (screen=True) times each candidate like one race round, never in full."""
+    """Pruned tuning (screen=True) times each candidate but the vendor like one race round."""
     seen = []
     original = timing.collect
 
@@ -253,21 +253,8 @@ def test_screening_times_every_candidate_briefly(fast_tuning, monkeypatch):
 
     monkeypatch.setattr(timing, "collect", recording)
     tuner.tune_problem(SMALL, screen=True, min_time_s=0.5)
-    assert seen and max(seen) <= tuner.RACE_TIMING["min_time_s"]
+    assert seen.count(0.5) == 1  # the vendor, the baseline of every cut, is timed in full
+    assert all(t <= tuner.RACE_TIMING["min_time_s"] for t in seen if t != 0.5)
     seen.clear()
     tuner.tune_problem(SMALL, min_time_s=0.5)
     assert 0.5 in seen  # the default times candidates in full
-
-
-def test_the_vendor_always_joins_the_race(fast_tuning, monkeypatch):
-    """A stall during the vendor's own stretch must not decide against it: the race re-times it."""
-    original = tuner._time
-
-    def stalled(search, verdict, fn):
-        original(search, verdict, fn)
-        if verdict.kernel == "torch":  # as if the process had been starved meanwhile
-            verdict.score_us = verdict.median_us = verdict.min_us = 1e6
-
-    monkeypatch.setattr(tuner, "_time", stalled)
-    result = tuner.tune_problem(SMALL)
-    assert next(v for v in result.candidates if v.kernel == "torch").score_us < 1e5
