@@ -81,6 +81,28 @@ FLAT_CHUNK = 2048
 
 
 @numba.njit(cache=True)
+def _flat_plane(out, planes, taps, start, dh, dw):  # pragma: no cover - jitted
+    """``out = start + Σ_c`` stride-1 correlation of ``planes[c]`` (padded) with ``taps[c]``, by
+    flat runs (module docstring), one L1-sized chunk of the run at a time."""
+    ho, wo = out.shape
+    wp = planes.shape[2]
+    length = (ho - 1) * wp + wo
+    run = np.empty(min(FLAT_CHUNK, length), dtype=out.dtype)
+    for p0 in range(0, length, FLAT_CHUNK):
+        n_run = min(FLAT_CHUNK, length - p0)
+        chunk = run[:n_run]
+        chunk[:] = 0.0
+        for c in range(planes.shape[0]):
+            _accumulate_flat(chunk, planes[c].ravel()[p0:], taps[c], dh, dw, wp)
+        for oh in range(p0 // wp, (p0 + n_run - 1) // wp + 1):  # the chunk's valid columns
+            lo, hi = max(oh * wp, p0), min(oh * wp + wo, p0 + n_run)
+            if lo < hi:
+                seg, dst = chunk[lo - p0 : hi - p0], out[oh, lo - oh * wp : hi - oh * wp]
+                for q in range(hi - lo):
+                    dst[q] = seg[q] + start
+
+
+@numba.njit(cache=True)
 def _direct_job(y, xp, w, bias, job, sh, sw, dh, dw, groups, flat):  # pragma: no cover - jitted
     """One (batch, output channel) plane: bias, then every input channel of its group."""
     k_out, c_per_group = w.shape[0], w.shape[1]
@@ -88,28 +110,12 @@ def _direct_job(y, xp, w, bias, job, sh, sw, dh, dw, groups, flat):  # pragma: n
     k = job % k_out
     c0 = (k // (k_out // groups)) * c_per_group
     start = 0.0 if bias is None else bias[k]
-    out = y[n, k]
-    if not flat:
-        out[:] = start
-        for c in range(c_per_group):
-            _accumulate_rows(out, xp[n, c0 + c], w[k, c], sh, sw, dh, dw)
+    if flat:
+        _flat_plane(y[n, k], xp[n, c0 : c0 + c_per_group], w[k], start, dh, dw)
         return
-    ho, wo = out.shape
-    wp = xp.shape[3]
-    length = (ho - 1) * wp + wo
-    run = np.empty(min(FLAT_CHUNK, length), dtype=y.dtype)
-    for p0 in range(0, length, FLAT_CHUNK):  # a chunk of the run stays in L1 over all taps
-        n_run = min(FLAT_CHUNK, length - p0)
-        chunk = run[:n_run]
-        chunk[:] = 0.0
-        for c in range(c_per_group):
-            _accumulate_flat(chunk, xp[n, c0 + c].ravel()[p0:], w[k, c], dh, dw, wp)
-        for oh in range(p0 // wp, (p0 + n_run - 1) // wp + 1):  # the chunk's valid columns
-            lo, hi = max(oh * wp, p0), min(oh * wp + wo, p0 + n_run)
-            if lo < hi:
-                seg, dst = chunk[lo - p0 : hi - p0], out[oh, lo - oh * wp : hi - oh * wp]
-                for q in range(hi - lo):
-                    dst[q] = seg[q] + start
+    y[n, k] = start
+    for c in range(c_per_group):
+        _accumulate_rows(y[n, k], xp[n, c0 + c], w[k, c], sh, sw, dh, dw)
 
 
 # Two drivers over the same job: the per-plane work lives in plain functions so that its loops
