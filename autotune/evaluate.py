@@ -73,11 +73,13 @@ class Verdict:
             return self.score_us
         return self.median_us if self.median_us is not None else float("inf")
 
-    def record(self, result: timing.Timing) -> None:
-        """Take a measurement's statistics."""
+    def record(self, result: timing.Timing, keep_min: bool = False) -> None:
+        """Take a measurement's statistics (with ``keep_min``, the fastest run seen before stays)."""
+        fastest = self.min_us if keep_min and self.min_us is not None else float("inf")
         self.median_us, self.min_us, self.score_us = result.median_us, result.min_us, result.score_us
         self.spread_us, self.runs, self.preempted = result.spread_us, result.runs, result.preempted
         self.faults_per_run = result.faults_per_run
+        self.min_us = min(self.min_us, fastest)
 
     def to_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"kernel": self.kernel}

@@ -121,6 +121,32 @@ def test_the_vendor_is_kept_unless_another_kernel_is_clearly_faster():
     assert tuner.choose([close, vendor, clear], tol=1e-4)[0] is clear  # 1.5x: taken
 
 
+def test_a_choice_against_the_vendor_rests_on_its_better_of_two_stretches():
+    """The vendor measured during a stall (3x its real time) is timed again before it loses; a
+    vendor that really is slower stays slower."""
+
+    def verdict(kernel: str, score: float) -> tuner.Verdict:
+        return tuner.Verdict(
+            kernel=kernel, median_us=score, min_us=score, score_us=score, rel_err=1e-7, ok=True
+        )
+
+    def sleeper(seconds: float):
+        return lambda *args: time.sleep(seconds)
+
+    search = tuner._Search(SMALL, (), np.zeros(1), 1e-4, 1.0, min_runs=3, min_time_s=0.0)
+    stalled, rival = verdict(tuner.VENDOR, 30_000.0), verdict("rival", 10_000.0)
+    search.timed = {id(stalled): sleeper(0.001), id(rival): sleeper(0.010)}
+    tuner._vendor_again(search, [rival, stalled])
+    assert stalled.time_us < 5_000 and stalled.runs >= 3
+    assert tuner.choose([rival, stalled], tol=1e-4)[0] is stalled
+
+    slower = verdict(tuner.VENDOR, 30_000.0)
+    search.timed = {id(slower): sleeper(0.040), id(rival): sleeper(0.010)}
+    tuner._vendor_again(search, [rival, slower])
+    assert slower.time_us == 30_000.0  # the second stretch was no better: the first one stands
+    assert tuner.choose([rival, slower], tol=1e-4)[0] is rival
+
+
 def test_page_faults_of_a_run_are_counted_and_recorded():
     """Fresh memory from the OS shows up per run (the allocator effect behind BENCHMARKS §1)."""
 
