@@ -46,8 +46,10 @@ def cmd_versus(args: argparse.Namespace, command: str) -> int:
         rounds=args.rounds,
         suite=name,
         command=command,
+        control=args.control,
     )
-    paths = versus.write(result, Path(args.out) / f"versus-{name}-{args.import_first}-first")
+    sides = "control" if args.control else f"{args.import_first}-first"
+    paths = versus.write(result, Path(args.out) / f"versus-{name}-{sides}")
     print(versus.summary_text(result))
     note("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -115,3 +117,8 @@ def add_bench_verb(subparsers: Any) -> None:
         help="import order on autotune's side",
     )
     versus.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    versus.add_argument(
+        "--control",
+        action="store_true",
+        help="A/A run: plain PyTorch on both sides (how far apart two identical processes are)",
+    )

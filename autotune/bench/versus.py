@@ -17,6 +17,11 @@ Both get the same seeded shapes. Timing alternates between the processes in :dat
 per problem both times, the speed-up torch/autotune, autotune's pick, GFLOP/s and % of this
 machine's peak, and the tuner's in-process timing of torch next to torch's own-process timing
 (they should agree: one thread pool, ``kernels/pool.py``); then the geometric mean and the worst.
+
+``control=True`` is the A/A run that tells how far apart two *identical* processes are: the
+autotune side is replaced by a second plain-PyTorch process. Its ratios are the noise floor a real
+run's rows should be read against (the same ``F.conv2d`` call differs between processes by their
+heap history and page faults, BENCHMARKS.md §1).
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class VersusResult:
     peak_gflops: float
     threads: dict[str, Any]
     rows: list[Row]
+    control: bool = False  # an A/A run: plain PyTorch on both sides
 
     def geomean(self) -> float:
         return math.exp(sum(math.log(r.speedup) for r in self.rows) / len(self.rows))
@@ -156,6 +162,7 @@ def run(
     min_time_s: float = 0.05,
     suite: str = "",
     command: str = "",
+    control: bool = False,
 ) -> VersusResult:
     """Measure ``items`` (conv2d problems) or ``model`` on both sides; see the module docstring."""
     from tqdm import tqdm
@@ -168,9 +175,10 @@ def run(
         request.update(model=model, input=list(input_shape))
     else:
         request["problems"] = [_problem_record(item.problem) for item in items]  # type: ignore[arg-type]
-    workers = {side: Worker(side, _worker_env(side)) for side in SIDES}
+    role = {side: "torch" if control else side for side in SIDES}  # control: torch on both sides
+    workers = {side: Worker(side, _worker_env(role[side])) for side in SIDES}
     try:
-        setup = {side: workers[side].ask({**request, "side": side}) for side in SIDES}
+        setup = {side: workers[side].ask({**request, "side": role[side]}) for side in SIDES}
         count = 1 if model else len(items)
         with tqdm(total=count * rounds, desc="vs torch", unit="call", leave=False) as progress:
             samples = _alternate(workers, count, rounds, min_time_s, progress)
@@ -194,13 +202,13 @@ def run(
                 flops=flops,
                 torch_us=stats["torch"].score_us,
                 autotune_us=stats["autotune"].score_us,
-                pick=entry.get("pick", "model" if model else "?"),
+                pick="torch (control)" if control else entry.get("pick", "model" if model else "?"),
                 tuner_torch_us=entry.get("tuner_torch_us"),
                 preempted={side: stats[side].preempted for side in SIDES},
             )
         )
     threads = setup["autotune"].get("threads", {})
-    return VersusResult(suite, command, import_first, peak, threads, rows)
+    return VersusResult(suite, command, import_first, peak, threads, rows, control)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,10 +258,16 @@ def summary_text(result: VersusResult) -> str:
         [
             tables.text(headers, rows, right=[3, 4, 5, 6, 7, 8]),
             f"geo-mean speed-up vs torch in its own process: {result.geomean():.3f}x; worst "
-            f"{worst.speedup:.2f}x ({report.short_key(worst.problem)}); imported first: "
-            f"{result.import_first}; peak {result.peak_gflops:.0f} GFLOP/s",
+            f"{worst.speedup:.2f}x ({report.short_key(worst.problem)}); {_sides(result)}; "
+            f"peak {result.peak_gflops:.0f} GFLOP/s",
         ]
     )
+
+
+def _sides(result: VersusResult) -> str:
+    if result.control:
+        return "control run: plain PyTorch in both processes (A/A)"
+    return f"imported first: {result.import_first}"
 
 
 def markdown(result: VersusResult) -> str:
@@ -261,8 +275,7 @@ def markdown(result: VersusResult) -> str:
     worst = result.worst()
     return "\n".join(
         [
-            f"`{result.command}` — {len(result.rows)} rows, imported first: {result.import_first}, "
-            f"threads {result.threads}",
+            f"`{result.command}` — {len(result.rows)} rows, {_sides(result)}, threads {result.threads}",
             "",
             tables.markdown(headers, rows, right=[3, 4, 5, 6, 7, 8]),
             "",
@@ -317,8 +330,7 @@ def plot(result: VersusResult, path: Path) -> None:
         fontsize=7,
     )
     ax.set_title(
-        f"autotune vs plain PyTorch: {result.suite}, imported first: {result.import_first}; "
-        f"geo-mean {result.geomean():.3f}x",
+        f"autotune vs plain PyTorch: {result.suite}, {_sides(result)}; geo-mean {result.geomean():.3f}x",
         fontsize=10,
     )
     ax.legend(title="autotune's pick", fontsize=8)

@@ -1,0 +1,29 @@
+"""``autotune bench --vs-torch``: two worker processes, alternating rounds, one row per problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from autotune import shapes
+from autotune.bench import versus
+from autotune.problem import parse_problem
+
+TINY = shapes.Item(parse_problem("conv2d x=1x2x9x9 w=3x2x3x3 pad=1 float32"), ("tiny",))
+
+
+@pytest.mark.parametrize("control", [False, True])
+def test_versus_times_both_processes_and_labels_the_control_run(control, tmp_path, monkeypatch):
+    """The autotune side tunes the problem it has not seen (its pick is reported); the control run
+    puts plain PyTorch on both sides and says so."""
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path))
+    result = versus.run(items=[TINY], rounds=2, min_time_s=0.0, suite="tiny", control=control)
+    (row,) = result.rows
+    assert row.torch_us > 0 and row.autotune_us > 0 and row.speedup > 0
+    assert result.control is control
+    if control:
+        assert row.pick == "torch (control)" and "control run" in versus.summary_text(result)
+        assert not (tmp_path / "autotune.yaml").exists()  # no autotune process: nothing tuned
+    else:
+        assert row.pick not in ("", "?") and row.tuner_torch_us is not None
+        assert "imported first: torch" in versus.summary_text(result)
+    assert versus.load(versus.write(result, tmp_path / "out")[0]).rows == result.rows
