@@ -1,32 +1,27 @@
 """Kernel choice without timing (``AUTOTUNE_MODE=heuristic``).
 
-First from the database (:func:`learned_conv`): the choice of the nearest problems tuned on this
-machine, by distance in log-scaled features (work, channels, output size, filter, stride, batch).
-When nothing tuned is near, rules in the spirit of NNPACK's ``auto`` algorithm: a few comparisons
-on the problem's geometry (:func:`choose_conv`).
+First the choice of the nearest problems tuned on this machine (:func:`learned_conv`; distance in
+log-scaled work, channels, output size, filter, stride, batch); with none near, rules in the
+spirit of NNPACK's ``auto`` (:func:`choose_conv`), distilled from BENCHMARKS.md:
 
-The rules are distilled from this project's measurements (``autotune bench --vs-torch --suite
-resnet18|vgg16|seed`` and ``autotune bench --suite large-kernel|mnist-mlp``; numbers and machine
-in BENCHMARKS.md):
-
-* tiny problems (< 1e6 multiply-adds) with few channels (the seed's single-channel images): the
-  serial Numba direct loop, faster than any library call there (no thread wake-up, no dispatch
-  layers);
-* large filters (≥ 7×7), stride 1, when the filter's spectrum is cheap (a fixed weight whose
-  transform is kept, or few channel pairs): FFT, whose cost does not grow with the filter;
-* float64: im2col — PyTorch's float64 convolution has no oneDNN fast path and runs several times
-  slower than the float64 GEMM behind im2col;
-* everything else in float32: PyTorch's oneDNN, which the tuner chose on nearly every float32
-  layer of ResNet-18 and VGG-16 once all kernels shared one thread pool (it runs near the
-  machine's GEMM peak there; the pointwise and Winograd wins it does not pick are a few percent).
-
-Winograd is never picked by rule: it wins only on some large batch-8 layers, which tuning finds.
-Approximate kernels are never picked by rule either: their error depends on the data, so only
-tuning (with a tolerance) can admit them.
+* tiny problems (< 2e6 FLOPs) with few channels (the seed's images): the serial Numba direct loop
+  (no thread wake-up, no dispatch layers);
+* large filters (≥ 7×7), stride 1: FFT, whose cost does not grow with the filter — whole-image
+  when the filter's spectrum is cheap (a fixed weight, or few channel pairs), else in the smallest
+  overlap-save tile for ≥ 11×11 taps (C·K filter transforms at tile size: 4x PyTorch on 16×16
+  channels of 15×15);
+* a first layer (C·kh·kw < 64), stride 1, output over glibc's largest mmap threshold (32 MiB):
+  ``direct``. PyTorch's output comes fresh from the OS every call, faulted in 4 KiB at a time,
+  with too little work per element to hide it; numpy's gets huge pages (VGG conv1_1, batch 8: 3x);
+* float64: im2col (PyTorch's float64 convolution has no oneDNN fast path);
+* else PyTorch's oneDNN, near the GEMM peak on ResNet-18 and VGG-16 layers. Winograd (wins on
+  some large batch-8 layers) and approximate kernels (their error depends on the data) are left
+  to tuning.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +29,17 @@ from typing import Any
 import numpy as np
 
 from autotune.problem import ConvProblem, MatmulProblem, parse_problem
+from autotune.tuner import VENDOR, VENDOR_MARGIN
 from kernels import registry
 
 TINY_FLOPS = 2e6
 #: ... and few channels: a 16-channel 16×16 layer of 1.2 MFLOP already runs 2.8x faster in PyTorch.
 TINY_MAX_CHANNEL_PAIRS = 16
-#: FFT without a kept spectrum pays C·K filter FFTs per call; below this many pairs they are cheap.
-FFT_ONE_OFF_MAX_CHANNEL_PAIRS = 64
+#: FFT without a kept spectrum pays C·K filter FFTs per call; below this many pairs they are cheap,
+#: and with this many taps a tile's worth of each is.
+FFT_ONE_OFF_MAX_CHANNEL_PAIRS, TILED_FFT_MIN_TAPS = 64, 121
+#: A first layer's work per output element, and glibc's largest mmap threshold (see the rules).
+FIRST_LAYER_TAPS, FAULTING_OUTPUT_BYTES = 64, 32 * 2**20
 
 
 def choose_conv(problem: ConvProblem) -> tuple[str, dict[str, Any]]:
@@ -48,11 +47,14 @@ def choose_conv(problem: ConvProblem) -> tuple[str, dict[str, Any]]:
     k_out, c_per_group, kh, kw = problem.w_shape
     if problem.flops < TINY_FLOPS and c_per_group * k_out <= TINY_MAX_CHANNEL_PAIRS:
         return "direct", {}
-    large_filter = min(kh, kw) >= 7
     unit = problem.stride == (1, 1) and problem.dilation == (1, 1)
     cheap_spectrum = problem.weight is not None or c_per_group * k_out <= FFT_ONE_OFF_MAX_CHANNEL_PAIRS
-    if large_filter and unit and cheap_spectrum:
-        return "fft", {}
+    if min(kh, kw) >= 7 and unit and (cheap_spectrum or kh * kw >= TILED_FFT_MIN_TAPS):
+        tiles = registry.get("conv2d", "fft").param_grid(problem)[1:]  # smallest first
+        return "fft", tiles[0] if tiles and not cheap_spectrum else {}
+    out_bytes = math.prod(problem.out_shape) * (4 if problem.dtype == "float32" else 8)
+    if unit and c_per_group * kh * kw < FIRST_LAYER_TAPS and out_bytes > FAULTING_OUTPUT_BYTES:
+        return "direct", {}
     if problem.dtype == "float64":
         return "im2col", {}
     return "torch", {}
@@ -63,8 +65,7 @@ def choose_matmul(problem: MatmulProblem) -> tuple[str, dict[str, Any]]:
     return "blas", {}
 
 
-# ---------------------------------------------------------------------------------------------
-# Learned from the database: the choice of the nearest tuned problems.
+# --- Learned from the database: the choice of the nearest tuned problems. --------------------
 
 #: How many nearest tuned problems vote.
 NEIGHBOURS = 3
@@ -105,12 +106,26 @@ def _fits(problem: ConvProblem, name: str, params: dict[str, Any]) -> bool:
     return not params or params in spec.param_grid(problem)
 
 
+def _relative_times(entry: Mapping[str, Any]) -> dict[tuple[str, tuple], float]:
+    """log(time / PyTorch's time) of each accepted, timed kernel setting of a tuned entry (empty
+    without a PyTorch time to compare with)."""
+    times = {
+        (str(r.get("kernel")), tuple(sorted((r.get("params") or {}).items()))): r.get("score_us")
+        or r.get("median_us")
+        for r in (entry.get("candidates") or {}).values()
+        if r.get("ok") and (r.get("score_us") or r.get("median_us"))
+    }
+    vendor = times.get((VENDOR, ()))
+    return {label: math.log(t / vendor) for label, t in times.items()} if vendor else {}
+
+
 def learned_conv(problem: ConvProblem, entries: Mapping[str, Mapping[str, Any]]) -> Prediction | None:
-    """The choice of the nearest tuned conv2d problems of the same dtype (None when none is near):
-    the :data:`NEIGHBOURS` nearest within :data:`RADIUS` vote, weighted by closeness; a choice that
-    does not apply to ``problem`` (or an approximate one for an exact call) gets no vote."""
+    """From the :data:`NEIGHBOURS` nearest tuned conv2d problems within :data:`RADIUS` (same dtype;
+    None if none): each kernel setting that applies gets its time relative to PyTorch's there
+    (closeness-weighted geometric mean); the fastest wins, PyTorch unless beaten by the tuner's
+    vendor margin. (Votes on choices carried a batch-8 Winograd win onto a 4x smaller image.)"""
     target = conv_features(problem)
-    near: list[tuple[float, str, Mapping[str, Any]]] = []
+    near: list[tuple[float, str, dict[tuple[str, tuple], float]]] = []
     for key, entry in entries.items():
         if not key.startswith("conv2d") or key == problem.key:
             continue
@@ -118,22 +133,26 @@ def learned_conv(problem: ConvProblem, entries: Mapping[str, Mapping[str, Any]])
             other = parse_problem(key)
         except ValueError:
             continue
-        if other.dtype != problem.dtype or other.tol != problem.tol:
+        if other.dtype != problem.dtype or other.tol != problem.tol or not (ratios := _relative_times(entry)):
             continue
         distance = float(np.linalg.norm(conv_features(other) - target))  # type: ignore[arg-type]
         if distance <= RADIUS:
-            near.append((distance, key, entry))
+            near.append((distance, key, ratios))
     near = sorted(near, key=lambda found: found[0])[:NEIGHBOURS]
-    votes: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
-    for distance, _, entry in near:
-        params = dict(entry.get("params") or {})
-        if _fits(problem, str(entry.get("choice")), params):
-            label = (str(entry["choice"]), tuple(sorted(params.items())))
-            votes[label] = votes.get(label, 0.0) + 1.0 / (distance + 0.25)
-    if not votes:
+    seen: dict[tuple[str, tuple], list[tuple[float, float]]] = {}
+    for distance, _, ratios in near:
+        for label, ratio in ratios.items():
+            if _fits(problem, label[0], dict(label[1])):
+                seen.setdefault(label, []).append((1.0 / (distance + 0.25), ratio))
+    if not seen:
         return None
-    name, params = max(votes, key=lambda label: votes[label])
-    return Prediction(name, dict(params), [(key, round(distance, 2)) for distance, key, _ in near])
+    predicted = {
+        label: sum(w * r for w, r in pairs) / sum(w for w, _ in pairs) for label, pairs in seen.items()
+    }
+    best = min(predicted, key=lambda label: predicted[label])
+    if (VENDOR, ()) in predicted and predicted[best] > predicted[(VENDOR, ())] - math.log(1 + VENDOR_MARGIN):
+        best = (VENDOR, ())
+    return Prediction(best[0], dict(best[1]), [(key, round(distance, 2)) for distance, key, _ in near])
 
 
 def choose(problem: Any, entries: Mapping[str, Mapping[str, Any]]) -> tuple[str, dict[str, Any], str]:

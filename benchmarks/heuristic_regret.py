@@ -44,6 +44,7 @@ def main() -> None:
     entries = {k: e for k, e in db.full_entries().items() if k.startswith("conv2d") and e.get("candidates")}
     rows = {"learned": [], "rules": []}
     fallbacks = untimed = 0
+    picks: list[tuple[float, str, str, str]] = []  # (regret, heuristic, predicted kernel, problem)
     for key, entry in entries.items():
         problem = parse_problem(key)
         assert isinstance(problem, ConvProblem)
@@ -60,6 +61,7 @@ def main() -> None:
                 untimed += 1
                 continue
             rows[label].append(found / best)
+            picks.append((found / best, label, name, key))
     print(f"database: {db.path}; {len(entries)} conv2d problems tuned on this machine")
     print(f"{'heuristic':10} {'problems':>9} {'median regret':>14} {'geo-mean':>9} {'worst regret':>13}")
     for label, regrets in rows.items():
@@ -68,6 +70,10 @@ def main() -> None:
             f"{label:10} {len(regrets):9d} {statistics.median(regrets):14.3f} {geo:9.3f} {max(regrets):13.2f}"
         )
     print(f"learned fell back to the rules on {fallbacks} problems; {untimed} predictions had no time")
+    print("regrets above 1.2:")
+    for regret, label, name, key in sorted(picks, reverse=True):
+        if regret > 1.2:
+            print(f"  {regret:5.2f} {label:8} {name:10} {key}")
 
 
 if __name__ == "__main__":

@@ -60,8 +60,11 @@ def test_heuristic_dispatch_matches_the_reference(shape):
     np.testing.assert_allclose(y, autotune.conv2d(x, w, padding=1, method="naive"), rtol=1e-4, atol=1e-4)
 
 
-def _entry(choice: str, params: dict | None = None) -> dict:
-    return {"choice": choice, "params": params or {}}
+def _entry(choice: str, params: dict | None = None, torch_us: float = 200.0) -> dict:
+    """A tuned entry in which ``choice`` ran in 100 us and PyTorch in ``torch_us``."""
+    chosen = {"kernel": choice, "params": params or {}, "score_us": 100.0, "ok": True}
+    timed = {"torch": {"kernel": "torch", "score_us": torch_us, "ok": True}, choice: chosen}
+    return {"choice": choice, "params": params or {}, "candidates": timed}
 
 
 def test_learned_pick_follows_the_nearest_tuned_problems():
@@ -95,6 +98,30 @@ def test_learned_pick_never_takes_a_choice_that_does_not_apply():
     assert heuristics.learned_conv(strided, tuned) is None  # winograd needs stride 1
 
 
+def test_learned_pick_weighs_measured_times_and_keeps_pytorch_on_near_ties():
+    """Times relative to PyTorch's, not votes: one neighbour's large win outweighs another's
+    narrow loss, and a predicted win inside the tuner's vendor margin keeps PyTorch."""
+    key = "conv2d x=1x{c}x28x28 w={c}x{c}x3x3 stride=1 pad=1 dilation=1 groups=1 float32"
+    winograd = {"tile": 4}
+    tuned = {
+        key.format(c=64): _entry("winograd", winograd, torch_us=300.0),  # 3x faster there
+        key.format(c=128): {
+            **_entry("torch"),
+            "candidates": {
+                "torch": {"kernel": "torch", "score_us": 100.0, "ok": True},
+                "winograd(tile=4)": {"kernel": "winograd", "params": winograd, "score_us": 110.0, "ok": True},
+            },
+        },  # 1.1x slower there
+    }
+    between = ConvProblem((1, 96, 28, 28), (96, 96, 3, 3), padding=(1, 1, 1, 1))
+    prediction = heuristics.learned_conv(between, tuned)
+    assert prediction is not None and (prediction.name, prediction.params) == ("winograd", winograd)
+    narrow = {key.format(c=64): _entry("winograd", winograd, torch_us=120.0)}  # 1.2x: inside the margin
+    assert heuristics.learned_conv(between, narrow).name == "torch"
+    untimed = {key.format(c=64): {"choice": "winograd", "params": winograd}}
+    assert heuristics.learned_conv(between, untimed) is None  # nothing measured to predict from
+
+
 def test_heuristic_mode_dispatches_the_learned_pick(isolated_cache, fast_tuning, monkeypatch):
     autotune.tune(["conv2d x=1x8x20x20 w=8x8x3x3 pad=1"])
     tuned_choice = next(iter(state.database().entries().values()))["choice"]
@@ -111,3 +138,20 @@ def test_heuristic_mode_dispatches_the_learned_pick(isolated_cache, fast_tuning,
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+@pytest.mark.parametrize(
+    ("problem", "pick"),
+    [
+        # a first layer whose 103 MB output PyTorch page-faults in every call: direct
+        (ConvProblem((8, 3, 224, 224), (64, 3, 3, 3), padding=(1, 1, 1, 1)), ("direct", {})),
+        (ConvProblem((1, 3, 224, 224), (64, 3, 3, 3), padding=(1, 1, 1, 1)), ("torch", {})),  # 13 MB
+        (ConvProblem((8, 64, 224, 224), (64, 64, 3, 3), padding=(1, 1, 1, 1)), ("torch", {})),  # real work
+        # large filters: whole-image FFT when the spectrum is cheap, tiled when only the taps are many
+        (ConvProblem((1, 8, 64, 64), (8, 8, 21, 21), padding=(10, 10, 10, 10)), ("fft", {})),
+        (ConvProblem((1, 16, 112, 112), (16, 16, 15, 15), padding=(7, 7, 7, 7)), ("fft", {"tile": 32})),
+        (ConvProblem((1, 32, 56, 56), (32, 32, 7, 7), padding=(3, 3, 3, 3)), ("torch", {})),
+    ],
+)
+def test_rules(problem, pick):
+    assert heuristics.choose_conv(problem) == pick
