@@ -30,8 +30,7 @@ Mode = Literal["tune", "heuristic", "off"]
 _DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
 
-# ---------------------------------------------------------------------------------------------
-# Mode and state.
+# --- Mode and state. -------------------------------------------------------------------------
 
 
 def set_mode(mode: Mode | None) -> None:
@@ -70,8 +69,7 @@ def tune(problems: Iterable[Problem | str], **options: Any) -> list[dict[str, An
     return dispatch.tune(problems, **options)
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument normalisation (shared by conv2d and matmul).
+# --- Argument normalisation (shared by conv2d and matmul). -----------------------------------
 
 
 def _bad_dtype(op: str, name: str, dtype: Any) -> TypeError:
@@ -146,8 +144,7 @@ def _tolerance(tol: Any, where: str, optional: bool = True) -> float | None:
     return float(tol)
 
 
-# ---------------------------------------------------------------------------------------------
-# conv2d.
+# --- conv2d. ---------------------------------------------------------------------------------
 
 
 def _conv_bias(b: Any, k_out: int, dtype: np.dtype, seed_form: bool) -> np.ndarray | None:
@@ -344,8 +341,7 @@ def _forced(problem: Problem, method: str) -> Callable[..., Any]:
     return dispatch.forced(spec, params, problem)
 
 
-# ---------------------------------------------------------------------------------------------
-# matmul.
+# --- matmul. ---------------------------------------------------------------------------------
 
 
 def _matmul_operand(value: Any, name: str) -> np.ndarray | LowRank:

@@ -22,7 +22,7 @@ from filelock import FileLock, Timeout
 
 from autotune.files import file_mode, real_path, remove_stale_temps, write_atomic
 from autotune.machine import fingerprint, fingerprint_id, now_iso
-from autotune.schema import (  # noqa: F401  (re-exported: the document functions the CLI uses)
+from autotune.schema import (
     SCHEMA,
     Document,
     Entry,
@@ -30,8 +30,6 @@ from autotune.schema import (  # noqa: F401  (re-exported: the document function
     dump_document,
     empty_document,
     entry_problem,
-    is_valid_entry,
-    iter_sections,
     merge_documents,
     merge_entries,
     parse_document,
@@ -54,8 +52,7 @@ class CacheWarning(UserWarning):
     """Something about the database file needed attention; the call itself went on."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Location.
+# --- Location. -------------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:
@@ -77,8 +74,7 @@ def cache_path() -> Path:
     return cache_dir() / FILENAME
 
 
-# ---------------------------------------------------------------------------------------------
-# The database.
+# --- The database. ---------------------------------------------------------------------------
 
 
 class Database:

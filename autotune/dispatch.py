@@ -127,8 +127,7 @@ def kernel_for(problem: Problem) -> Callable[..., Any]:
     return fn
 
 
-# ---------------------------------------------------------------------------------------------
-# Re-checking approximate choices on later calls.
+# --- Re-checking approximate choices on later calls. -----------------------------------------
 
 
 def verify_rate() -> float:
@@ -197,8 +196,7 @@ def verified(key: tuple[Any, ...], args: tuple[Any, ...], out: np.ndarray) -> np
     return fn(*contiguous)
 
 
-# ---------------------------------------------------------------------------------------------
-# Offline tuning.
+# --- Offline tuning. -------------------------------------------------------------------------
 
 
 def _op_of(key: tuple[Any, ...]) -> str:

@@ -3,10 +3,13 @@
 FFTW's planner can *estimate* a plan's cost instead of measuring it. Here the model is the
 simplest one that the database supports: every timed candidate of every conv2d entry of this
 machine gives that kernel setting an effective rate (direct-equivalent FLOPs per µs) on that
-kind of problem — same filter size, stride, weight kind (fixed or one-off) and dtype. A new
-problem's estimate for a kernel setting is its FLOPs over the median rate of that kind.
+kind of problem — same filter size, stride, weight kind, dtype, and few (< 16) or many channels
+(3 channels leave Winograd 20-50x below its rate on 256). A problem's estimate for a kernel
+setting is its FLOPs over the *best* rate of that kind: a candidate is skipped only when even its
+best showing is hopeless (a kernel skipped is never measured again: not held to its worst).
 
-Measurements in which every run was preempted (a burst of load, not the kernel) are left out.
+Measurements in which every run was preempted (a burst of load, not the kernel) are left out,
+unless the runs were long (:data:`autotune.timing.LONG_RUN_US`: rarely clean, little changed).
 The tuner uses it to skip candidates that cannot win (:data:`autotune.tuner.PRUNE_FACTOR`
 slower than the best time measured so far), with the estimate as the recorded reason; without
 measurements of a kind, nothing is estimated and the candidate is measured.
@@ -14,24 +17,25 @@ measurements of a kind, nothing is estimated and the candidate is measured.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from typing import Any
 
 from autotune.problem import ConvProblem, Problem, parse_problem
+from autotune.timing import LONG_RUN_US
 
 Kind = tuple[str, str]  # (kernel label, problem kind)
 
 
 def problem_kind(problem: ConvProblem) -> str:
-    """What makes rates comparable: filter size, stride, weight kind, dtype."""
-    kh, kw = problem.w_shape[2:]
+    """What makes rates comparable: filter size, stride, weight kind, dtype, channel count."""
+    _, c_per_group, kh, kw = problem.w_shape
     weight = "fixed" if problem.weight == "fixed" else "one-off"
-    return f"{kh}x{kw} stride {problem.stride[0]}x{problem.stride[1]} {weight} {problem.dtype}"
+    channels = "few" if c_per_group < 16 else "many"
+    return f"{kh}x{kw} stride {problem.stride[0]}x{problem.stride[1]} {weight} {problem.dtype} {channels}"
 
 
 def rates(entries: Mapping[str, Mapping[str, Any]]) -> dict[Kind, float]:
-    """Median effective rate (FLOPs/µs) per (kernel label, problem kind) over the entries."""
+    """Best effective rate (FLOPs/µs) per (kernel label, problem kind) over the entries."""
     found: dict[Kind, list[float]] = {}
     for key, entry in entries.items():
         if not key.startswith("conv2d") or not entry.get("candidates"):
@@ -44,9 +48,10 @@ def rates(entries: Mapping[str, Mapping[str, Any]]) -> dict[Kind, float]:
         for label, record in entry["candidates"].items():
             time_us = record.get("score_us") or record.get("median_us")
             runs = record.get("runs") or 0
-            if time_us and runs > (record.get("preempted") or 0):  # at least one clean run
+            clean = runs > (record.get("preempted") or 0) or (time_us or 0) >= LONG_RUN_US
+            if time_us and clean:  # at least one clean run, or long runs (a switch costs them little)
                 found.setdefault((label, kind), []).append(problem.flops / float(time_us))
-    return {kind: statistics.median(values) for kind, values in found.items()}
+    return {kind: max(values) for kind, values in found.items()}
 
 
 def estimate_us(problem: Problem, label: str, known: Mapping[Kind, float]) -> float | None:

@@ -302,8 +302,7 @@ class MatmulProblem(Problem):
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Parsing the text form.
+# --- Parsing the text form. ------------------------------------------------------------------
 
 _TOKEN = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>\S+)$")
 
@@ -380,8 +379,7 @@ def problem_from_dict(record: Mapping[str, Any]) -> Problem:
     return cls.from_dict(record)
 
 
-# ---------------------------------------------------------------------------------------------
-# Validation of the built-in ops.
+# --- Validation of the built-in ops. ---------------------------------------------------------
 
 
 def check_conv_geometry(p: ConvProblem) -> None:

@@ -1,24 +1,13 @@
 """Wall-clock measurement of one candidate: repeats, preemption detection, a robust statistic.
 
-The caller warms the candidate up first (its first call compiles Numba code and doubles as the
-accuracy check), so nothing measured here includes compilation.
-
-**Preempted runs.** On a shared machine another process can take a core in the middle of a run;
-the run then measures the scheduler, not the kernel (a 2-thread kernel waits for its descheduled
-worker for a whole time slice, several milliseconds). Every run therefore records the process's
-involuntary context switches (``getrusage``: any of its threads was switched out while still
-runnable) and is *clean* when there were none. Clean runs alone count towards ``min_runs``, so a
-measurement hit by load keeps going (up to ``max_time_s``) until it has enough clean runs.
-
-**The statistic.** The choice rests on :attr:`Timing.score_us`, the 20th percentile of the clean
-runs (of all runs when fewer than :data:`MIN_CLEAN` are clean): unlike the mean or the median it
-ignores the slow tail that load and page faults add, and unlike the minimum it is not one lucky
-run. The median, minimum and interquartile range of all runs are recorded beside it, with the
-number of preempted runs.
-
-**Early cut.** A candidate whose first two timed runs are both slower than ``cut_after_us``
-stops there: it cannot win, and timing it further would only spend the tuning budget (two runs,
-because a first run may still pay for page faults of fresh buffers or waking threads).
+The caller warms the candidate up first (compilation, the accuracy check). Each run records the
+process's involuntary context switches (``getrusage``): a run during which a thread was switched
+out while runnable measured the scheduler — a 2-thread kernel waits for its descheduled worker
+for a whole time slice — so only *clean* runs count towards ``min_runs`` (except long runs,
+:data:`LONG_RUN_US`). The choice rests on :attr:`Timing.score_us`, the 20th percentile of the
+clean runs: unlike the mean or median it ignores the slow tail that load and page faults add,
+unlike the minimum it is not one lucky run. A candidate whose first two runs (a first may still
+pay for fresh buffers) both exceed ``cut_after_us`` is cut: it cannot win.
 """
 
 from __future__ import annotations
@@ -36,6 +25,9 @@ CUT_RUNS = 2
 SCORE_PERCENTILE = 20.0
 #: With fewer clean runs than this, the score falls back to all runs (and is flagged).
 MIN_CLEAN = 3
+#: Runs this long are rarely clean on a shared machine (something wakes up every few ms) and lose
+#: little to one switch: after ``min_runs`` runs, the last this long, clean or not, may stop.
+LONG_RUN_US = 5_000.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +58,8 @@ class Timing:
 
     @property
     def contaminated(self) -> bool:
-        """Too few clean runs to trust the score: the measurement should be repeated."""
-        return self.clean < MIN_CLEAN and not self.cut
+        """Too few clean runs to trust the score (long runs aside): the measurement should be repeated."""
+        return self.clean < MIN_CLEAN and not self.cut and self.median_us < LONG_RUN_US
 
 
 try:
@@ -129,7 +121,8 @@ def collect(
     cut_after_us: float | None = None,
 ) -> tuple[list[Sample], bool]:
     """Raw samples of ``run()`` (already warmed up) and whether the measurement was cut. Stops
-    once ``min_runs`` clean runs and ``min_time_s`` seconds are both reached, or ``max_time_s``
+    once ``min_runs`` clean runs (or long ones, :data:`LONG_RUN_US`) and ``min_time_s`` seconds are
+    both reached, or ``max_time_s``
     (after at least one run) or ``max_runs`` is hit; with ``cut_after_us``, two first runs both
     slower than that end the measurement at once."""
     samples: list[Sample] = []
@@ -146,7 +139,8 @@ def collect(
         ):
             return samples, True
         elapsed_s = time.perf_counter() - start
-        enough = clean >= min_runs and elapsed_s >= min_time_s
+        long_runs = len(samples) >= min_runs and sample.wall_us >= LONG_RUN_US
+        enough = (clean >= min_runs or long_runs) and elapsed_s >= min_time_s
         if enough or elapsed_s >= max_time_s or len(samples) >= max_runs:
             return samples, False
 

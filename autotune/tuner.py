@@ -44,7 +44,7 @@ RACE_MARGIN, RACE_SIZE, RACE_ROUNDS = 0.5, 3, 7
 RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
 #: Pruning: a candidate estimated PRUNE_FACTOR times slower than the best so far is not tried, once
 #: the best takes PRUNE_MIN_US (below, fixed costs, not FLOPs, set the time: a rate model misleads).
-PRUNE_FACTOR, PRUNE_MIN_US = 3.0, 1000.0
+PRUNE_FACTOR, PRUNE_MIN_US = 3.0, 300.0
 #: ... and every other candidate is screened: timed like one race round, the race alone timing the
 #: leaders in full (a kernel whose own threads preempt the caller never has clean runs: the cap
 #: of RACE_TIMING ends its screening).
@@ -88,8 +88,7 @@ class TuneResult:
         }
 
 
-# ---------------------------------------------------------------------------------------------
-# Candidates.
+# --- Candidates. -----------------------------------------------------------------------------
 
 
 def _exclusion(spec: KernelSpec, problem: Problem) -> str | None:
@@ -211,13 +210,13 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
 
 def _second_chance(search: _Search) -> None:
     """Re-time, within the budget, the candidates cut early: a burst of load can make two runs of a
-    good kernel look hopeless (a cut that holds up against the final best stays). Screening re-times
-    only cuts resting on preempted runs alone. (Too few clean runs: re-timed in the race.)"""
+    good kernel look hopeless. Screening re-times only cuts resting on short preempted runs alone.
+    (Too few clean runs, not cut: re-timed in the race.)"""
     for verdict, fn in list(search.cut):
         if search.over_budget():
             return
-        if search.screen and verdict.preempted < verdict.runs:
-            continue
+        if search.screen and (verdict.preempted < verdict.runs or verdict.min_us >= timing.LONG_RUN_US):
+            continue  # screening: a cut resting on a clean run, or on long runs, stands
         verdict.reason = None
         _time(search, verdict, fn)
 
@@ -227,11 +226,15 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     its own stretch, so a burst of load during one can swap their order. The leader and up to
     :data:`RACE_SIZE` − 1 others whose fastest run came within :data:`RACE_MARGIN` of its score
     are timed in alternating rounds, with any accepted candidate whose measurement had too few
-    clean runs; their statistics become those of all their race runs (the minimum stays)."""
+    clean runs; their statistics become those of all their race runs (the minimum stays). A leading
+    vendor timed in full races only the doubtful and those whose fastest run beat it by
+    :data:`VENDOR_MARGIN` (no one else can change the choice; screened times are too rough)."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
     limit = ranked[0].time_us * (1 + RACE_MARGIN)
+    if ranked[0].kernel == VENDOR and not search.screen:  # kept unless beaten by the margin
+        limit = ranked[0].time_us / (1 + VENDOR_MARGIN)
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
     doubtful = [v for v in ranked if any(v is c for c in search.contaminated)]
     leaders += [v for v in doubtful if all(v is not x for x in leaders)]

@@ -1,24 +1,8 @@
 """Weights: the right operand of a matmul, whose derived forms are computed once per content.
 
-Two things about a weight are expensive and reusable: its content digest (part of the tuning key
-whenever approximate kernels are eligible, because their error depends on the data) and its
-prepared forms (a kernel spec's ``prepare``: truncated SVD factors, an LNS encoding). Both are kept
-in a :class:`WeightState` for as long as the weight is known to be **unchanged**, which is decided
-per kind of operand:
-
-* :class:`Weight` (numpy handle): owns a private copy of the array (``copy=False`` shares the
-  caller's array instead — a promise not to write to it). Unchanged by construction: digest and
-  prepared forms live on the handle.
-* torch tensor: unchanged while three things hold — it is a view of the same live base tensor
-  (held by a weak reference, so the cache never keeps a tensor alive; ``W.T`` is a fresh view
-  object on every evaluation but has the same base), the same view geometry (data pointer, shape,
-  strides), and the same ``_version`` — torch's counter that every in-place operation on the
-  tensor or any of its views bumps (optimiser steps included). Not seen, because torch does not
-  count them: writes through ``.data`` and through a numpy view (``t.numpy()[...] = …``).
-  Inference-mode tensors have no version counter and are treated like plain numpy arrays.
-* plain numpy array: nothing proves it unchanged, so its digest is recomputed on every call that
-  needs one (SHA-1 of the bytes) and the prepared forms are looked up by that digest
-  in a small LRU. Correct under any mutation; wrap the array in a :class:`Weight` to skip the hash.
+A weight's content digest and prepared forms are kept for as long as it is known to be unchanged
+(a :class:`Weight` handle by construction; a torch tensor by its base, view geometry and
+``_version``; a plain array never: re-hashed per call). The rules: docs/architecture.md, "Weights".
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from autotune import cache, cli, report, shapes, state, tuner
+from autotune import cache, cli, report, schema, shapes, state, tuner
 from autotune.bench import suite as bench
 from autotune.problem import parse_problem
 
@@ -204,7 +204,7 @@ def test_merge_of_two_shards_equals_one_unsharded_run(
     assert cli.main(["merge", *map(str, shard_files), "--out", str(merged)]) == 0
 
     def keys(path: Path) -> set[str]:
-        return {key for _, _, entries in cache.iter_sections(cache.load_file(path)) for key in entries}
+        return {key for _, _, entries in schema.iter_sections(cache.load_file(path)) for key in entries}
 
     one, two = (keys(path) for path in shard_files)
     assert one and two and not one & two
@@ -240,7 +240,7 @@ def test_merge_keeps_the_newest_entry_per_key_and_every_machine(capsys, tmp_path
     assert cli.main(["merge", str(files[1]), str(files[0]), str(files[2])]) == 0
     state.reset()
     assert state.database().lookup(key)["choice"] == "blas"
-    sections = {m: entries for m, _, entries in cache.iter_sections(state.database().read_document())}
+    sections = {m: entries for m, _, entries in schema.iter_sections(state.database().read_document())}
     assert sections["another-cpu"][key]["choice"] == "naive"
 
 

@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import autotune
-from autotune import api, cache, cli, dispatch, machine, state, tuner
+from autotune import api, cache, cli, dispatch, machine, schema, state, tuner
 from autotune.api import ChoiceWarning
 from autotune.cache import CacheWarning
 from autotune.problem import ConvProblem, MatmulProblem
@@ -358,7 +358,7 @@ def test_loader_fuzz_never_raises_and_keeps_only_schema_valid_parts(doc):
         return  # not a database at all: the caller moves it aside
     clean, _ = cache.validate_document(parsed)
     assert cache.validate_document(clean) == (clean, {})  # idempotent: what is kept is valid
-    for _, _, entries in cache.iter_sections(clean):
+    for _, _, entries in schema.iter_sections(clean):
         for key, entry in entries.items():
             assert cache.entry_problem(key, entry) is None
     merged = cache.merge_documents(cache.empty_document(), clean)

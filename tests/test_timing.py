@@ -60,6 +60,32 @@ def test_a_measurement_keeps_going_until_it_has_enough_clean_runs(monkeypatch):
     assert [s.preempted for s in samples] == [True] * 7 + [False] * 3
 
 
+def test_long_runs_need_not_be_clean(monkeypatch):
+    """Runs of LONG_RUN_US or more are rarely clean on a shared machine and lose little to one
+    switch: after min_runs of them the measurement stops, and it is not flagged for re-timing."""
+    fake_preemption(monkeypatch, [True] * 100)
+    long_s = 1.2 * timing.LONG_RUN_US / 1e6
+    samples, _ = timing.collect(lambda: time.sleep(long_s), min_runs=3, min_time_s=0.0, max_time_s=5.0)
+    assert len(samples) == 3 and all(s.preempted for s in samples)
+    assert not timing.summarize(samples).contaminated
+    short = timing.summarize([Sample(100.0, True)] * 3)
+    assert short.contaminated  # short preempted runs: re-timed
+
+
+def test_long_preempted_runs_still_give_their_kind_a_rate():
+    from autotune import estimate
+
+    record = {"score_us": 2 * timing.LONG_RUN_US, "median_us": 2 * timing.LONG_RUN_US, "runs": 2}
+    entries = {
+        SMALL.key: {"candidates": {"direct": {**record, "preempted": 2}}},
+        "conv2d x=1x4x16x16 w=4x4x3x3 stride=1 pad=1 dilation=1 groups=1 float32": {
+            "candidates": {"direct": {**record, "score_us": 100.0, "median_us": 100.0, "preempted": 2}}
+        },
+    }
+    (rate,) = estimate.rates(entries).values()  # the short all-preempted one is left out
+    assert rate == pytest.approx(SMALL.flops / (2 * timing.LONG_RUN_US))
+
+
 def test_the_tuner_re_times_a_contaminated_candidate_and_records_what_it_saw(monkeypatch, throwaway_kernels):
     """Every run of the first measurement is preempted; the re-timing later is clean."""
     state = {"preempt": True}
@@ -145,6 +171,33 @@ def test_a_choice_against_the_vendor_rests_on_its_better_of_two_stretches():
     tuner._vendor_again(search, [rival, slower])
     assert slower.time_us == 30_000.0  # the second stretch was no better: the first one stands
     assert tuner.choose([rival, slower], tol=1e-4)[0] is rival
+
+
+def test_a_leading_vendor_races_only_challengers_that_could_beat_it_by_the_margin():
+    def verdict(kernel: str, score: float, fastest: float) -> tuner.Verdict:
+        return tuner.Verdict(
+            kernel=kernel, median_us=score, min_us=fastest, score_us=score, rel_err=1e-7, ok=True
+        )
+
+    def nap():
+        time.sleep(0.001)
+
+    vendor, near, fast = (
+        verdict(tuner.VENDOR, 2000.0, 1900.0),
+        verdict("near", 2100.0, 1900.0),
+        verdict("fast", 2100.0, 1400.0),
+    )
+    search = tuner._Search(SMALL, (), np.zeros(1), 1e-4, 5.0, min_runs=3, min_time_s=0.0)
+    search.timed = {id(vendor): nap, id(near): nap, id(fast): nap}
+    tuner._settle_close_race(search, [vendor, near])  # 1900 us cannot beat 2000 by 30%: no race
+    assert vendor.runs == near.runs == 0
+    tuner._settle_close_race(search, [vendor, near, fast])  # 1400 us could: those two race
+    assert vendor.runs > 0 and fast.runs > 0 and near.runs == 0
+    search.screen = True  # screened times are rough: the usual race (within 50%) runs
+    vendor, near = verdict(tuner.VENDOR, 2000.0, 1900.0), verdict("near", 2100.0, 1900.0)
+    search.timed = {id(vendor): nap, id(near): nap}
+    tuner._settle_close_race(search, [vendor, near])
+    assert vendor.runs > 0 and near.runs > 0
 
 
 def test_page_faults_of_a_run_are_counted_and_recorded():

@@ -211,8 +211,7 @@ def run(
     return VersusResult(suite, command, import_first, peak, threads, rows, control)
 
 
-# ---------------------------------------------------------------------------------------------
-# Reporting.
+# --- Reporting. ------------------------------------------------------------------------------
 
 
 def _gflops(row: Row, us: float) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from autotune import cache, state, tables
+from autotune import cache, schema, state, tables
 from autotune.cli._common import PROBLEM_SYNTAX, CommandError, UsageError, add_budget, note, verb
 from autotune.problem import Problem, ProblemSyntaxError, parse_problem
 
@@ -27,13 +27,13 @@ def _machine_text(machine_id: str, print_: dict[str, Any]) -> str:
 def _shown_entries(args: argparse.Namespace, db: cache.Database) -> list[tuple[str, dict, str, cache.Entry]]:
     """(machine id, fingerprint, key, entry) of every entry to show, in file order."""
     if args.all_machines:
-        sections = list(cache.iter_sections(db.read_document()))
+        sections = list(schema.iter_sections(db.read_document()))
     else:
         sections = [(db.machine_id, db.machine, db.full_entries())]
     found = []
     for machine_id, print_, entries in sections:
         for key, entry in entries.items():
-            if cache.is_valid_entry(entry) and (args.op is None or key.split()[0] == args.op):
+            if schema.is_valid_entry(entry) and (args.op is None or key.split()[0] == args.op):
                 found.append((machine_id, print_, key, entry))
     return found
 
@@ -52,7 +52,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"database: {db.path}")
     if not summaries:
-        others = sum(len(e) for m, _, e in cache.iter_sections(db.read_document()) if m != db.machine_id)
+        others = sum(len(e) for m, _, e in schema.iter_sections(db.read_document()) if m != db.machine_id)
         hint = ""
         if others and not args.all_machines:
             hint = f"; {others} entries of other machines (--all-machines)"
@@ -111,7 +111,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _count(doc: cache.Document) -> tuple[int, int]:
     """(entries, machines) in a document."""
-    sections = list(cache.iter_sections(doc))
+    sections = list(schema.iter_sections(doc))
     return sum(len(entries) for _, _, entries in sections), len(sections)
 
 
@@ -138,7 +138,7 @@ def _changes(before: cache.Document, after: cache.Document) -> tuple[int, int]:
 
 def _by_key(doc: cache.Document) -> dict[tuple[str, str], cache.Entry]:
     """(machine id, problem key) → entry, for every entry of a document."""
-    return {(m, key): entry for m, _, entries in cache.iter_sections(doc) for key, entry in entries.items()}
+    return {(m, key): entry for m, _, entries in schema.iter_sections(doc) for key, entry in entries.items()}
 
 
 def _merge_into_database(docs: Sequence[cache.Document], origin: str) -> None:
@@ -153,7 +153,7 @@ def _merge_into_database(docs: Sequence[cache.Document], origin: str) -> None:
         raise CommandError(f"{db.path} was written by a newer autotune; nothing was imported")
     added, replaced = _changes(before, after)
     incoming, machines = _count(combined)
-    usable = sum(len(e) for m, _, e in cache.iter_sections(combined) if m == db.machine_id)
+    usable = sum(len(e) for m, _, e in schema.iter_sections(combined) if m == db.machine_id)
     note(
         f"{origin}: {incoming} entries of {machines} machine(s), {usable} for this machine; "
         f"{added} added, {replaced} updated, {incoming - added - replaced} already up to date (or older); "
@@ -209,7 +209,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     db = state.database()
     doc = db.read_document()
-    count = sum(len(e) for m, _, e in cache.iter_sections(doc) if args.all_machines or m == db.machine_id)
+    count = sum(len(e) for m, _, e in schema.iter_sections(doc) if args.all_machines or m == db.machine_id)
     scope = "every machine" if args.all_machines else "this machine"
     if count == 0:
         note(f"nothing to clear for {scope} in {db.path}")
