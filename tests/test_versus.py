@@ -19,6 +19,7 @@ def test_versus_times_both_processes_and_labels_the_control_run(control, tmp_pat
     result = versus.run(items=[TINY], rounds=2, min_time_s=0.0, suite="tiny", control=control)
     (row,) = result.rows
     assert row.torch_us > 0 and row.autotune_us > 0 and row.speedup > 0
+    assert set(row.faults) == {"torch", "autotune"} and all(f >= 0 for f in row.faults.values())
     assert result.control is control
     if control:
         assert row.pick == "torch (control)" and "control run" in versus.summary_text(result)

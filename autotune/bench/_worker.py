@@ -22,16 +22,18 @@ from typing import Any
 sys.path.pop(0)  # the script's folder (autotune/) must not shadow top-level modules
 
 
-def timed_runs(call: Any, min_runs: int, min_time_s: float) -> list[tuple[float, bool]]:
-    """(wall µs, preempted) of repeated calls, as ``autotune.timing.run_once`` measures them."""
-    samples: list[tuple[float, bool]] = []
+def timed_runs(call: Any, min_runs: int, min_time_s: float) -> list[tuple[float, bool, int]]:
+    """(wall µs, preempted, minor page faults) of repeated calls, as ``autotune.timing.run_once``
+    measures them."""
+    samples: list[tuple[float, bool, int]] = []
     start = time.perf_counter()
     while len(samples) < min_runs or time.perf_counter() - start < min_time_s:
-        switches = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+        before = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter_ns()
         call()
         wall_us = (time.perf_counter_ns() - t0) / 1e3
-        samples.append((wall_us, resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw != switches))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        samples.append((wall_us, after.ru_nivcsw != before.ru_nivcsw, after.ru_minflt - before.ru_minflt))
     return samples
 
 

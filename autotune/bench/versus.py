@@ -60,6 +60,9 @@ class Row:
     pick: str = ""
     tuner_torch_us: float | None = None  # the tuner's in-process timing of the torch candidate
     preempted: dict[str, int] = field(default_factory=dict)
+    #: Median minor page faults of a call per side: the allocator effect (BENCHMARKS.md §1), which
+    #: makes the same ``F.conv2d`` slower in the process that faults.
+    faults: dict[str, float] = field(default_factory=dict)
 
     @property
     def speedup(self) -> float:
@@ -134,7 +137,9 @@ def _problem_record(problem: ConvProblem) -> dict[str, Any]:
 
 
 def _stats(samples: Sequence[Sequence[Any]]) -> timing.Timing:
-    return timing.summarize([timing.Sample(float(wall), bool(hit)) for wall, hit in samples])
+    return timing.summarize(
+        [timing.Sample(float(s[0]), bool(s[1]), int(s[2]) if len(s) > 2 else 0) for s in samples]
+    )
 
 
 def _alternate(workers: dict[str, Worker], count: int, rounds: int, min_time_s: float, progress: Any) -> list:
@@ -205,6 +210,7 @@ def run(
                 pick="torch (control)" if control else entry.get("pick", "model" if model else "?"),
                 tuner_torch_us=entry.get("tuner_torch_us"),
                 preempted={side: stats[side].preempted for side in SIDES},
+                faults={side: stats[side].faults_per_run for side in SIDES},
             )
         )
     threads = setup["autotune"].get("threads", {})
@@ -229,6 +235,7 @@ def table(result: VersusResult) -> tuple[list[str], list[list[str]]]:
         "GFLOP/s torch / ours",
         "% peak ours",
         "tuner's torch / own",
+        "page faults torch / ours",
     ]
     rows = []
     for row in result.rows:
@@ -245,6 +252,7 @@ def table(result: VersusResult) -> tuple[list[str], list[list[str]]]:
                 f"{_gflops(row, row.torch_us)} / {_gflops(row, row.autotune_us)}" if row.flops else "",
                 pct,
                 trust,
+                "/".join(f"{row.faults.get(side, 0):.0f}" for side in SIDES) if row.faults else "",
             ]
         )
     return headers, rows
@@ -255,7 +263,7 @@ def summary_text(result: VersusResult) -> str:
     worst = result.worst()
     return "\n".join(
         [
-            tables.text(headers, rows, right=[3, 4, 5, 6, 7, 8]),
+            tables.text(headers, rows, right=[3, 4, 5, 6, 7, 8, 9]),
             f"geo-mean speed-up vs torch in its own process: {result.geomean():.3f}x; worst "
             f"{worst.speedup:.2f}x ({report.short_key(worst.problem)}); {_sides(result)}; "
             f"peak {result.peak_gflops:.0f} GFLOP/s",
@@ -276,7 +284,7 @@ def markdown(result: VersusResult) -> str:
         [
             f"`{result.command}` — {len(result.rows)} rows, {_sides(result)}, threads {result.threads}",
             "",
-            tables.markdown(headers, rows, right=[3, 4, 5, 6, 7, 8]),
+            tables.markdown(headers, rows, right=[3, 4, 5, 6, 7, 8, 9]),
             "",
             f"Geo-mean speed-up **{result.geomean():.3f}x**, worst {worst.speedup:.2f}x "
             f"({report.short_key(worst.problem)}); peak {result.peak_gflops:.0f} GFLOP/s.",

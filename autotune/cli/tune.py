@@ -210,7 +210,8 @@ def add_tune_verb(subparsers: Any) -> None:
         "--prune",
         action="store_true",
         help="skip candidates that this machine's earlier measurements put more than 3x behind the best, "
-        "time the others briefly and only the leaders in full (faster; BENCHMARKS.md §12: what it costs)",
+        "time the others briefly and only the leaders in full (about half the time; BENCHMARKS.md "
+        "§12, §17: what it costs)",
     )
     parser.add_argument(
         "--batch", type=batch_list, metavar="1,8", help="batch sizes (N of x, rows of a) replacing the list's"
