@@ -48,7 +48,7 @@ def rates(entries: Mapping[str, Mapping[str, Any]]) -> dict[Kind, float]:
         for label, record in entry["candidates"].items():
             time_us = record.get("score_us") or record.get("median_us")
             runs = record.get("runs") or 0
-            clean = runs > (record.get("preempted") or 0) or (time_us or 0) >= LONG_RUN_US
+            clean = runs > (record.get("preempted") or 0) or (record.get("min_us") or 0) >= LONG_RUN_US
             if time_us and clean:  # at least one clean run, or long runs (a switch costs them little)
                 found.setdefault((label, kind), []).append(problem.flops / float(time_us))
     return {kind: max(values) for kind, values in found.items()}

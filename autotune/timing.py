@@ -26,7 +26,8 @@ SCORE_PERCENTILE = 20.0
 #: With fewer clean runs than this, the score falls back to all runs (and is flagged).
 MIN_CLEAN = 3
 #: Runs this long are rarely clean on a shared machine (something wakes up every few ms) and lose
-#: little to one switch: after ``min_runs`` runs, the last this long, clean or not, may stop.
+#: little to one switch: after ``min_runs`` runs all this long, clean or not, a measurement may
+#: stop (the fastest run decides: load cannot make a short kernel's fastest run long).
 LONG_RUN_US = 5_000.0
 
 
@@ -59,7 +60,7 @@ class Timing:
     @property
     def contaminated(self) -> bool:
         """Too few clean runs to trust the score (long runs aside): the measurement should be repeated."""
-        return self.clean < MIN_CLEAN and not self.cut and self.median_us < LONG_RUN_US
+        return self.clean < MIN_CLEAN and not self.cut and self.min_us < LONG_RUN_US
 
 
 try:
@@ -126,7 +127,7 @@ def collect(
     (after at least one run) or ``max_runs`` is hit; with ``cut_after_us``, two first runs both
     slower than that end the measurement at once."""
     samples: list[Sample] = []
-    clean = 0
+    clean, fastest = 0, float("inf")
     start = time.perf_counter()
     while True:
         sample = run_once(run)
@@ -139,7 +140,8 @@ def collect(
         ):
             return samples, True
         elapsed_s = time.perf_counter() - start
-        long_runs = len(samples) >= min_runs and sample.wall_us >= LONG_RUN_US
+        fastest = min(fastest, sample.wall_us)  # long even at its fastest: load cannot explain it
+        long_runs = len(samples) >= min_runs and fastest >= LONG_RUN_US
         enough = (clean >= min_runs or long_runs) and elapsed_s >= min_time_s
         if enough or elapsed_s >= max_time_s or len(samples) >= max_runs:
             return samples, False

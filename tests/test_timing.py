@@ -70,16 +70,26 @@ def test_long_runs_need_not_be_clean(monkeypatch):
     assert not timing.summarize(samples).contaminated
     short = timing.summarize([Sample(100.0, True)] * 3)
     assert short.contaminated  # short preempted runs: re-timed
+    inflated = [Sample(2 * timing.LONG_RUN_US, True)] * 3 + [Sample(100.0, True)]
+    assert timing.summarize(inflated).contaminated  # long only by load: its fastest run says so
+
+
+def test_a_short_kernel_slowed_down_by_load_keeps_looking_for_clean_runs(monkeypatch):
+    fake_preemption(monkeypatch, [True] * 6)
+    durations = iter([0.0] + [1.2 * timing.LONG_RUN_US / 1e6] * 5)  # fast once, then slowed
+    samples, _ = timing.collect(lambda: time.sleep(next(durations, 0.0)), min_runs=3, min_time_s=0.0)
+    assert len(samples) == 6 + 3 and sum(not s.preempted for s in samples) == 3
 
 
 def test_long_preempted_runs_still_give_their_kind_a_rate():
     from autotune import estimate
 
-    record = {"score_us": 2 * timing.LONG_RUN_US, "median_us": 2 * timing.LONG_RUN_US, "runs": 2}
+    long = 2 * timing.LONG_RUN_US
+    record = {"score_us": long, "median_us": long, "min_us": long, "runs": 2}
     entries = {
         SMALL.key: {"candidates": {"direct": {**record, "preempted": 2}}},
         "conv2d x=1x4x16x16 w=4x4x3x3 stride=1 pad=1 dilation=1 groups=1 float32": {
-            "candidates": {"direct": {**record, "score_us": 100.0, "median_us": 100.0, "preempted": 2}}
+            "candidates": {"direct": {**record, "min_us": 100.0, "preempted": 2}}  # long only by load
         },
     }
     (rate,) = estimate.rates(entries).values()  # the short all-preempted one is left out
