@@ -3,8 +3,8 @@
 FFTW's planner can *estimate* a plan's cost instead of measuring it. Here the model is the
 simplest one that the database supports: every timed candidate of every conv2d entry of this
 machine gives that kernel setting an effective rate (direct-equivalent FLOPs per µs) on that
-kind of problem — same filter size, stride, weight kind, dtype, and few (< 16) or many channels
-(3 channels leave Winograd 20-50x below its rate on 256). A problem's estimate for a kernel
+kind of problem — same filter size, stride, weight kind, dtype, few (< 16) or many channels (3
+leave Winograd 20-50x below its rate on 256), batch 1 or more. A problem's estimate for a kernel
 setting is its FLOPs over the *best* rate of that kind: a candidate is skipped only when even its
 best showing is hopeless (a kernel skipped is never measured again: not held to its worst).
 
@@ -27,11 +27,11 @@ Kind = tuple[str, str]  # (kernel label, problem kind)
 
 
 def problem_kind(problem: ConvProblem) -> str:
-    """What makes rates comparable: filter size, stride, weight kind, dtype, channel count."""
+    """What makes rates comparable: filter size, stride, weight kind, dtype, channels, batch."""
     _, c_per_group, kh, kw = problem.w_shape
     weight = "fixed" if problem.weight == "fixed" else "one-off"
-    channels = "few" if c_per_group < 16 else "many"
-    return f"{kh}x{kw} stride {problem.stride[0]}x{problem.stride[1]} {weight} {problem.dtype} {channels}"
+    sizes = ("few" if c_per_group < 16 else "many") + (" batch 1" if problem.x_shape[0] == 1 else " batched")
+    return f"{kh}x{kw} stride {problem.stride[0]}x{problem.stride[1]} {weight} {problem.dtype} {sizes}"
 
 
 def rates(entries: Mapping[str, Mapping[str, Any]]) -> dict[Kind, float]:
