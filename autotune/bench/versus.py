@@ -11,9 +11,13 @@ run side by side:
   the very thread settings of the calls it serves. ``import_first`` chooses whether torch or
   autotune is imported first.
 
-Both get the same seeded shapes. Timing alternates between the processes in :data:`ROUNDS` rounds
-(the order flips every round), so load on a shared machine hits both; each side's time is the
-20th percentile of its runs that were not preempted (:mod:`autotune.timing`). The report gives
+Both get the same seeded shapes. Each of :data:`ROUNDS` rounds runs in a *fresh* pair of processes
+(the autotune side tunes in the first and reads the database after), timing alternates between
+them per problem and the order flips every round, so load on a shared machine hits both; a side's
+time in a round is the 20th percentile of its runs that were not preempted
+(:mod:`autotune.timing`), and its time is the median over rounds. Fresh processes because the same
+call differs between two processes by up to 8% and drifts within one (BENCHMARKS.md §17): one
+pair of processes measured one draw of that, not the typical user's process. The report gives
 per problem both times, the speed-up torch/autotune, autotune's pick, GFLOP/s and % of this
 machine's peak, and the tuner's in-process timing of torch next to torch's own-process timing
 (they should agree: one thread pool, ``kernels/pool.py``); then the geometric mean and the worst.
@@ -142,19 +146,28 @@ def _stats(samples: Sequence[Sequence[Any]]) -> timing.Timing:
     )
 
 
-def _alternate(workers: dict[str, Worker], count: int, rounds: int, min_time_s: float, progress: Any) -> list:
-    """Per call index, per side: every sample of every round (sides alternate, order flipping)."""
-    samples: list[dict[str, list]] = [{side: [] for side in SIDES} for _ in range(count)]
-    for round_ in range(rounds):
-        order = SIDES if round_ % 2 == 0 else SIDES[::-1]
+def _round(
+    request: dict[str, Any], role: dict[str, str], count: int, flip: bool, min_time_s: float, progress: Any
+) -> tuple[dict[str, Any], list[dict[str, list]]]:
+    """One round in a fresh pair of processes: (their setup replies, per call index and side the
+    samples), the sides alternating per call in the order given by ``flip``."""
+    workers = {side: Worker(side, _worker_env(role[side])) for side in SIDES}
+    try:
+        setup = {side: workers[side].ask({**request, "side": role[side]}) for side in SIDES}
+        samples: list[dict[str, list]] = []
         for index in range(count):
-            for side in order:
+            found: dict[str, list] = {}
+            for side in SIDES[::-1] if flip else SIDES:
                 reply = workers[side].ask(
                     {"op": "time", "index": index, "min_runs": 3, "min_time_s": min_time_s}
                 )
-                samples[index][side].extend(reply["samples"])
+                found[side] = reply["samples"]
+            samples.append(found)
             progress.update(1)
-    return samples
+        return setup, samples
+    finally:
+        for worker in workers.values():
+            worker.close()
 
 
 def run(
@@ -181,19 +194,17 @@ def run(
     else:
         request["problems"] = [_problem_record(item.problem) for item in items]  # type: ignore[arg-type]
     role = {side: "torch" if control else side for side in SIDES}  # control: torch on both sides
-    workers = {side: Worker(side, _worker_env(role[side])) for side in SIDES}
-    try:
-        setup = {side: workers[side].ask({**request, "side": role[side]}) for side in SIDES}
-        count = 1 if model else len(items)
-        with tqdm(total=count * rounds, desc="vs torch", unit="call", leave=False) as progress:
-            samples = _alternate(workers, count, rounds, min_time_s, progress)
-    finally:
-        for worker in workers.values():
-            worker.close()
+    count = 1 if model else len(items)
+    per_round = []
+    with tqdm(total=count * rounds, desc="vs torch", unit="call", leave=False) as progress:
+        for round_ in range(rounds):  # the first round's autotune process tunes what the database lacks
+            setup, samples = _round(request, role, count, round_ % 2 == 1, min_time_s, progress)
+            per_round.append(samples)
     entries = setup["autotune"].get("entries", {})
     rows = []
     for index in range(count):
-        stats = {side: _stats(samples[index][side]) for side in SIDES}
+        stats = {side: [_stats(samples[index][side]) for samples in per_round] for side in SIDES}
+        typical = {side: float(np.median([t.score_us for t in stats[side]])) for side in SIDES}
         if model:
             name, layers, flops, entry = model, [f"input {'x'.join(map(str, input_shape))}"], 0, {}
         else:
@@ -205,12 +216,12 @@ def run(
                 problem=name,
                 layers=layers,
                 flops=flops,
-                torch_us=stats["torch"].score_us,
-                autotune_us=stats["autotune"].score_us,
+                torch_us=typical["torch"],
+                autotune_us=typical["autotune"],
                 pick="torch (control)" if control else entry.get("pick", "model" if model else "?"),
                 tuner_torch_us=entry.get("tuner_torch_us"),
-                preempted={side: stats[side].preempted for side in SIDES},
-                faults={side: stats[side].faults_per_run for side in SIDES},
+                preempted={side: sum(t.preempted for t in stats[side]) for side in SIDES},
+                faults={side: float(np.median([t.faults_per_run for t in stats[side]])) for side in SIDES},
             )
         )
     threads = setup["autotune"].get("threads", {})
