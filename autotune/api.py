@@ -173,8 +173,8 @@ def _fast_conv_key(x: Any, w: Any, b: Any, stride: Any, padding: Any, dilation: 
         return None
     bias = None if b is None else (b.shape, b.dtype)
     # May be unhashable (a list stride): conv2d then takes the full path.
-    key = ("conv2d-fast", x.shape, x.dtype, x.device, w.shape, w.dtype, type(w), bias)
-    return (*key, stride, padding, dilation, groups)
+    geometry = (stride, padding, dilation, groups)
+    return ("conv2d-fast", x.shape, x.dtype, x.device, w.shape, w.dtype, type(w), bias, geometry)
 
 
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from autotune.evaluate import recorded_us
 from autotune.problem import ConvProblem, Problem, parse_problem
 from autotune.timing import LONG_RUN_US
 
@@ -46,10 +47,8 @@ def rates(entries: Mapping[str, Mapping[str, Any]]) -> dict[Kind, float]:
             continue
         kind = problem_kind(problem)  # type: ignore[arg-type]
         for label, record in entry["candidates"].items():
-            time_us = record.get("score_us") or record.get("median_us")
-            runs = record.get("runs") or 0
-            clean = runs > (record.get("preempted") or 0) or (record.get("min_us") or 0) >= LONG_RUN_US
-            if time_us and clean:  # at least one clean run, or long runs (a switch costs them little)
+            clean = (record.get("runs") or 0) > (record.get("preempted") or 0)
+            if (time_us := recorded_us(record)) and (clean or (record.get("min_us") or 0) >= LONG_RUN_US):
                 found.setdefault((label, kind), []).append(problem.flops / float(time_us))
     return {kind: max(values) for kind, values in found.items()}
 

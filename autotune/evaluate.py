@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,11 @@ def rel_l2_error(y: np.ndarray, ref: np.ndarray) -> float:
     """``‖y − ref‖₂ / max(‖ref‖₂, tiny)`` in float64."""
     diff = np.linalg.norm(np.asarray(y, dtype=np.float64) - ref)
     return float(diff / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny))
+
+
+def recorded_us(record: Mapping[str, Any]) -> float | None:
+    """A stored candidate record's time: its score, else its median (entries from before the score)."""
+    return record.get("score_us") or record.get("median_us")
 
 
 @dataclass

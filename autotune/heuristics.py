@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from autotune.evaluate import recorded_us
 from autotune.problem import ConvProblem, MatmulProblem, parse_problem
 from autotune.tuner import VENDOR, VENDOR_MARGIN
 from kernels import registry
@@ -110,10 +111,9 @@ def _relative_times(entry: Mapping[str, Any]) -> dict[tuple[str, tuple], float]:
     """log(time / PyTorch's time) of each accepted, timed kernel setting of a tuned entry (empty
     without a PyTorch time to compare with)."""
     times = {
-        (str(r.get("kernel")), tuple(sorted((r.get("params") or {}).items()))): r.get("score_us")
-        or r.get("median_us")
+        (str(r.get("kernel")), tuple(sorted((r.get("params") or {}).items()))): recorded_us(r)
         for r in (entry.get("candidates") or {}).values()
-        if r.get("ok") and (r.get("score_us") or r.get("median_us"))
+        if r.get("ok") and recorded_us(r)
     }
     vendor = times.get((VENDOR, ()))
     return {label: math.log(t / vendor) for label, t in times.items()} if vendor else {}

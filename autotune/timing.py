@@ -123,9 +123,8 @@ def collect(
 ) -> tuple[list[Sample], bool]:
     """Raw samples of ``run()`` (already warmed up) and whether the measurement was cut. Stops
     once ``min_runs`` clean runs (or long ones, :data:`LONG_RUN_US`) and ``min_time_s`` seconds are
-    both reached, or ``max_time_s``
-    (after at least one run) or ``max_runs`` is hit; with ``cut_after_us``, two first runs both
-    slower than that end the measurement at once."""
+    both reached, or ``max_time_s`` (after at least one run) or ``max_runs`` is hit; with
+    ``cut_after_us``, two first runs both slower than that end the measurement at once."""
     samples: list[Sample] = []
     clean, fastest = 0, float("inf")
     start = time.perf_counter()

@@ -142,7 +142,7 @@ def _problem_record(problem: ConvProblem) -> dict[str, Any]:
 
 def _stats(samples: Sequence[Sequence[Any]]) -> timing.Timing:
     return timing.summarize(
-        [timing.Sample(float(s[0]), bool(s[1]), int(s[2]) if len(s) > 2 else 0) for s in samples]
+        [timing.Sample(float(wall), bool(hit), int(faults)) for wall, hit, faults in samples]
     )
 
 
