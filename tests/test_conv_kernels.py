@@ -188,6 +188,27 @@ def test_winograd_matrices_are_exact_in_rationals(tile):
     assert y == [sum(d[i + k] * g[k] for k in range(3)) for i in range(tile)]
 
 
+def test_the_generated_winograd_transforms_are_current():
+    """The committed codelets are what the generator writes from today's matrices."""
+    from kernels.conv2d import _winograd_codegen
+
+    assert _winograd_codegen.TARGET.read_text(encoding="utf-8") == _winograd_codegen.render()
+
+
+def test_winograd_pads_asymmetrically_and_crops_partial_tiles():
+    """Top/left padding read before the image, bottom/right beyond it, odd sizes cut mid-tile."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 13, 9))
+    w = rng.standard_normal((4, 5, 3, 3))
+    b = rng.standard_normal(4)
+    want = F.conv2d(
+        F.pad(torch.from_numpy(x), (0, 2, 2, 1)), torch.from_numpy(w), torch.from_numpy(b)
+    ).numpy()
+    for tile in TILE_SIZES:
+        got = registry.get("conv2d", "winograd").fn(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
 def test_f2x2_3x3_is_lavins_up_to_signs_that_cancel():
     """Row j of G, row j of Bᵀ and column j of Aᵀ may flip sign, as long as the flips cancel."""
     from kernels.conv2d.winograd import winograd_matrices

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from kernels import pool  # noqa: F401  (first: every conv kernel's threads on PyTorch's pool)
@@ -41,3 +42,46 @@ def add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
     return y
+
+
+@numba.njit(cache=True)
+def rows_channels_last(x, n, row0, pad_left, rows):  # pragma: no cover - jitted
+    """rows[i, pad_left + col, c] = x[n, c, row0 + i, col]; zero outside ``x`` (the padding).
+
+    Gathers a band of NCHW rows channel-last into a scratch that tiled kernels then read with
+    their SIMD lanes across channels; ``row0`` may be negative (top padding).
+    """
+    height, width = x.shape[2], x.shape[3]
+    used = min(width, rows.shape[1] - pad_left)
+    for i in range(rows.shape[0]):
+        dst = rows[i]
+        src_row = row0 + i
+        if src_row < 0 or src_row >= height:
+            dst[:, :] = 0
+            continue
+        dst[:pad_left, :] = 0
+        dst[pad_left + used :, :] = 0
+        band = dst[pad_left : pad_left + used]
+        for col in range(used):
+            lanes = band[col]
+            for c in range(x.shape[1]):
+                lanes[c] = x[n, c, src_row, col]
+
+
+@numba.njit(cache=True)
+def rows_channels_first(rows, bias, y, n, row0):  # pragma: no cover - jitted
+    """y[n, k, row0 + a, col] = rows[a, col, k] + bias[k], cropped to ``y``'s height and width.
+
+    The inverse of :func:`rows_channels_last` for a band of output rows, with the bias fused.
+    """
+    height, width = y.shape[2], y.shape[3]
+    for a in range(rows.shape[0]):
+        row = row0 + a
+        if row >= height:
+            break
+        src = rows[a]
+        for k in range(y.shape[1]):
+            dst = y[n, k, row]
+            b = bias[k]
+            for col in range(width):
+                dst[col] = src[col, k] + b
