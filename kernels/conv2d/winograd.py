@@ -37,7 +37,7 @@ import numpy as np
 
 from kernels import pool
 from kernels.conv2d import _winograd_codelets as codelets
-from kernels.conv2d._common import PARALLEL_MIN_WORK, output_hw
+from kernels.conv2d._common import output_hw
 from kernels.conv2d.winograd_matrices import (  # noqa: F401  (re-exported: the kernel's matrices)
     POINTS,
     TILE_SIZES,
@@ -46,43 +46,36 @@ from kernels.conv2d.winograd_matrices import (  # noqa: F401  (re-exported: the 
 )
 from kernels.registry import KernelSpec, register
 
-#: Transforms do a few flops per element they write; below this size they run serially.
-TRANSFORM_PARALLEL_MIN = PARALLEL_MIN_WORK // 4
 
+@numba.njit(cache=True, parallel=True)
+def _filter_transform(wt, g, u):  # pragma: no cover - jitted
+    """u[ξ·α + ν, c, :] = Σ_ij G[ξ, i] G[ν, j] wt[c, i, j, :], in float64, rounded once to u's dtype.
 
-@numba.njit(cache=True)
-def _filter_job(w, g, u, k):  # pragma: no cover - jitted
-    """u[ξ·α + ν, c, k] = Σ_ij G[ξ, i] w[k, c, i, j] G[ν, j] for one output channel, in float64."""
-    _, c_per_group, kh, kw = w.shape
+    ``wt`` is the weight channel-last (C/groups, 3, 3, K), so every innermost loop runs over the
+    output channels, contiguous: SIMD lanes across filters, one job per input channel.
+    """
+    c_per_group, kh, kw, k_out = wt.shape
     alpha = g.shape[0]
-    half = np.empty((alpha, kw), dtype=np.float64)  # G g, one filter at a time
-    for c in range(c_per_group):
+    for c in numba.prange(c_per_group):
+        half = np.zeros((alpha, kw, k_out))  # G g for every filter of this input channel
+        row = np.empty(k_out)
         for xi in range(alpha):
             for j in range(kw):
-                acc = 0.0
+                dst = half[xi, j]
                 for i in range(kh):
-                    acc += g[xi, i] * w[k, c, i, j]
-                half[xi, j] = acc
+                    coef, src = g[xi, i], wt[c, i, j]
+                    for k in range(k_out):
+                        dst[k] += coef * src[k]
         for xi in range(alpha):
             for nu in range(alpha):
-                acc = 0.0
+                row[:] = 0.0
                 for j in range(kw):
-                    acc += half[xi, j] * g[nu, j]
-                u[xi * alpha + nu, c, k] = acc
-
-
-# Every transform has a serial and a parallel driver over the same job function (see
-# PARALLEL_MIN_WORK: waking threads costs more than a small transform).
-@numba.njit(cache=True, parallel=True)
-def _filter_parallel(w, g, u):  # pragma: no cover - jitted
-    for k in numba.prange(w.shape[0]):
-        _filter_job(w, g, u, k)
-
-
-@numba.njit(cache=True)
-def _filter_serial(w, g, u):  # pragma: no cover - jitted
-    for k in range(w.shape[0]):
-        _filter_job(w, g, u, k)
+                    coef, src = g[nu, j], half[xi, j]
+                    for k in range(k_out):
+                        row[k] += coef * src[k]
+                dst = u[xi * alpha + nu, c]
+                for k in range(k_out):
+                    dst[k] = row[k]
 
 
 def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
@@ -93,7 +86,7 @@ def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
     _, g, _ = winograd_matrices(m)
     alpha = m + 2
     u = np.empty((alpha * alpha, w.shape[1], w.shape[0]), dtype=w.dtype)
-    (_filter_parallel if u.size >= TRANSFORM_PARALLEL_MIN else _filter_serial)(w, g, u)
+    _filter_transform(np.ascontiguousarray(w.transpose(1, 2, 3, 0), dtype=np.float64), g, u)
     return u
 
 
