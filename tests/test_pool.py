@@ -159,3 +159,30 @@ print(pool.report()["numba_layer"], bool(n) and n <= t)
         pytest.skip("one thread: nothing to share")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["omp", "True"], done.stderr[-2000:]
+
+
+def test_scratch_memory_is_reused_per_thread_and_never_returned():
+    """Same memory for a name on one thread, other memory on another; results are not views of it."""
+    import threading
+
+    from kernels import workspace
+
+    a = workspace.scratch("test.a", (4, 5), np.float32)
+    b = workspace.scratch("test.a", (3, 2), np.float64)
+    assert np.shares_memory(a, b) and b.flags.c_contiguous and b.shape == (3, 2)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(workspace.scratch("test.a", (4, 5), np.float32)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(a, other[0])
+    big = workspace.scratch("test.a", (workspace.LIMIT_BYTES // 4 + 1,), np.float32)
+    assert not np.shares_memory(a, big)
+    workspace.release()
+
+    rng = np.random.default_rng(2)
+    x1, x2 = rng.standard_normal((1, 4, 9, 9)), rng.standard_normal((1, 4, 9, 9))
+    w = rng.standard_normal((3, 4, 3, 3))
+    y1 = autotune.conv2d(x1, w, padding=1, method="winograd")
+    y1_copy = y1.copy()
+    autotune.conv2d(x2, w, padding=1, method="winograd")  # reuses the scratch memory of the first call
+    np.testing.assert_array_equal(y1, y1_copy)

@@ -35,7 +35,7 @@ from functools import cache
 import numba
 import numpy as np
 
-from kernels import pool
+from kernels import pool, workspace
 from kernels.conv2d import _winograd_codelets as codelets
 from kernels.conv2d._common import output_hw
 from kernels.conv2d.winograd_matrices import (  # noqa: F401  (re-exported: the kernel's matrices)
@@ -96,9 +96,10 @@ def input_transform(x: np.ndarray, padding, m: int, tiles_h: int, tiles_w: int) 
     Reads ``x`` (N, C, H, W) as it is: each row of tiles gathers its α input rows channel-last,
     zero-padded, into a scratch that stays in cache, so neither a padded copy nor an NHWC copy of
     the whole input is made (the padding beyond ``x`` covers the partial edge tiles as well).
+    V is :mod:`kernels.workspace` memory: valid until the next Winograd call on this thread.
     """
     alpha = m + 2
-    v = np.empty((alpha * alpha, x.shape[0] * tiles_h * tiles_w, x.shape[1]), dtype=x.dtype)
+    v = workspace.scratch("winograd.v", (alpha * alpha, x.shape[0] * tiles_h * tiles_w, x.shape[1]), x.dtype)
     codelets.INPUT[m](x, padding[0], padding[2], v, _constants(m, 0, x.dtype), tiles_h, tiles_w)
     return v
 
@@ -132,17 +133,17 @@ def winograd_with_filter(x, u, b, padding, groups, m):
     ho, wo = output_hw((h, w), (3, 3), (1, 1), padding, (1, 1))
     tiles_h, tiles_w = -(-ho // m), -(-wo // m)
     v = input_transform(x, padding, m, tiles_h, tiles_w)  # (α², tiles, C)
+    mm = workspace.scratch("winograd.m", (*v.shape[:2], k_out), x.dtype)
     if groups == 1:
-        mm = pool.matmul(v, u)  # α² GEMMs of (tiles × C)·(C × K), batched so BLAS sees big operands
+        pool.matmul(v, u, out=mm)  # α² GEMMs of (tiles × C)·(C × K), batched so BLAS sees big operands
     else:
         k_per_group = k_out // groups
-        mm = np.empty((*v.shape[:2], k_out), dtype=x.dtype)
         for g in range(groups):
             ks = slice(g * k_per_group, (g + 1) * k_per_group)
             cs = slice(g * c_per_group, (g + 1) * c_per_group)
             # contiguous operands: torch.matmul on strided slices takes a slow path
-            part = pool.matmul(np.ascontiguousarray(v[:, :, cs]), np.ascontiguousarray(u[:, :, ks]))
-            mm[:, :, ks] = part
+            v_g, u_g = np.ascontiguousarray(v[:, :, cs]), np.ascontiguousarray(u[:, :, ks])
+            pool.matmul(v_g, u_g, out=mm[:, :, ks])
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
     return output_transform(mm, bias, (n_batch, k_out, ho, wo), (tiles_h, tiles_w, m))
 

@@ -1,0 +1,48 @@
+"""Per-thread scratch memory that kernels reuse from one call to the next.
+
+glibc serves a large allocation (above its mmap threshold, 128 KiB to 32 MiB) with fresh pages
+from the OS, and a freed one goes back; every call that allocates its temporaries anew then
+faults them in 4 KiB at a time. When calls alternate with PyTorch's own allocations, glibc's
+adaptive threshold does not settle, and that is the normal case inside a model: Winograd's V and
+M (3.6 MB on 1×64×56×56) took 816 page faults, +1.1 ms on a 0.55 ms kernel, on every call that
+followed a PyTorch convolution (BENCHMARKS.md §18). A kernel's temporaries therefore come from
+:func:`scratch`, which hands out the same memory on every call.
+
+The memory is per Python thread (two threads calling kernels never share a buffer) and stays
+allocated at the largest size asked for, up to :data:`LIMIT_BYTES` per name; larger requests
+get fresh memory, whose faults are then a small share of such a call's time.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+#: Largest buffer kept per name and thread (larger requests are allocated for the call).
+LIMIT_BYTES = 256 << 20
+
+_local = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array; the same memory for every call with ``name`` from
+    this thread.
+
+    Valid only until the next request for ``name`` on this thread: a kernel uses it for its own
+    temporaries and never returns it (nor a view of it) to its caller.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > LIMIT_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = buffers[name] = np.empty(max(nbytes, 1), dtype=np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def release() -> None:
+    """Free this thread's buffers (they are allocated again on the next request)."""
+    _local.__dict__.pop("buffers", None)
