@@ -195,17 +195,23 @@ def test_the_generated_winograd_transforms_are_current():
     assert _winograd_codegen.TARGET.read_text(encoding="utf-8") == _winograd_codegen.render()
 
 
-def test_winograd_pads_asymmetrically_and_crops_partial_tiles():
-    """Top/left padding read before the image, bottom/right beyond it, odd sizes cut mid-tile."""
+@pytest.mark.parametrize("block_bytes", [None, 1, 3000])
+def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, monkeypatch):
+    """Top/left padding read before the image, bottom/right beyond it, odd sizes cut mid-tile;
+    with rows of tiles split into blocks of one tile, or a few, as on wide images."""
+    from kernels.conv2d import winograd
+
+    if block_bytes is not None:
+        monkeypatch.setattr(winograd, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 5, 13, 9))
+    x = rng.standard_normal((2, 5, 13, 23))
     w = rng.standard_normal((4, 5, 3, 3))
     b = rng.standard_normal(4)
     want = F.conv2d(
         F.pad(torch.from_numpy(x), (0, 2, 2, 1)), torch.from_numpy(w), torch.from_numpy(b)
     ).numpy()
     for tile in TILE_SIZES:
-        got = registry.get("conv2d", "winograd").fn(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile)
+        got = winograd.winograd(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 

@@ -45,43 +45,44 @@ def add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def rows_channels_last(x, n, row0, pad_left, rows):  # pragma: no cover - jitted
-    """rows[i, pad_left + col, c] = x[n, c, row0 + i, col]; zero outside ``x`` (the padding).
+def rows_channels_last(x, n, row0, col0, rows):  # pragma: no cover - jitted
+    """rows[i, j, c] = x[n, c, row0 + i, col0 + j]; zero outside ``x`` (the padding).
 
-    Gathers a band of NCHW rows channel-last into a scratch that tiled kernels then read with
-    their SIMD lanes across channels; ``row0`` may be negative (top padding).
+    Gathers a block of NCHW rows channel-last into a scratch that tiled kernels then read with
+    their SIMD lanes across channels; ``row0`` and ``col0`` may be negative (top/left padding).
     """
     height, width = x.shape[2], x.shape[3]
-    used = min(width, rows.shape[1] - pad_left)
+    lo, hi = max(0, -col0), max(0, min(rows.shape[1], width - col0))
     for i in range(rows.shape[0]):
         dst = rows[i]
         src_row = row0 + i
-        if src_row < 0 or src_row >= height:
+        if src_row < 0 or src_row >= height or lo >= hi:
             dst[:, :] = 0
             continue
-        dst[:pad_left, :] = 0
-        dst[pad_left + used :, :] = 0
-        band = dst[pad_left : pad_left + used]
-        for col in range(used):
-            lanes = band[col]
+        dst[:lo, :] = 0
+        dst[hi:, :] = 0
+        band = dst[lo:hi]
+        for j in range(hi - lo):
+            lanes = band[j]
             for c in range(x.shape[1]):
-                lanes[c] = x[n, c, src_row, col]
+                lanes[c] = x[n, c, src_row, col0 + lo + j]
 
 
 @numba.njit(cache=True)
-def rows_channels_first(rows, bias, y, n, row0):  # pragma: no cover - jitted
-    """y[n, k, row0 + a, col] = rows[a, col, k] + bias[k], cropped to ``y``'s height and width.
+def rows_channels_first(rows, bias, y, n, row0, col0):  # pragma: no cover - jitted
+    """y[n, k, row0 + a, col0 + j] = rows[a, j, k] + bias[k], cropped to ``y``'s height and width.
 
-    The inverse of :func:`rows_channels_last` for a band of output rows, with the bias fused.
+    The inverse of :func:`rows_channels_last` for a block of output rows, with the bias fused.
     """
-    height, width = y.shape[2], y.shape[3]
+    height = y.shape[2]
+    cols = max(0, min(rows.shape[1], y.shape[3] - col0))
     for a in range(rows.shape[0]):
         row = row0 + a
         if row >= height:
             break
         src = rows[a]
         for k in range(y.shape[1]):
-            dst = y[n, k, row]
+            dst = y[n, k, row, col0 : col0 + cols]
             b = bias[k]
-            for col in range(width):
-                dst[col] = src[col, k] + b
+            for j in range(cols):
+                dst[j] = src[j, k] + b

@@ -100,7 +100,8 @@ def input_transform(x: np.ndarray, padding, m: int, tiles_h: int, tiles_w: int) 
     """
     alpha = m + 2
     v = workspace.scratch("winograd.v", (alpha * alpha, x.shape[0] * tiles_h * tiles_w, x.shape[1]), x.dtype)
-    codelets.INPUT[m](x, padding[0], padding[2], v, _constants(m, 0, x.dtype), tiles_h, tiles_w)
+    block = _block(m, x.shape[1], x.dtype.itemsize)
+    codelets.INPUT[m](x, padding[0], padding[2], v, _constants(m, 0, x.dtype), tiles_h, tiles_w, block)
     return v
 
 
@@ -112,8 +113,18 @@ def output_transform(mm: np.ndarray, bias: np.ndarray, out_shape, tiles) -> np.n
     """
     m = tiles[2]
     y = np.empty(out_shape, dtype=mm.dtype)
-    codelets.OUTPUT[m](mm, _constants(m, 1, mm.dtype), bias, tiles[0], tiles[1], y)
+    block = _block(m, mm.shape[2], mm.dtype.itemsize)
+    codelets.OUTPUT[m](mm, _constants(m, 1, mm.dtype), bias, tiles[0], tiles[1], block, y)
     return y
+
+
+#: A transform job's scratch rows (α rows of its block of tiles, channel-last) stay within this.
+BLOCK_BYTES = 128 << 10
+
+
+def _block(m: int, channels: int, itemsize: int) -> int:
+    """Tiles per transform job: as many as keep its scratch within :data:`BLOCK_BYTES`."""
+    return max(1, BLOCK_BYTES // ((m + 2) * m * channels * itemsize))
 
 
 @cache
