@@ -20,7 +20,7 @@ import threading
 import numpy as np
 
 #: Largest buffer kept per name and thread (larger requests are allocated for the call).
-LIMIT_BYTES = 256 << 20
+LIMIT_BYTES = 64 << 20
 
 _local = threading.local()
 
