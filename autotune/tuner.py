@@ -319,7 +319,8 @@ def choose(candidates: list[Verdict], tol: float) -> tuple[Verdict, str]:
             f"near-ties; rel_err {vendor.rel_err:.1e} <= tol {tol:.0e}"
         )
         return vendor, why
-    band = min(TIE_CAP, max(fastest.spread_us or 0.0, 0.0) / fastest.time_us)
+    # a fastest vendor keeps the choice: others must beat it by the margin, not tie on accuracy
+    band = 0.0 if fastest is vendor else min(TIE_CAP, max(fastest.spread_us or 0.0, 0.0) / fastest.time_us)
     tied = [v for v in eligible if v.time_us <= fastest.time_us * (1 + band)]
     winner = min(tied, key=lambda v: (v.rel_err, v.time_us))
     others = [v for v in eligible if v is not winner]

@@ -114,6 +114,15 @@ def test_choose_prefers_accuracy_within_a_near_tie():
     assert winner is close_accurate and "more accurate" in why
 
 
+def test_choose_never_hands_a_fastest_vendor_to_a_more_accurate_near_tie():
+    """Another kernel must beat the vendor by the vendor margin; being within the spread and more
+    accurate is not enough (a tune once chose im2col at 1.04x the vendor's time that way)."""
+    vendor = _verdict("torch", 33_400.0, 2_000.0, 6.4e-7)
+    close_accurate = _verdict("im2col", 34_600.0, 2_000.0, 5.4e-7)
+    winner, why = choose([close_accurate, vendor], tol=1e-4)
+    assert winner is vendor and "1.04x faster than im2col" in why
+
+
 def test_choose_takes_the_fastest_outside_the_spread():
     fast = _verdict("a", 100.0, 1.0, 1e-5)
     slower = _verdict("b", 120.0, 1.0, 1e-7)
