@@ -1,0 +1,91 @@
+"""Where Winograd's time goes, and how accurate each tile size is, on ResNet-18/VGG-16 3×3 layers.
+
+    python benchmarks/winograd_stages.py [--errors]
+
+Stages (fixed weight, F(4×4), float32): the whole call, then the input transform, the α² GEMMs
+and the output transform each timed alone (20th percentile of repeated calls, ms), and the
+transforms' share of the three. ``--errors`` prints instead max|y − ref| / max|ref| of F(2×2),
+F(4×4) and F(6×6) against PyTorch in float64 on one random-normal input per layer (batch 1).
+Both tables are in BENCHMARKS.md §18.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kernels import pool
+from kernels.conv2d import winograd as W
+
+STAGE_LAYERS = [(1, 64, 56, 64), (1, 128, 28, 128), (1, 256, 14, 256), (8, 64, 56, 64), (8, 128, 28, 128)]
+STAGE_LAYERS += [(8, 256, 56, 256), (8, 512, 28, 512), (1, 64, 224, 64)]
+ERROR_LAYERS = {
+    "ResNet layer1": (64, 56, 64),
+    "ResNet layer2": (128, 28, 128),
+    "ResNet layer3": (256, 14, 256),
+    "ResNet layer4": (512, 7, 512),
+    "VGG conv1_2": (64, 224, 64),
+    "VGG conv2_2": (128, 112, 128),
+    "VGG conv3_2": (256, 56, 256),
+    "VGG conv4_2": (512, 28, 512),
+    "VGG conv5_1": (512, 14, 512),
+}
+PADDING = (1, 1, 1, 1)
+
+
+def p20_ms(call: Callable[[], object], runs: int) -> float:
+    """20th percentile of ``runs`` timed calls, ms."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[runs // 5] * 1e3
+
+
+def stages(batch: int, channels: int, size: int, k_out: int, m: int = 4) -> str:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    prepared = W.prepare(rng.standard_normal((k_out, channels, 3, 3)).astype(np.float32), m)
+    tiles = -(-size // m)
+    runs = 20 if x.size < 4_000_000 else 6
+    total = p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m), runs)
+    t_in = p20_ms(lambda: W.input_transform(x, PADDING, m, tiles, tiles), runs)
+    v = W.input_transform(x, PADDING, m, tiles, tiles).copy()
+    mm = np.empty((*v.shape[:2], k_out), np.float32)
+    t_gemm = p20_ms(lambda: pool.matmul(v, prepared.u, out=mm), runs)
+    bias = np.zeros(k_out, np.float32)
+    t_out = p20_ms(lambda: W.output_transform(mm, bias, (batch, k_out, size, size), (tiles, tiles, m)), runs)
+    share = (t_in + t_out) / (t_in + t_gemm + t_out)
+    return (
+        f"{batch}x{channels}x{size}->{k_out} F({m}x{m}): total {total:.3f} ms = input {t_in:.3f} "
+        f"+ GEMMs {t_gemm:.3f} + output {t_out:.3f}; transforms {share:.0%}"
+    )
+
+
+def errors() -> None:
+    rng = np.random.default_rng(0)
+    print("| layer (batch 1, float32, random normal) | F(2×2) | F(4×4) | F(6×6) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, (channels, size, k_out) in ERROR_LAYERS.items():
+        x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+        w = rng.standard_normal((k_out, channels, 3, 3)).astype(np.float32)
+        ref = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1).numpy()
+        found = []
+        for m in W.TILE_SIZES:
+            y = W.winograd(x, w, None, (1, 1), PADDING, (1, 1), 1, tile=m)
+            found.append(f"{np.abs(y - ref).max() / np.abs(ref).max():.1e}")
+        print(f"| {name} {channels}×{size}×{size} → {k_out} | " + " | ".join(found) + " |")
+
+
+if __name__ == "__main__":
+    if "--errors" in sys.argv[1:]:
+        errors()
+    else:
+        for layer in STAGE_LAYERS:
+            print(stages(*layer), flush=True)
