@@ -59,12 +59,12 @@ def test_second_process_dispatches_without_tuning(isolated_cache):
 
 
 def test_entry_records_problem_choice_and_every_candidate(isolated_cache, fast_tuning):
-    x = np.ones((1, 2, 8, 8), np.float32)
-    w = np.ones((2, 2, 3, 3), np.float32)
+    x = np.ones((1, 8, 8, 8), np.float32)  # 8x8 channels: Winograd is tried too
+    w = np.ones((8, 8, 3, 3), np.float32)
     autotune.conv2d(x, w, padding=1)
     (key, entry), *_ = entries(isolated_cache).items()
-    assert key == "conv2d x=1x2x8x8 w=2x2x3x3 stride=1 pad=1 dilation=1 groups=1 float32"
-    assert entry["problem"]["x_shape"] == [1, 2, 8, 8] and entry["tol"] == 1e-4
+    assert key == "conv2d x=1x8x8x8 w=8x8x3x3 stride=1 pad=1 dilation=1 groups=1 float32"
+    assert entry["problem"]["x_shape"] == [1, 8, 8, 8] and entry["tol"] == 1e-4
     assert entry["choice"] in {"direct", "im2col", "winograd", "fft", "torch", "naive"}
     assert entry["tuned_at"] and entry["why"]
     timed = [c for c in entry["candidates"].values() if "median_us" in c]
