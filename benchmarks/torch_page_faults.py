@@ -6,7 +6,7 @@
 glibc maps every allocation above its mmap threshold (128 KiB at start) afresh from the OS and
 unmaps it on free, so each call faults its temporaries in 4 KiB at a time. Freeing one mapped
 chunk raises the threshold to that chunk's size (up to 32 MiB), and from then on such
-allocations come from the heap. Prints faults per call and the 20th-percentile time of
+allocations come from the heap. Prints faults per call and the time (the tuner's score) of
 ``F.conv2d`` on 1×64×56×56 ⊛ 64×64×3×3 (BENCHMARKS.md §18).
 """
 
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import resource
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from autotune import timing
 
 
 def faults_per_call(call, calls: int = 50) -> float:
@@ -30,12 +31,8 @@ def faults_per_call(call, calls: int = 50) -> float:
 
 
 def p20_ms(call, calls: int = 100) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[calls // 5] * 1e3
+    """The tuner's score of ``call`` (20th percentile of the clean runs, at least ``calls``), ms."""
+    return timing.measure(call, min_runs=calls, min_time_s=0.0, max_time_s=10.0).score_us / 1e3
 
 
 if __name__ == "__main__":

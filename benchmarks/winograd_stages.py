@@ -3,7 +3,7 @@
     python benchmarks/winograd_stages.py [--errors]
 
 Stages (fixed weight, F(4×4), float32): the whole call, then the input transform, the α² GEMMs
-and the output transform each timed alone (20th percentile of repeated calls, ms), and the
+and the output transform each timed alone (the tuner's score: 20th percentile of the clean runs, ms), and the
 transforms' share of the three. ``--errors`` prints instead max|y − ref| / max|ref| of F(2×2),
 F(4×4) and F(6×6) against PyTorch in float64 on one random-normal input per layer (batch 1).
 Both tables are in BENCHMARKS.md §18.
@@ -12,13 +12,13 @@ Both tables are in BENCHMARKS.md §18.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autotune import timing
 from kernels import pool
 from kernels.conv2d import winograd as W
 
@@ -39,13 +39,8 @@ PADDING = (1, 1, 1, 1)
 
 
 def p20_ms(call: Callable[[], object], runs: int) -> float:
-    """20th percentile of ``runs`` timed calls, ms."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[runs // 5] * 1e3
+    """The tuner's score of ``call`` (20th percentile of the clean runs, at least ``runs``), ms."""
+    return timing.measure(call, min_runs=runs, min_time_s=0.0, max_time_s=10.0).score_us / 1e3
 
 
 def stages(batch: int, channels: int, size: int, k_out: int, m: int = 4) -> str:
