@@ -38,9 +38,10 @@ def rel_max_error(y: np.ndarray, ref: np.ndarray) -> float:
 
 
 def rel_l2_error(y: np.ndarray, ref: np.ndarray) -> float:
-    """``‖y − ref‖₂ / max(‖ref‖₂, tiny)`` in float64."""
-    diff = np.linalg.norm(np.asarray(y, dtype=np.float64) - ref)
-    return float(diff / max(float(np.linalg.norm(ref)), np.finfo(np.float64).tiny))
+    """``‖y − ref‖₂ / max(‖ref‖₂, tiny)`` in float64, summed without BLAS: ``np.linalg.norm``'s dot
+    woke OpenBLAS's threads, which then spun beside the next timed runs (BENCHMARKS.md §19)."""
+    norm = lambda a: float(np.sqrt(np.square(a).sum()))  # noqa: E731
+    return norm(np.asarray(y, dtype=np.float64) - ref) / max(norm(ref), np.finfo(np.float64).tiny)
 
 
 def recorded_us(record: Mapping[str, Any]) -> float | None:

@@ -186,3 +186,40 @@ def test_scratch_memory_is_reused_per_thread_and_never_returned():
     y1_copy = y1.copy()
     autotune.conv2d(x2, w, padding=1, method="winograd")  # reuses the scratch memory of the first call
     np.testing.assert_array_equal(y1, y1_copy)
+
+
+@linux_only
+def test_the_tuners_accuracy_checks_wake_no_openblas_thread():
+    """The error norms and the matmul oracle leave numpy's OpenBLAS workers asleep: woken, they
+    spin for a while after the call and took the cores of the next timed runs (4 ms scheduler
+    ticks, up to 30x on a 1 ms kernel). Threads that existed before any parallel work (numpy's
+    OpenBLAS servers) must stay idle; PyTorch's workers, started later, may work."""
+    import subprocess
+
+    code = """
+import os
+import numpy as np, torch, autotune
+from autotune.evaluate import rel_l2_error
+from autotune.problem import parse_problem
+
+def ticks():
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        out[int(tid)] = int(fields[11]) + int(fields[12])
+    return out
+
+rng = np.random.default_rng(0)
+y, ref = rng.standard_normal(2_000_000), rng.standard_normal(2_000_000)
+problem = parse_problem("matmul a=256x512 b=512x256")
+operands = problem.random_inputs(rng)
+before = ticks()
+for _ in range(30):
+    rel_l2_error(y, ref)
+    problem.exact(operands)
+after = ticks()
+print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[t] >= 2))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["[]"], done.stdout + done.stderr[-2000:]
