@@ -227,8 +227,8 @@ def tune(
         entry = None if force else fitting_entry(problem)
         cached = entry is not None
         if entry is None:
-            known = estimate.rates(database().entries()) if prune else {}
-            entry = _tuned(problem, budget_s=budget_s, rates=known, screen=prune).to_entry()
+            known = estimate.relative_times(database().entries()) if prune else {}
+            entry = _tuned(problem, budget_s=budget_s, relative=known, screen=prune).to_entry()
             STATE.forget(lambda key, op=problem.op: _op_of(key) == op)  # no bound kernel outlives its entry
         entries.append(entry)
         if on_result is not None:

@@ -2,21 +2,8 @@
 
 First the choice of the nearest problems tuned on this machine (:func:`learned_conv`; distance in
 log-scaled work, channels, output size, filter, stride, batch); with none near, rules in the
-spirit of NNPACK's ``auto`` (:func:`choose_conv`), distilled from BENCHMARKS.md:
-
-* tiny problems (< 2e6 FLOPs) with few channels (the seed's images): the serial Numba direct loop
-  (no thread wake-up, no dispatch layers);
-* large filters (≥ 7×7), stride 1: FFT, whose cost does not grow with the filter — whole-image
-  when the filter's spectrum is cheap (a fixed weight, or few channel pairs), else in the smallest
-  overlap-save tile for ≥ 11×11 taps (C·K filter transforms at tile size: 4x PyTorch on 16×16
-  channels of 15×15);
-* a first layer (C·kh·kw < 64), stride 1, output over glibc's largest mmap threshold (32 MiB):
-  ``direct``. PyTorch's output comes fresh from the OS every call, faulted in 4 KiB at a time,
-  with too little work per element to hide it; numpy's gets huge pages (VGG conv1_1, batch 8: 3x);
-* float64: im2col (PyTorch's float64 convolution has no oneDNN fast path);
-* else PyTorch's oneDNN, near the GEMM peak on ResNet-18 and VGG-16 layers. Winograd (wins on
-  some large batch-8 layers) and approximate kernels (their error depends on the data) are left
-  to tuning.
+spirit of NNPACK's ``auto`` (:func:`choose_conv`), distilled from BENCHMARKS.md and listed with
+their reasons in docs/architecture.md, "Heuristic mode".
 """
 
 from __future__ import annotations

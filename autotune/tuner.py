@@ -35,19 +35,20 @@ TIE_CAP = 0.05
 #: The vendor kernel is kept unless another is faster by more than this: isolated wins of 10-29%
 #: measured 0.81-0.93x against PyTorch in its own process, or inside a converted model (cache and
 #: thread transitions, another stretch of a noisy machine; BENCHMARKS.md §1, §16).
-VENDOR = "torch"
+VENDOR = estimate.VENDOR
 VENDOR_MARGIN = 0.30
 #: A race re-times leaders interleaved: up to RACE_SIZE whose fastest run is within RACE_MARGIN of
 #: the leader's score (wide: stretches of timing on a shared machine see different load), in
-#: RACE_ROUNDS alternating rounds that time each leader like RACE_TIMING.
-RACE_MARGIN, RACE_SIZE, RACE_ROUNDS = 0.5, 3, 7
+#: RACE_ROUNDS alternating rounds that time each leader like RACE_TIMING; a leading vendor races
+#: only those whose fastest run beat it by VENDOR_MARGIN (screened ones: give or take SCREEN_SLACK).
+RACE_MARGIN, RACE_SIZE, RACE_ROUNDS, SCREEN_SLACK = 0.5, 3, 7, 0.25
 RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
-#: Pruning: a candidate estimated PRUNE_FACTOR times slower than the best so far is not tried, once
-#: the best takes PRUNE_MIN_US (below, fixed costs, not FLOPs, set the time: a rate model misleads).
-PRUNE_FACTOR, PRUNE_MIN_US = 3.0, 300.0
-#: ... and every other candidate is screened: timed like one race round, the race alone timing the
-#: leaders in full (a kernel whose own threads preempt the caller never has clean runs: the cap
-#: of RACE_TIMING ends its screening).
+#: Pruning: a candidate estimated PRUNE_FACTOR times slower than what it must beat (the best so
+#: far, the vendor by its margin) is not tried once the best takes PRUNE_MIN_US (below, fixed costs
+#: set the time); the others are screened: timed like one race round, the race alone timing the
+#: leaders in full (a kernel whose own threads preempt the caller never has clean runs: the cap of
+#: RACE_TIMING ends its screening).
+PRUNE_FACTOR, PRUNE_MIN_US = 2.0, 300.0
 #: Per-problem tuning budget (seconds). Past it, remaining candidates are timed once.
 DEFAULT_BUDGET_S = 5.0
 
@@ -127,16 +128,15 @@ class _Search:
     min_time_s: float
     started: float = field(default_factory=time.perf_counter)
     best_us: float = float("inf")
+    vendor_us: float = float("inf")
     cut: list[tuple[Verdict, Callable[..., Any]]] = field(default_factory=list)
     contaminated: list[Verdict] = field(default_factory=list)  # too few clean runs: re-time
     timed: dict[int, Callable[..., Any]] = field(default_factory=dict)  # id(verdict) -> its call
     warm_up_s: float = 0.0  # first calls (Numba compilation on a fresh install) are not budgeted
     #: (args, reference) of extra inputs an approximate candidate must also meet the tolerance on.
     probes: list[tuple[tuple[Any, ...], np.ndarray]] = field(default_factory=list)
-    #: Effective rates measured earlier on this machine (:mod:`autotune.estimate`); empty: no pruning.
-    rates: dict[tuple[str, str], float] = field(default_factory=dict)
-    #: Screen (pruned tuning): time every candidate briefly; the race times the leaders in full.
-    screen: bool = False
+    relative: dict[tuple[str, str], float] = field(default_factory=dict)  # autotune.estimate; {}: no pruning
+    screen: bool = False  # pruned tuning: every candidate timed briefly, the race times the leaders
 
     def over_budget(self) -> bool:
         return time.perf_counter() - self.started - self.warm_up_s > self.budget_s
@@ -183,15 +183,13 @@ def _probes(problem: Problem, args: tuple[Any, ...], given: bool) -> list[tuple[
 
 def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
     quick = search.over_budget()
-    cut_after = CUT_FACTOR * search.best_us if np.isfinite(search.best_us) else None
-    screen = search.screen and not quick and verdict.kernel != VENDOR  # the baseline: in full
     limits = {"min_runs": search.min_runs, "min_time_s": search.min_time_s}
-    if quick or screen:
+    if quick or (search.screen and verdict.kernel != VENDOR):  # screened; the baseline in full
         limits = {"min_runs": 1, "min_time_s": 0.0} if quick else RACE_TIMING
     result = timing.measure(
         lambda: fn(*search.args),
         **{"max_time_s": max(0.2, search.budget_s / 4), **limits},
-        cut_after_us=cut_after,
+        cut_after_us=CUT_FACTOR * search.best_us,  # none while the best is unknown (infinite)
     )
     verdict.record(result)
     if result.cut and verdict.reason is None:
@@ -205,6 +203,7 @@ def _time(search: _Search, verdict: Verdict, fn: Callable[..., Any]) -> None:
     verdict.ok = verdict.reason is None
     if verdict.ok:
         search.best_us = min(search.best_us, result.score_us)
+        search.vendor_us = result.score_us if verdict.kernel == VENDOR else search.vendor_us
         search.timed[id(verdict)] = fn
 
 
@@ -228,13 +227,14 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     are timed in alternating rounds, with any accepted candidate whose measurement had too few
     clean runs; their statistics become those of all their race runs (the minimum stays). A leading
     vendor timed in full races only the doubtful and those whose fastest run beat it by
-    :data:`VENDOR_MARGIN` (no one else can change the choice; screened times are too rough)."""
+    :data:`VENDOR_MARGIN` (no one else can change the choice), screened ones within
+    :data:`SCREEN_SLACK` of that."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
     limit = ranked[0].time_us * (1 + RACE_MARGIN)
-    if ranked[0].kernel == VENDOR and not search.screen:  # kept unless beaten by the margin
-        limit = ranked[0].time_us / (1 + VENDOR_MARGIN)
+    if ranked[0].kernel == VENDOR:  # kept unless beaten by the margin
+        limit = ranked[0].time_us / (1 + VENDOR_MARGIN) * (1 + SCREEN_SLACK * search.screen)
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
     doubtful = [v for v in ranked if any(v is c for c in search.contaminated)]
     leaders += [v for v in doubtful if all(v is not x for x in leaders)]
@@ -286,16 +286,18 @@ def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
 
 def _pruned(search: _Search, spec: KernelSpec, params: dict[str, Any]) -> Verdict | None:
     """A "not tried" verdict when this machine's earlier measurements put the candidate beyond
-    :data:`PRUNE_FACTOR` times the best time measured so far (None: measure it)."""
-    if not search.rates or not np.isfinite(search.best_us) or search.best_us < PRUNE_MIN_US:
+    :data:`PRUNE_FACTOR` times what it must beat: the best time so far, and the vendor's by
+    :data:`VENDOR_MARGIN` (None: measure it)."""
+    if not search.relative or not np.isfinite(search.vendor_us) or search.best_us < PRUNE_MIN_US:
         return None
+    bar = min(search.best_us, search.vendor_us / (1 + VENDOR_MARGIN))
     name = label(spec.name, params)
-    estimated = estimate.estimate_us(search.problem, name, search.rates)
-    if estimated is None or estimated <= PRUNE_FACTOR * search.best_us:
+    estimated = estimate.estimate_us(search.problem, name, search.relative, search.vendor_us)
+    if estimated is None or estimated <= PRUNE_FACTOR * bar:
         return None
     reason = (
         f"not tried: estimated {estimated:.0f} us from this machine's earlier measurements "
-        f"(> {PRUNE_FACTOR:g}x the best {search.best_us:.0f} us; tune without --prune times it)"
+        f"(> {PRUNE_FACTOR:g}x the {bar:.0f} us to beat; tune without --prune times it)"
     )
     return Verdict(kernel=spec.name, params=dict(params), reason=reason)
 
@@ -351,25 +353,23 @@ def tune_problem(
     budget_s: float = DEFAULT_BUDGET_S,
     min_runs: int = 5,
     min_time_s: float = 0.05,
-    rates: dict[tuple[str, str], float] | None = None,
+    relative: dict[tuple[str, str], float] | None = None,
     screen: bool = False,
 ) -> TuneResult:
     """Time and check every applicable kernel for ``problem``; return the verdicts and the choice.
 
     ``inputs`` defaults to seeded random-normal operands; pass the real ones when approximate
-    kernels are eligible (their error depends on the data). With ``rates``
-    (:func:`autotune.estimate.rates`), candidates estimated :data:`PRUNE_FACTOR` slower than the
-    best so far go untried; with ``screen``, every candidate is timed briefly and only the leaders
-    (the race) in full."""
+    kernels are eligible (their error depends on the data). With ``relative``
+    (:func:`autotune.estimate.relative_times`), candidates estimated :data:`PRUNE_FACTOR` slower
+    than what they must beat go untried; with ``screen``, every candidate is timed briefly and
+    only the leaders (the race) in full."""
     STATE.notify("tune-started", problem)
     log.info("tuning %s", problem.key)
     load_before = timing.load_average()
     args = problem.call_args(random_inputs(problem) if inputs is None else inputs)
     tol = tolerance(problem)
-    search = _Search(problem, args, problem.exact(args), tol, budget_s, min_runs, min_time_s)
-    search.probes = _probes(problem, args, inputs is not None)
-    search.rates = dict(rates or {})
-    search.screen = screen
+    search = _Search(problem, args, problem.exact(args), tol, budget_s, min_runs, min_time_s, screen=screen)
+    search.probes, search.relative = _probes(problem, args, inputs is not None), dict(relative or {})
 
     verdicts: list[Verdict] = []
     for spec in _order(registry.specs(problem.op)):

@@ -99,6 +99,9 @@ def arguments(doc: str, batch: str, repeats: bool = False) -> argparse.Namespace
     parser.add_argument("--rounds", type=int, default=15)
     if repeats:
         parser.add_argument("--repeats", type=int, default=2)
+        parser.add_argument(
+            "--control", action="store_true", help="A/A: the second tune is exhaustive too (the noise floor)"
+        )
     return parser.parse_args()
 
 

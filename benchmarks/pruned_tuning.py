@@ -2,12 +2,14 @@
 it cost?
 
     python benchmarks/pruned_tuning.py [--preset resnet18] [--batch 1,8] [--rounds 15] [--repeats 2]
+                                       [--control]
 
 1. tunes the preset into a fresh database with every candidate timed (the default);
 2. tunes it into another fresh database with ``--prune``: candidates that this machine's earlier
-   measurements (the problems tuned before, in the same run) put more than 3x behind the best
-   measured so far are not tried (``autotune/estimate.py``), and the rest are screened (timed
-   briefly; the close race of autotune/tuner.py times the leaders in full);
+   measurements (times relative to PyTorch's on the problems tuned before, in the same run) put
+   more than 2x behind what they must beat are not tried (``autotune/estimate.py``), and the rest
+   are screened (timed briefly; the close race of autotune/tuner.py times the leaders in full);
+   with ``--control``, the second tune is exhaustive too: the regret two identical tunes show;
 3. repeats 1-2 ``--repeats`` times, alternating (the time of a whole tune varies by 2x between
    stretches on a shared machine), into fresh databases each time;
 4. re-times both choices of every problem side by side (the first pair of databases) and prints
@@ -37,7 +39,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         exhaustive_dir, pruned_dir = helpers.two_databases("autotune-pruned-", "exhaustive", "pruned")
         times["exhaustive"].append(helpers.tune(args.preset, args.batch, exhaustive_dir))
-        times["pruned"].append(helpers.tune(args.preset, args.batch, pruned_dir, "--prune"))
+        flags = () if args.control else ("--prune",)  # A/A control: the regret of tuning twice
+        times["pruned"].append(helpers.tune(args.preset, args.batch, pruned_dir, *flags))
         if repeat == 0:
             dirs = exhaustive_dir, pruned_dir
     rows = helpers.retime(helpers.choices(dirs[0]), helpers.choices(dirs[1]), args.rounds)

@@ -81,19 +81,21 @@ def test_a_short_kernel_slowed_down_by_load_keeps_looking_for_clean_runs(monkeyp
     assert len(samples) == 6 + 3 and sum(not s.preempted for s in samples) == 3
 
 
-def test_long_preempted_runs_still_give_their_kind_a_rate():
+def test_long_preempted_runs_still_give_their_kind_a_relative_time():
     from autotune import estimate
 
     long = 2 * timing.LONG_RUN_US
     record = {"score_us": long, "median_us": long, "min_us": long, "runs": 2}
+    vendor = {"score_us": long / 4, "min_us": long / 4, "runs": 9, "preempted": 0}
     entries = {
-        SMALL.key: {"candidates": {"direct": {**record, "preempted": 2}}},
+        SMALL.key: {"candidates": {"torch": vendor, "direct": {**record, "preempted": 2}}},
         "conv2d x=1x4x16x16 w=4x4x3x3 stride=1 pad=1 dilation=1 groups=1 float32": {
-            "candidates": {"direct": {**record, "min_us": 100.0, "preempted": 2}}  # long only by load
-        },
+            "candidates": {"torch": vendor, "direct": {**record, "min_us": 100.0, "preempted": 2}}
+        },  # long only by load: left out
     }
-    (rate,) = estimate.rates(entries).values()  # the short all-preempted one is left out
-    assert rate == pytest.approx(SMALL.flops / (2 * timing.LONG_RUN_US))
+    known = estimate.relative_times(entries)
+    assert {label for label, _ in known} == {"torch", "direct"}
+    assert {known[("direct", kind)] for kind in estimate.problem_kinds(SMALL)} == {4.0}
 
 
 def test_the_tuner_re_times_a_contaminated_candidate_and_records_what_it_saw(monkeypatch, throwaway_kernels):

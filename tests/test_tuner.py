@@ -204,14 +204,14 @@ def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuni
     monkeypatch.setattr(tuner, "PRUNE_MIN_US", 0.0)  # these are far below the production threshold
     small = ConvProblem((1, 4, 12, 12), (4, 4, 5, 5), padding=(2, 2, 2, 2))  # FFT declines 3x3
     earlier = tuner.tune_problem(ConvProblem((1, 4, 16, 16), (4, 4, 5, 5), padding=(2, 2, 2, 2)))
-    entries = {earlier.problem.key: earlier.to_entry()}
-    known = estimate.rates(entries)
-    kind = estimate.problem_kind(small)
-    assert ("torch", kind) in known, "a timed candidate with clean runs gives its kind a rate"
-    # FFT as 10^4 times slower than torch (its own measured rate depends on the machine's load)
-    slow = {**known, ("fft", kind): known[("torch", kind)] / 1e4}
-    assert estimate.estimate_us(small, "fft", slow) > 1e3 * estimate.estimate_us(small, "torch", slow)
-    result = tuner.tune_problem(small, rates=slow)
+    known = estimate.relative_times({earlier.problem.key: earlier.to_entry()})
+    kind, batchless = estimate.problem_kinds(small)
+    assert known[("torch", kind)] == known[("torch", batchless)] == 1.0, "the vendor is its own unit"
+    assert estimate.estimate_us(small.with_batch(8), "torch", known, 50.0) == 50.0  # any batch's kind
+    # FFT as 10^4 times slower than torch (its own measured time depends on the machine's load)
+    slow = {**known, ("fft", kind): 1e4}
+    assert estimate.estimate_us(small, "fft", slow, 10.0) == pytest.approx(1e5)
+    result = tuner.tune_problem(small, relative=slow)
     fft = next(v for v in result.candidates if v.kernel == "fft")
     assert not fft.ok and fft.reason.startswith("not tried: estimated") and fft.runs == 0
     assert next(

@@ -209,9 +209,9 @@ def add_tune_verb(subparsers: Any) -> None:
     parser.add_argument(
         "--prune",
         action="store_true",
-        help="skip candidates that this machine's earlier measurements put more than 3x behind the best, "
-        "time the others briefly and only the leaders in full (about half the time; BENCHMARKS.md "
-        "§12, §17: what it costs)",
+        help="skip candidates that this machine's earlier measurements put more than 2x behind what "
+        "they must beat, time the others briefly and only the leaders in full (under half the time; "
+        "BENCHMARKS.md §19: what it costs)",
     )
     parser.add_argument(
         "--batch", type=batch_list, metavar="1,8", help="batch sizes (N of x, rows of a) replacing the list's"
