@@ -11,8 +11,11 @@
    is at least as large as the padded input), subsample by the stride, add the bias.
 
 Strided problems compute the dense output and subsample it: correct, but the tuner will usually
-find a better kernel. The transforms are ``torch.fft`` (float32 stays complex64) and, like the GEMMs,
-run on the one OpenMP pool shared with PyTorch (:mod:`kernels.pool`).
+find a better kernel. The transforms are ``torch.fft`` (float32 stays complex64) and, like the GEMMs
+and the re-layouts between them (:func:`kernels.pool.copy`), run on the one OpenMP pool shared with
+PyTorch (:mod:`kernels.pool`). Every intermediate lives in per-thread scratch memory
+(:mod:`kernels.workspace`): fresh 1-2 MB temporaries cost about 2 ms of page faults per call on
+1×64×56×56 ⊛ 64×64×7×7, more than the GEMMs (BENCHMARKS.md §19).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 from kernels import pool
 from kernels.conv2d._common import add_bias, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
+from kernels.workspace import scratch
 
 
 def fft_shape(padded_hw: tuple[int, int]) -> tuple[int, int]:
@@ -41,9 +45,10 @@ def transform_filter(w: np.ndarray, dilation, shape: tuple[int, int]) -> np.ndar
 
 def _contract(x_hat: np.ndarray, w_hat: np.ndarray, k_out: int, groups: int) -> np.ndarray:
     """Per frequency, ``Y (rows × K) = X (rows × C) · W (C × K)`` for each group: x_hat (F, rows, C)
-    contiguous (torch.matmul on a transposed view was up to 17x slower), w_hat (F, C/groups, K)."""
+    contiguous (torch.matmul on a transposed view was up to 17x slower), w_hat (F, C/groups, K).
+    The result is scratch memory (valid until the next call on this thread)."""
     c_per_group, k_per_group = x_hat.shape[2] // groups, k_out // groups
-    y_hat = np.empty((*x_hat.shape[:2], k_out), dtype=x_hat.dtype)
+    y_hat = scratch("fft.y_hat", (*x_hat.shape[:2], k_out), x_hat.dtype)
     for g in range(groups):
         cs = slice(g * c_per_group, (g + 1) * c_per_group)
         ks = slice(g * k_per_group, (g + 1) * k_per_group)
@@ -88,16 +93,30 @@ def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups, 
         )
     else:
         windows = xp.reshape(n_batch, c_in, 1, 1, *xp.shape[2:])
-    x_hat = pool.rfft2(windows, (fh, fw))  # (N, C, th, tw, fh, fw//2+1)
-    n_freq, rows = fh * (fw // 2 + 1), n_batch * th * tw
-    x_hat = np.ascontiguousarray(x_hat.reshape(n_batch, c_in, th, tw, n_freq).transpose(4, 0, 2, 3, 1))
-    y_hat = _contract(x_hat.reshape(n_freq, rows, c_in), w_hat, k_out, groups)
-    y_hat = y_hat.reshape(fh, fw // 2 + 1, n_batch, th, tw, k_out).transpose(2, 5, 3, 4, 0, 1)
-    y_tiles = pool.irfft2(np.ascontiguousarray(y_hat), (fh, fw))[..., :sh, :sw]  # valid part
-    y_dense = y_tiles.transpose(0, 1, 2, 4, 3, 5).reshape(n_batch, k_out, th * sh, tw * sw)
+    spectrum = (fh, fw // 2 + 1)
+    n_freq, rows = spectrum[0] * spectrum[1], n_batch * th * tw
+    complex_dtype = np.result_type(x.dtype, np.complex64)
+    x_hat = pool.rfft2(
+        windows, (fh, fw), out=scratch("fft.x_hat", (*windows.shape[:4], *spectrum), complex_dtype)
+    )
+    gemm_x = scratch("fft.gemm_x", (n_freq, rows, c_in), complex_dtype)  # frequency-major
+    pool.copy(
+        x_hat.reshape(n_batch, c_in, th, tw, n_freq).transpose(4, 0, 2, 3, 1),
+        gemm_x.reshape(n_freq, n_batch, th, tw, c_in),
+    )
+    y_hat = _contract(gemm_x, w_hat, k_out, groups).reshape(*spectrum, n_batch, th, tw, k_out)
+    tiles_hat = scratch("fft.tiles_hat", (n_batch, k_out, th, tw, *spectrum), complex_dtype)
+    pool.copy(y_hat.transpose(2, 5, 3, 4, 0, 1), tiles_hat)
+    y_tiles = pool.irfft2(
+        tiles_hat, (fh, fw), out=scratch("fft.y_tiles", (*tiles_hat.shape[:4], fh, fw), x.dtype)
+    )
+    dense = scratch("fft.dense", (n_batch, k_out, th * sh, tw * sw), x.dtype)
+    pool.copy(
+        y_tiles[..., :sh, :sw].transpose(0, 1, 2, 4, 3, 5), dense.reshape(n_batch, k_out, th, sh, tw, sw)
+    )
     ho, wo = output_hw(x.shape[2:], khw, stride, padding, dilation)
-    y = y_dense[:, :, : (ho - 1) * stride[0] + 1 : stride[0], : (wo - 1) * stride[1] + 1 : stride[1]]
-    return add_bias(np.ascontiguousarray(y, dtype=x.dtype), b)
+    y = dense[:, :, : (ho - 1) * stride[0] + 1 : stride[0], : (wo - 1) * stride[1] + 1 : stride[1]]
+    return add_bias(np.array(y, dtype=x.dtype, order="C"), b)  # a copy: scratch never leaves
 
 
 class FftFilter:
@@ -186,6 +205,6 @@ register(
         "and keeps 1/stride² of them)",
         workspace=workspace,
         param_grid=tile_grid,
-        version=3,  # 2: contiguous GEMM operand; 3: overlap-save tiles
+        version=4,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: scratch, threaded copies
     )
 )
