@@ -35,6 +35,17 @@ def test_weight_handle_is_transformed_once(counts, method):
     np.testing.assert_allclose(y, torch_conv(x, w), rtol=1e-4, atol=1e-4)
 
 
+def test_every_candidate_setting_of_a_fixed_weight_runs(fast_tuning):
+    """Each kernel's ``prepare`` takes its settings' parameters: FFT's overlap-save tiles once
+    failed with a TypeError on every fixed weight, so the tuner never timed them."""
+    problem = ConvProblem((1, 4, 40, 40), (4, 4, 7, 7), padding=(3, 3, 3, 3), weight="fixed")
+    result = tuner.tune_problem(problem)
+    labels = {v.label for v in result.candidates}
+    assert {"fft(tile=20)", "fft(tile=32)"} <= labels
+    failed = [f"{v.label}: {v.reason}" for v in result.candidates if (v.reason or "").startswith("failed")]
+    assert failed == []
+
+
 def test_plain_arrays_are_never_prepared(counts):
     x, w = operands()
     before = counts["prepared"]

@@ -138,8 +138,10 @@ class FftFilter:
         return found
 
 
-def prepare(w: np.ndarray) -> FftFilter:
-    """The once-per-weight part of :func:`fft`: filter spectra, kept per geometry."""
+def prepare(w: np.ndarray, tile: int = 0) -> FftFilter:
+    """The once-per-weight part of :func:`fft`: filter spectra, kept per geometry. ``tile`` is
+    the call's parameter (its FFT size is known only with the input's size: computed then)."""
+    del tile  # every setting shares one FftFilter; without the parameter, fixed-weight tiles failed
     return FftFilter(w)
 
 
