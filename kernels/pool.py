@@ -98,24 +98,16 @@ def channels_first(x: np.ndarray) -> np.ndarray:
         return tensor(x).permute(0, 3, 1, 2).contiguous().numpy()
 
 
-def rfft2(x: np.ndarray, shape: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """Real 2-D FFT over the last two axes, zero-padded to ``shape`` (complex64 for float32),
-    into ``out`` if given (C-contiguous, the result's shape and dtype)."""
+def rfft2(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Real 2-D FFT over the last two axes, zero-padded to ``shape`` (complex64 for float32)."""
     with torch.no_grad():
-        if out is None:
-            return torch.fft.rfft2(tensor(x), s=shape).numpy()
-        torch.fft.rfft2(tensor(x), s=shape, out=torch.from_numpy(out))
-    return out
+        return torch.fft.rfft2(tensor(x), s=shape).numpy()
 
 
-def irfft2(x_hat: np.ndarray, shape: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """Inverse of :func:`rfft2` for a real signal of the last two axes' ``shape``, into ``out``
-    if given."""
+def irfft2(x_hat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`rfft2` for a real signal of the last two axes' ``shape``."""
     with torch.no_grad():
-        if out is None:
-            return torch.fft.irfft2(tensor(x_hat), s=shape).numpy()
-        torch.fft.irfft2(tensor(x_hat), s=shape, out=torch.from_numpy(out))
-    return out
+        return torch.fft.irfft2(tensor(x_hat), s=shape).numpy()
 
 
 def copy(source: np.ndarray, target: np.ndarray) -> None:
