@@ -110,13 +110,6 @@ def irfft2(x_hat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return torch.fft.irfft2(tensor(x_hat), s=shape).numpy()
 
 
-def copy(source: np.ndarray, target: np.ndarray) -> None:
-    """``target[...] = source`` (same shape, any strides) by PyTorch's threads: a strided gather
-    that numpy does on one core at about half the speed (BENCHMARKS.md §19)."""
-    with torch.no_grad():
-        torch.from_numpy(target).copy_(tensor(source))
-
-
 def next_fast_len(n: int) -> int:
     """The smallest m >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes)."""
     m = max(1, int(n))

@@ -11,12 +11,8 @@
    is at least as large as the padded input), subsample by the stride, add the bias.
 
 Strided problems compute the dense output and subsample it: correct, but the tuner will usually
-find a better kernel. The transforms are ``torch.fft`` (float32 stays complex64) and, like the GEMMs
-and the re-layouts between them (:func:`kernels.pool.copy`), run on the one OpenMP pool shared with
-PyTorch (:mod:`kernels.pool`); the re-layouts write into per-thread scratch memory
-(:mod:`kernels.workspace`) and are skipped where the view is already contiguous (one channel, one
-tile). Against numpy's single-threaded copies into fresh arrays: 10-35% faster on 8-64 channels,
-the same on one (BENCHMARKS.md §19).
+find a better kernel. The transforms are ``torch.fft`` (float32 stays complex64) and, like the GEMMs,
+run on the one OpenMP pool shared with PyTorch (:mod:`kernels.pool`).
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ import numpy as np
 from kernels import pool
 from kernels.conv2d._common import add_bias, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
-from kernels.workspace import scratch
 
 
 def fft_shape(padded_hw: tuple[int, int]) -> tuple[int, int]:
@@ -46,8 +41,7 @@ def transform_filter(w: np.ndarray, dilation, shape: tuple[int, int]) -> np.ndar
 
 def _contract(x_hat: np.ndarray, w_hat: np.ndarray, k_out: int, groups: int) -> np.ndarray:
     """Per frequency, ``Y (rows × K) = X (rows × C) · W (C × K)`` for each group: x_hat (F, rows, C)
-    contiguous (torch.matmul on a transposed view was up to 17x slower), w_hat (F, C/groups, K).
-    (A fresh result: written into scratch memory, single-channel problems ran 5-14% slower.)"""
+    contiguous (torch.matmul on a transposed view was up to 17x slower), w_hat (F, C/groups, K)."""
     c_per_group, k_per_group = x_hat.shape[2] // groups, k_out // groups
     y_hat = np.empty((*x_hat.shape[:2], k_out), dtype=x_hat.dtype)
     for g in range(groups):
@@ -55,16 +49,6 @@ def _contract(x_hat: np.ndarray, w_hat: np.ndarray, k_out: int, groups: int) -> 
         ks = slice(g * k_per_group, (g + 1) * k_per_group)
         pool.matmul(x_hat[:, :, cs], w_hat[:, :, ks], out=y_hat[:, :, ks])
     return y_hat
-
-
-def _laid_out(view: np.ndarray, name: str) -> np.ndarray:
-    """``view`` C-contiguous: itself if it is (one channel, one tile), else a threaded copy into
-    scratch memory."""
-    if view.flags.c_contiguous:
-        return view
-    target = scratch(name, view.shape, view.dtype)
-    pool.copy(view, target)
-    return target
 
 
 def extent(dilation, khw) -> tuple[int, int]:
@@ -104,22 +88,16 @@ def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups, 
         )
     else:
         windows = xp.reshape(n_batch, c_in, 1, 1, *xp.shape[2:])
-    spectrum = (fh, fw // 2 + 1)
-    n_freq, rows = spectrum[0] * spectrum[1], n_batch * th * tw
     x_hat = pool.rfft2(windows, (fh, fw))  # (N, C, th, tw, fh, fw//2+1)
-    gemm_x = _laid_out(x_hat.reshape(n_batch, c_in, th, tw, n_freq).transpose(4, 0, 2, 3, 1), "fft.gemm_x")
-    y_hat = _contract(gemm_x.reshape(n_freq, rows, c_in), w_hat, k_out, groups)  # frequency-major
-    tiles_hat = _laid_out(
-        y_hat.reshape(*spectrum, n_batch, th, tw, k_out).transpose(2, 5, 3, 4, 0, 1), "fft.tiles"
-    )
-    y_tiles = pool.irfft2(tiles_hat, (fh, fw))
-    tiles = y_tiles[..., :sh, :sw].transpose(0, 1, 2, 4, 3, 5)  # one tile: cropped in the copy below
-    dense = (tiles if th == tw == 1 else _laid_out(tiles, "fft.dense")).reshape(
-        n_batch, k_out, th * sh, tw * sw
-    )
+    n_freq, rows = fh * (fw // 2 + 1), n_batch * th * tw
+    x_hat = np.ascontiguousarray(x_hat.reshape(n_batch, c_in, th, tw, n_freq).transpose(4, 0, 2, 3, 1))
+    y_hat = _contract(x_hat.reshape(n_freq, rows, c_in), w_hat, k_out, groups)
+    y_hat = y_hat.reshape(fh, fw // 2 + 1, n_batch, th, tw, k_out).transpose(2, 5, 3, 4, 0, 1)
+    y_tiles = pool.irfft2(np.ascontiguousarray(y_hat), (fh, fw))[..., :sh, :sw]  # valid part
+    y_dense = y_tiles.transpose(0, 1, 2, 4, 3, 5).reshape(n_batch, k_out, th * sh, tw * sw)
     ho, wo = output_hw(x.shape[2:], khw, stride, padding, dilation)
-    y = dense[:, :, : (ho - 1) * stride[0] + 1 : stride[0], : (wo - 1) * stride[1] + 1 : stride[1]]
-    return add_bias(np.array(y, dtype=x.dtype, order="C"), b)  # a copy: scratch never leaves
+    y = y_dense[:, :, : (ho - 1) * stride[0] + 1 : stride[0], : (wo - 1) * stride[1] + 1 : stride[1]]
+    return add_bias(np.ascontiguousarray(y, dtype=x.dtype), b)
 
 
 class FftFilter:
@@ -210,6 +188,6 @@ register(
         "and keeps 1/stride² of them)",
         workspace=workspace,
         param_grid=tile_grid,
-        version=4,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: scratch, threaded copies
+        version=4,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run
     )
 )
