@@ -16,6 +16,35 @@ from kernels import pool
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
 
 
+def cpu_ticks() -> dict[int, int]:
+    """CPU time (clock ticks) of each thread of this process, by thread id."""
+    ticks = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks[int(tid)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def workers(run) -> set[int]:
+    """The threads other than the main one that worked (2+ ticks) through 20 calls of ``run``."""
+    before = cpu_ticks()
+    for _ in range(20):
+        run()
+    after = cpu_ticks()
+    return {tid for tid, t in after.items() if t - before.get(tid, 0) >= 2 and tid != os.getpid()}
+
+
+def in_a_fresh_process(code: str) -> str:
+    """Run ``code`` (with the two helpers above defined) in a new interpreter; its stdout."""
+    import inspect
+    import subprocess
+
+    source = "import os\n" + inspect.getsource(cpu_ticks) + inspect.getsource(workers) + code
+    done = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+    return done.stdout + done.stderr[-2000:]
+
+
 def test_numba_runs_on_the_omp_layer_with_torchs_thread_count():
     if "NUMBA_THREADING_LAYER" in os.environ:
         pytest.skip("the user chose a threading layer")
@@ -72,21 +101,6 @@ def test_numba_parallel_work_runs_on_torchs_worker_threads():
             total += np.sin(a[i]) * np.cos(a[i])
         return total
 
-    def cpu_ticks() -> dict[int, int]:
-        ticks = {}
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            ticks[int(tid)] = int(fields[11]) + int(fields[12])
-        return ticks
-
-    def workers(run) -> set[int]:
-        before = cpu_ticks()
-        for _ in range(20):
-            run()
-        after = cpu_ticks()
-        return {tid for tid, t in after.items() if t - before.get(tid, 0) >= 2 and tid != os.getpid()}
-
     data = np.linspace(0, 1, 2_000_000)
     x, w = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)
     busy(data)
@@ -118,28 +132,12 @@ def test_next_fast_len(n, expected):
 @pytest.mark.parametrize("first", ["torch", "autotune"])
 def test_one_pool_whichever_is_imported_first(first):
     """In a fresh process, Numba's parallel work runs on PyTorch's worker threads in both orders."""
-    import subprocess
-
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: nothing to share")
     code = f"""
-import os
 import {first}
 import numpy as np, numba, torch, autotune
 from kernels import pool
-
-def ticks():
-    out = {{}}
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{{tid}}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        out[int(tid)] = int(fields[11]) + int(fields[12])
-    return out
-
-def workers(run):
-    before = ticks()
-    for _ in range(20):
-        run()
-    after = ticks()
-    return {{t for t, v in after.items() if v - before.get(t, 0) >= 2 and t != os.getpid()}}
 
 @numba.njit(parallel=True)
 def busy(a):
@@ -155,10 +153,8 @@ t = workers(lambda: torch.nn.functional.conv2d(x, w, padding=1))
 n = workers(lambda: busy(data))
 print(pool.report()["numba_layer"], bool(n) and n <= t)
 """
-    if torch.get_num_threads() < 2:
-        pytest.skip("one thread: nothing to share")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["omp", "True"], done.stderr[-2000:]
+    out = in_a_fresh_process(code)
+    assert out.split()[:2] == ["omp", "True"], out
 
 
 def test_scratch_memory_is_reused_per_thread_and_never_returned():
@@ -194,32 +190,21 @@ def test_the_tuners_accuracy_checks_wake_no_openblas_thread():
     spin for a while after the call and took the cores of the next timed runs (4 ms scheduler
     ticks, up to 30x on a 1 ms kernel). Threads that existed before any parallel work (numpy's
     OpenBLAS servers) must stay idle; PyTorch's workers, started later, may work."""
-    import subprocess
-
     code = """
-import os
 import numpy as np, torch, autotune
 from autotune.evaluate import rel_l2_error
 from autotune.problem import parse_problem
-
-def ticks():
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        out[int(tid)] = int(fields[11]) + int(fields[12])
-    return out
 
 rng = np.random.default_rng(0)
 y, ref = rng.standard_normal(2_000_000), rng.standard_normal(2_000_000)
 problem = parse_problem("matmul a=256x512 b=512x256")
 operands = problem.random_inputs(rng)
-before = ticks()
+before = cpu_ticks()
 for _ in range(30):
     rel_l2_error(y, ref)
     problem.exact(operands)
-after = ticks()
+after = cpu_ticks()
 print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[t] >= 2))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == ["[]"], done.stdout + done.stderr[-2000:]
+    out = in_a_fresh_process(code)
+    assert out.split()[:1] == ["[]"], out
