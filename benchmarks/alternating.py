@@ -2,9 +2,10 @@
 
     python benchmarks/alternating.py [--import-first torch|autotune] [--rounds 15]
 
-For each of our conv kernels (forced with ``method=``) on a ResNet-18 layer, in one process:
-PyTorch's ``F.conv2d`` alone, the kernel alone, and the pair ``F.conv2d`` then the kernel,
-interleaved in rounds (any load hits all three). Prints each time (20th percentile of the runs
+For each of our conv kernels (forced with ``method=``) on a ResNet-18 layer, and for the matmul
+kernels next to ResNet-18's first 3×3 layer, in one process: PyTorch's ``F.conv2d`` alone, the
+kernel alone, and the pair ``F.conv2d`` then the kernel, interleaved in rounds (any load hits all
+three). Prints each time (20th percentile of the runs
 not preempted, see autotune/timing.py) and ``pair / (torch + kernel)``: 1.0 means neither leaves
 anything behind that slows the other (spinning threads of another pool, cold caches); the goal is
 <= 1.1.
@@ -21,6 +22,8 @@ CASES = [
     ("fft", (1, 64, 28, 28), (64, 64, 5, 5), 1, 2),
     ("pointwise", (1, 64, 56, 56), (128, 64, 1, 1), 2, 0),
 ]
+#: (method, rank of the weight, A's shape, B's shape): matmul kernels beside the first conv case.
+MATMUL_CASES = [("svd", 64, (256, 1024), (1024, 1024)), ("blas", None, (256, 1024), (1024, 1024))]
 
 
 def sample_us(run, runs: int) -> list:
@@ -43,7 +46,6 @@ def main() -> None:
     import torch.nn.functional as F
 
     import autotune
-    from autotune import timing
     from kernels import pool
 
     print(f"imported first: {args.import_first}; threads: {pool.report()}")
@@ -61,26 +63,45 @@ def main() -> None:
         def ours(x=x, w=w, method=method, stride=stride, pad=pad):
             return autotune.conv2d(x, w, stride=stride, padding=pad, method=method)
 
-        def pair(torch_call=torch_call, ours=ours):
-            torch_call()
-            ours()
-
-        calls = {"torch": torch_call, "kernel": ours, "pair": pair}
-        for call in calls.values():
-            call()
-            call()
-        samples = {name: [] for name in calls}
-        for _ in range(args.rounds):
-            for name, call in calls.items():
-                samples[name].extend(sample_us(call, 3))
-        score = {name: timing.summarize(found).score_us for name, found in samples.items()}
-        ratio = score["pair"] / (score["torch"] + score["kernel"])
         problem = f"{'x'.join(map(str, x_shape))} * {'x'.join(map(str, w_shape))}"
-        print(
-            f"{method:18} {problem:34} {score['torch']:9.0f} {score['kernel']:9.0f} "
-            f"{score['pair']:9.0f} {ratio:8.2f}",
-            flush=True,
-        )
+        compare(method, problem, torch_call, ours, args.rounds)
+        if method == CASES[0][0]:
+            first_conv = torch_call
+    for method, rank, a_shape, b_shape in MATMUL_CASES:
+        a = rng.standard_normal(a_shape, dtype=np.float32)
+        weight = autotune.Weight(rng.standard_normal(b_shape, dtype=np.float32))  # factored once
+
+        def matmul(a=a, weight=weight, method=method, rank=rank):
+            return autotune.matmul(a, weight, method=method, rank_B=rank)
+
+        label = method + (f"(rank_b={rank})" if rank else "")
+        problem = f"{a_shape[0]}x{a_shape[1]} @ {b_shape[0]}x{b_shape[1]}"
+        compare(label, problem, first_conv, matmul, args.rounds)
+
+
+def compare(label: str, problem: str, torch_call, ours, rounds: int) -> None:
+    """Time PyTorch's call, ours and the pair in interleaved rounds; print the row."""
+    from autotune import timing
+
+    def pair():
+        torch_call()
+        ours()
+
+    calls = {"torch": torch_call, "kernel": ours, "pair": pair}
+    for call in calls.values():
+        call()
+        call()
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            samples[name].extend(sample_us(call, 3))
+    score = {name: timing.summarize(found).score_us for name, found in samples.items()}
+    ratio = score["pair"] / (score["torch"] + score["kernel"])
+    print(
+        f"{label:18} {problem:34} {score['torch']:9.0f} {score['kernel']:9.0f} "
+        f"{score['pair']:9.0f} {ratio:8.2f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

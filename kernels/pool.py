@@ -13,9 +13,10 @@ The cure is to have one pool only, the one PyTorch already runs on:
   already loaded — PyTorch's, whichever of numba and torch was imported first — so a Numba
   ``prange`` runs on the very worker threads of PyTorch's convolutions (``tests/test_pool.py``
   checks that no other thread does work). Its thread count follows ``torch.get_num_threads()``.
-* **GEMMs and FFTs** of the conv kernels go through :func:`matmul`, :func:`rfft2` and
-  :func:`irfft2`, i.e. ``torch.matmul`` (MKL) and ``torch.fft`` on the same OpenMP threads —
-  never numpy's OpenBLAS or scipy.fft's workers, whose threads would spin beside PyTorch's.
+* **GEMMs and FFTs** of the conv kernels, and the svd matmul kernel's larger products, go
+  through :func:`matmul`, :func:`rfft2` and :func:`irfft2`, i.e. ``torch.matmul`` (MKL) and
+  ``torch.fft`` on the same OpenMP threads — never numpy's OpenBLAS or scipy.fft's workers, whose
+  threads would spin beside PyTorch's.
 * **numpy's own BLAS**, where a kernel is that by definition (matmul's ``blas``), runs on the
   calling thread only (:func:`on_calling_thread`): OpenBLAS's workers, once woken, spin for a
   long time after the call and took the cores of the next PyTorch layer.

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from kernels import pool
 from kernels.matmul.lowrank import LowRank
 from kernels.registry import KernelSpec, register
 
@@ -43,27 +44,41 @@ def truncated(x: Operand, rank: int | None) -> Operand:
     return LowRank.from_matrix(x, rank)
 
 
+#: Products of fewer multiply-adds run on numpy's BLAS, which keeps them on the calling thread
+#: (OpenBLAS threads only larger GEMMs) and costs less per call than PyTorch's dispatch.
+SMALL_PRODUCT = 1 << 18
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b``; beyond :data:`SMALL_PRODUCT`, on the one pool (:func:`kernels.pool.matmul`).
+    numpy's own threaded BLAS here made a following PyTorch convolution and this product cost
+    3.9-4.2x their separate times (its threads spin after the call; BENCHMARKS.md §19)."""
+    if a.shape[0] * a.shape[1] * b.shape[1] < SMALL_PRODUCT:
+        return a @ b
+    return pool.matmul(a, b)
+
+
 def _dense_times_factored(a: np.ndarray, b: LowRank) -> np.ndarray:
-    left = a @ b.u  # (m, r): the thin GEMM first
+    left = _mm(a, b.u)  # (m, r): the thin GEMM first
     left *= b.s  # scale the small intermediate, not a factor (factors stay shared and unchanged)
-    return left @ b.vt
+    return _mm(left, b.vt)
 
 
 def _factored_times_dense(a: LowRank, b: np.ndarray) -> np.ndarray:
-    right = a.vt @ b  # (r, n)
+    right = _mm(a.vt, b)  # (r, n)
     right *= a.s[:, None]
-    return a.u @ right
+    return _mm(a.u, right)
 
 
 def _factored_times_factored(a: LowRank, b: LowRank) -> np.ndarray:
-    core = a.vt @ b.u  # (r_a, r_b)
+    core = _mm(a.vt, b.u)  # (r_a, r_b)
     core *= a.s[:, None]
     core *= b.s
     m, n = a.shape[0], b.shape[1]
     r_a, r_b = core.shape
     if m * r_a * r_b + m * r_b * n <= r_a * r_b * n + m * r_a * n:
-        return (a.u @ core) @ b.vt
-    return a.u @ (core @ b.vt)
+        return _mm(_mm(a.u, core), b.vt)
+    return _mm(a.u, _mm(core, b.vt))
 
 
 def lowrank_matmul(a: Operand, b: Operand) -> np.ndarray:
@@ -73,7 +88,7 @@ def lowrank_matmul(a: Operand, b: Operand) -> np.ndarray:
     elif isinstance(b, LowRank):
         c = _dense_times_factored(a, b)
     else:
-        c = a @ b
+        c = _mm(a, b)
     return np.ascontiguousarray(c)
 
 
