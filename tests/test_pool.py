@@ -210,3 +210,25 @@ print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[
 """
     out = in_a_fresh_process(code)
     assert out.split()[:1] == ["[]"], out
+
+
+@linux_only
+def test_the_svd_kernels_products_wake_no_openblas_thread():
+    """The svd matmul's thin GEMMs run on the one pool: numpy's threaded OpenBLAS there made the
+    kernel and the next PyTorch convolution cost about 4x their separate times."""
+    code = """
+import numpy as np, torch, autotune
+from kernels.matmul.lowrank import LowRank
+from kernels.matmul.svd import svd
+
+rng = np.random.default_rng(0)
+a = rng.standard_normal((256, 1024), dtype=np.float32)
+factors = LowRank(*(rng.standard_normal(shape, dtype=np.float32) for shape in [(1024, 64), (64,), (64, 1024)]))
+before = cpu_ticks()
+for _ in range(300):  # about 0.15 s of products
+    svd(a, factors)
+after = cpu_ticks()
+print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[t] >= 2))
+"""
+    out = in_a_fresh_process(code)
+    assert out.split()[:1] == ["[]"], out
