@@ -22,8 +22,13 @@ CASES = [
     ("fft", (1, 64, 28, 28), (64, 64, 5, 5), 1, 2),
     ("pointwise", (1, 64, 56, 56), (128, 64, 1, 1), 2, 0),
 ]
-#: (method, rank of the weight, A's shape, B's shape): matmul kernels beside the first conv case.
-MATMUL_CASES = [("svd", 64, (256, 1024), (1024, 1024)), ("blas", None, (256, 1024), (1024, 1024))]
+#: (method, its ranks, A's shape, B's shape): matmul kernels beside the first conv case. rank_A
+#: factors the activation on every call (LAPACK), rank_B the weight once.
+MATMUL_CASES = [
+    ("svd", {"rank_B": 64}, (256, 1024), (1024, 1024)),
+    ("svd", {"rank_A": 32}, (256, 1024), (1024, 1024)),
+    ("blas", {}, (256, 1024), (1024, 1024)),
+]
 
 
 def sample_us(run, runs: int) -> list:
@@ -67,14 +72,14 @@ def main() -> None:
         compare(method, problem, torch_call, ours, args.rounds)
         if method == CASES[0][0]:
             first_conv = torch_call
-    for method, rank, a_shape, b_shape in MATMUL_CASES:
+    for method, ranks, a_shape, b_shape in MATMUL_CASES:
         a = rng.standard_normal(a_shape, dtype=np.float32)
         weight = autotune.Weight(rng.standard_normal(b_shape, dtype=np.float32))  # factored once
 
-        def matmul(a=a, weight=weight, method=method, rank=rank):
-            return autotune.matmul(a, weight, method=method, rank_B=rank)
+        def matmul(a=a, weight=weight, method=method, ranks=ranks):
+            return autotune.matmul(a, weight, method=method, **ranks)
 
-        label = method + (f"(rank_b={rank})" if rank else "")
+        label = method + "".join(f"({name}={value})" for name, value in ranks.items())
         problem = f"{a_shape[0]}x{a_shape[1]} @ {b_shape[0]}x{b_shape[1]}"
         compare(label, problem, first_conv, matmul, args.rounds)
 

@@ -27,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 
+from kernels import pool
+
 SvdMethod = Literal["auto", "full", "randomized"]
 
 #: "auto" uses the randomized SVD when the sketch width rank + oversample ≤ this fraction of
@@ -133,12 +135,17 @@ class LowRank:
         if method == "auto":
             small_sketch = rank + oversample <= RANDOMIZED_MAX_FRACTION * full_rank
             method = "randomized" if small_sketch else "full"
-        if method == "full":
-            u, s, vt = np.linalg.svd(a, full_matrices=False)
-        elif method == "randomized":
-            u, s, vt = randomized_svd(a, rank, oversample=oversample, power_iters=power_iters, seed=seed)
-        else:
+        if method not in ("full", "randomized"):
             raise ValueError(f"LowRank.from_matrix: method must be auto/full/randomized, got {method!r}")
+        # LAPACK on the calling thread: OpenBLAS's threads took 1.4-4x as long on all but full
+        # SVDs of 1024x1024 (1.3x faster threaded) and then spun beside PyTorch (BENCHMARKS.md §19)
+        u, s, vt = pool.on_calling_thread(
+            lambda: (
+                np.linalg.svd(a, full_matrices=False)
+                if method == "full"
+                else randomized_svd(a, rank, oversample=oversample, power_iters=power_iters, seed=seed)
+            )
+        )
         dtype = a.dtype
         return cls(
             np.ascontiguousarray(u[:, :rank], dtype=dtype),
