@@ -213,9 +213,10 @@ print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[
 
 
 @linux_only
-def test_the_svd_kernels_products_wake_no_openblas_thread():
-    """The svd matmul's thin GEMMs run on the one pool: numpy's threaded OpenBLAS there made the
-    kernel and the next PyTorch convolution cost about 4x their separate times."""
+def test_the_svd_kernels_products_and_factorisations_wake_no_openblas_thread():
+    """The svd matmul's thin GEMMs run on the one pool and its SVDs on the calling thread: numpy's
+    threaded OpenBLAS there made the kernel and the next PyTorch convolution cost about 4x their
+    separate times."""
     code = """
 import numpy as np, torch, autotune
 from kernels.matmul.lowrank import LowRank
@@ -227,6 +228,8 @@ factors = LowRank(*(rng.standard_normal(shape, dtype=np.float32) for shape in [(
 before = cpu_ticks()
 for _ in range(300):  # about 0.15 s of products
     svd(a, factors)
+for _ in range(20):  # and 0.15 s of factorisations (a rank_A call does one each time)
+    LowRank.from_matrix(a, 32)
 after = cpu_ticks()
 print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[t] >= 2))
 """
