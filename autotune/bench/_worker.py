@@ -2,7 +2,9 @@
 
 ``side=torch`` is what a user would run instead of autotune: ``torch.nn.functional.conv2d`` (or
 the plain model) in a process that never imports autotune, with PyTorch's defaults.
-``side=autotune`` calls ``autotune.conv2d`` (or the ``autotune.nn.convert``-ed model), tuning
+``side=imported`` runs the torch side's calls in a process that imported autotune and ran each
+of its Numba kernels once (what having autotune around costs them). ``side=autotune`` calls
+``autotune.conv2d`` (or the ``autotune.nn.convert``-ed model), tuning
 on first sight into the database named by ``AUTOTUNE_CACHE_DIR``, after importing torch or
 autotune first as asked. The parent (:mod:`autotune.bench.versus`) sends one JSON request per line
 on stdin and reads one JSON reply per line on stdout.
@@ -37,6 +39,19 @@ def timed_runs(call: Any, min_runs: int, min_time_s: float) -> list[tuple[float,
     return samples
 
 
+def run_each_kernel_once() -> None:
+    """Import autotune and call each of its Numba conv kernels once (their threads now exist)."""
+    import numpy as np
+
+    import autotune
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 16, 20, 20), dtype=np.float32)
+    w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
+    for method in ("direct", "im2col", "winograd", "fft", "torch"):
+        autotune.conv2d(x, w, padding=1, method=method)
+
+
 def load_factory(spec: str) -> Any:
     """``path/to/file.py:factory`` → the factory function."""
     path, _, name = spec.rpartition(":")
@@ -51,7 +66,7 @@ class Side:
 
     def __init__(self, request: dict[str, Any]) -> None:
         side, first = request["side"], request.get("import_first", "torch")
-        if side == "autotune" and first == "autotune":
+        if side in ("autotune", "imported") and first == "autotune":
             import autotune
         import torch
 
@@ -61,6 +76,8 @@ class Side:
             import autotune
 
             self.autotune = autotune
+        if side == "imported":
+            run_each_kernel_once()
         torch.manual_seed(request.get("seed", 0))
         self.keys = [problem["key"] for problem in request.get("problems", [])]
         self.calls = self._model_calls(request) if request.get("model") else self._conv_calls(request)

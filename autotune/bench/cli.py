@@ -48,7 +48,8 @@ def cmd_versus(args: argparse.Namespace, command: str) -> int:
         command=command,
         control=args.control,
     )
-    sides = "control" if args.control else f"{args.import_first}-first"
+    first = f"{args.import_first}-first"
+    sides = {"": first, "plain": "control"}.get(args.control) or f"control-{args.control}-{first}"
     paths = versus.write(result, Path(args.out) / f"versus-{name}-{sides}")
     print(versus.summary_text(result))
     note("wrote " + ", ".join(str(p) for p in paths))
@@ -119,6 +120,11 @@ def add_bench_verb(subparsers: Any) -> None:
     versus.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
     versus.add_argument(
         "--control",
-        action="store_true",
-        help="A/A run: plain PyTorch on both sides (how far apart two identical processes are)",
+        nargs="?",
+        const="plain",
+        default="",
+        choices=["plain", "imported"],
+        help="A/A run: plain PyTorch on both sides (how far apart two identical processes are); "
+        "'imported': the second process imports autotune and runs its kernels once, then makes the "
+        "same plain PyTorch calls (what having autotune around costs them)",
     )

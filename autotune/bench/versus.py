@@ -22,10 +22,13 @@ per problem both times, the speed-up torch/autotune, autotune's pick, GFLOP/s an
 machine's peak, and the tuner's in-process timing of torch next to torch's own-process timing
 (they should agree: one thread pool, ``kernels/pool.py``); then the geometric mean and the worst.
 
-``control=True`` is the A/A run that tells how far apart two *identical* processes are: the
+``control="plain"`` is the A/A run that tells how far apart two *identical* processes are: the
 autotune side is replaced by a second plain-PyTorch process. Its ratios are the noise floor a real
 run's rows should be read against (the same ``F.conv2d`` call differs between processes by their
-heap history and page faults, BENCHMARKS.md §1).
+heap history and page faults, BENCHMARKS.md §1). ``control="imported"`` measures what merely
+having autotune in the process costs the user's own calls: the second process imports autotune
+(in the ``import_first`` order) and runs each of its Numba kernels once, then times the very same
+plain ``F.conv2d`` calls.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ class VersusResult:
     peak_gflops: float
     threads: dict[str, Any]
     rows: list[Row]
-    control: bool = False  # an A/A run: plain PyTorch on both sides
+    control: str = ""  # "plain": an A/A run; "imported": plain calls beside a process with autotune
 
     def geomean(self) -> float:
         return math.exp(sum(math.log(r.speedup) for r in self.rows) / len(self.rows))
@@ -180,7 +183,7 @@ def run(
     min_time_s: float = 0.05,
     suite: str = "",
     command: str = "",
-    control: bool = False,
+    control: str = "",
 ) -> VersusResult:
     """Measure ``items`` (conv2d problems) or ``model`` on both sides; see the module docstring."""
     from tqdm import tqdm
@@ -193,7 +196,7 @@ def run(
         request.update(model=model, input=list(input_shape))
     else:
         request["problems"] = [_problem_record(item.problem) for item in items]  # type: ignore[arg-type]
-    role = {side: "torch" if control else side for side in SIDES}  # control: torch on both sides
+    role = {"torch": "torch", "autotune": {"": "autotune", "plain": "torch"}.get(control, control)}
     count = 1 if model else len(items)
     per_round = []
     with tqdm(total=count * rounds, desc="vs torch", unit="call", leave=False) as progress:
@@ -206,7 +209,12 @@ def run(
         stats = {side: [_stats(samples[index][side]) for samples in per_round] for side in SIDES}
         typical = {side: float(np.median([t.score_us for t in stats[side]])) for side in SIDES}
         if model:
-            name, layers, flops, entry = model, [f"input {'x'.join(map(str, input_shape))}"], 0, {}
+            name, layers, flops, entry = (
+                model,
+                [f"input {'x'.join(map(str, input_shape))}"],
+                0,
+                {"pick": "model"},
+            )
         else:
             problem = items[index].problem
             name, layers, flops = problem.key, list(items[index].layers), problem.flops
@@ -218,7 +226,7 @@ def run(
                 flops=flops,
                 torch_us=typical["torch"],
                 autotune_us=typical["autotune"],
-                pick="torch (control)" if control else entry.get("pick", "model" if model else "?"),
+                pick=f"torch ({control} control)" if control else entry.get("pick", "?"),
                 tuner_torch_us=entry.get("tuner_torch_us"),
                 preempted={side: sum(t.preempted for t in stats[side]) for side in SIDES},
                 faults={side: float(np.median([t.faults_per_run for t in stats[side]])) for side in SIDES},
@@ -283,6 +291,8 @@ def summary_text(result: VersusResult) -> str:
 
 
 def _sides(result: VersusResult) -> str:
+    if result.control == "imported":
+        return f"control run: plain PyTorch, beside it with autotune imported ({result.import_first} first)"
     if result.control:
         return "control run: plain PyTorch in both processes (A/A)"
     return f"imported first: {result.import_first}"
