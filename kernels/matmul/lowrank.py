@@ -137,8 +137,8 @@ class LowRank:
             method = "randomized" if small_sketch else "full"
         if method not in ("full", "randomized"):
             raise ValueError(f"LowRank.from_matrix: method must be auto/full/randomized, got {method!r}")
-        # LAPACK on the calling thread: OpenBLAS's threads took 1.4-4x as long on all but full
-        # SVDs of 1024x1024 (1.3x faster threaded) and then spun beside PyTorch (BENCHMARKS.md §19)
+        # LAPACK on the calling thread: OpenBLAS's threads took as long or up to 4x longer, except
+        # on full SVDs of 1024x1024 (1.3x faster), and then spun beside PyTorch (BENCHMARKS.md §19)
         u, s, vt = pool.on_calling_thread(
             lambda: (
                 np.linalg.svd(a, full_matrices=False)

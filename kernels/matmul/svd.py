@@ -52,7 +52,7 @@ SMALL_PRODUCT = 1 << 18
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b``; beyond :data:`SMALL_PRODUCT`, on the one pool (:func:`kernels.pool.matmul`).
     numpy's own threaded BLAS here made a following PyTorch convolution and this product cost
-    3.9-4.2x their separate times (its threads spin after the call; BENCHMARKS.md §19)."""
+    3.9-4.3x their separate times (its threads spin after the call; BENCHMARKS.md §19)."""
     if a.shape[0] * a.shape[1] * b.shape[1] < SMALL_PRODUCT:
         return a @ b
     return pool.matmul(a, b)
