@@ -129,6 +129,39 @@ def test_tiled_fft_matches_oracles(tile, dtype, problem, seed, with_bias):
     check_against_oracles("fft", {"tile": tile}, problem, dtype, seed, with_bias)
 
 
+@pytest.mark.parametrize("lanes_max", [-1, 10**12])  # the complex GEMMs; the Numba loop
+@pytest.mark.parametrize("tile", [0, 12])
+@given(problem=conv_problems(), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_both_fft_contractions_match_oracles(lanes_max, tile, problem, seed, with_bias):
+    """The per-frequency channel sum, forced either way (the size rule picks one)."""
+    from kernels.conv2d import fft
+
+    assume(tile == 0 or tile >= 2 * max(fft.extent(problem.dilation, problem.w_shape[2:])))
+    saved, fft.LANES_MAX = fft.LANES_MAX, lanes_max
+    try:
+        check_against_oracles("fft", {"tile": tile}, problem, "float32", seed, with_bias)
+    finally:
+        fft.LANES_MAX = saved
+
+
+@pytest.mark.parametrize("lanes_max", [-1, 10**12])
+@pytest.mark.parametrize("tile", [0, 16])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fft_on_many_channels_in_groups(dtype, tile, lanes_max):
+    """Channel counts past the Numba loop's four-channel steps (6 and 8 per group), two groups,
+    asymmetric padding larger than the filter's reach on one side, a dilated axis, a batch."""
+    from kernels.conv2d import fft
+
+    problem = ConvProblem((2, 12, 17, 15), (10, 6, 5, 3), padding=(4, 1, 0, 2), dilation=(1, 2), groups=2)
+    wide = ConvProblem((3, 8, 9, 20), (5, 8, 7, 4), padding=(3, 3, 5, 1))
+    saved, fft.LANES_MAX = fft.LANES_MAX, lanes_max
+    try:
+        for case in (problem, wide):
+            check_against_oracles("fft", {"tile": tile}, case, dtype, 7, True, drawn=False)
+    finally:
+        fft.LANES_MAX = saved
+
+
 @given(problem=conv_problems(), seed=st.integers(0, 2**16))
 def test_tiled_fft_with_a_prepared_weight_equals_the_raw_call(problem, seed):
     """A fixed weight's spectra are kept per tile size: same result as the raw weight."""

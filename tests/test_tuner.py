@@ -248,8 +248,8 @@ def test_the_fft_workspace_estimate_covers_its_spectra():
     from kernels.conv2d import fft
 
     problem = ConvProblem((2, 8, 30, 30), (16, 8, 7, 7), padding=(3, 3, 3, 3))
-    shape = fft.fft_shape((36, 36))
-    w_hat = fft.transform_filter(np.ones(problem.w_shape, np.float32), (1, 1), shape)
+    where = fft.geometry((30, 30), problem.padding, (7, 7), 0)
+    w_hat = fft.transform_filter(np.ones(problem.w_shape, np.float32), (1, 1), where, lanes=False)
     n_freq = w_hat.shape[0]
     x_hat_bytes = n_freq * 2 * 8 * w_hat.itemsize  # (F, N, C) complex64
     assert w_hat.nbytes + x_hat_bytes <= fft.workspace(problem) <= 8 * (w_hat.nbytes + x_hat_bytes)

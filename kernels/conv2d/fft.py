@@ -1,54 +1,48 @@
-"""FFT convolution: pointwise products in the frequency domain, channels contracted by complex GEMM.
+"""FFT convolution: pointwise products in the frequency domain, channels summed per frequency.
 
-1. zero-pad the input (conv padding), then real 2-D FFT of size (Fh, Fw) ≥ padded input, where
-   (Fh, Fw) are sizes with only the prime factors 2, 3, 5, 7;
-2. dilate the filter (zeros between taps) and take its real FFT at the same size
-   (:func:`transform_filter`, reusable for a fixed weight);
-3. cross-correlation is ``ifft(X · conj(W))``; the sum over input channels at each frequency is a
-   complex GEMM ``Y[f] (N×K) = X[f] (N×C) · conj(W[f])ᵀ (C×K)``, batched over frequencies with
-   :func:`kernels.pool.matmul` (MKL cgemm/zgemm);
-4. inverse real FFT, crop the valid region (circular wrap-around never reaches it because the FFT
-   is at least as large as the padded input), subsample by the stride, add the bias.
+1. transform the input (real 2-D FFT, ``torch.fft``), in one of two geometries:
 
-Strided problems compute the dense output and subsample it: correct, but the tuner will usually
-find a better kernel. The transforms are ``torch.fft`` (float32 stays complex64) and, like the GEMMs,
-run on the one OpenMP pool shared with PyTorch (:mod:`kernels.pool`).
+   * **whole image** (``tile`` 0): the unpadded input at a size ``F ≥ H + max(top, bottom)``
+     (and ≥ the filter's extent and the dense output; per axis, prime factors 2, 3, 5, 7 only).
+     The conv padding becomes a circular shift of the filter: tap ``u`` sits at
+     ``(d·u − top) mod F``, so the outputs start at index 0 and every index the correlation
+     reads outside the image falls on the transform's zero padding. No padded copy, and a
+     transform up to ``top`` smaller per axis than the padded image;
+   * **overlap-save tiles** (``tile`` T): the padded input cut into T×T windows overlapping by the
+     filter's extent minus one; each window's circular correlation is exact on its first
+     ``T − extent + 1`` outputs per axis, which tile the dense output;
+
+2. the filter's spectrum at the same size (:func:`transform_filter`, kept for a fixed weight);
+3. per frequency, ``Y[k] = Σ_c X[c] · conj(W[k, c])`` over the group's channels, one of two ways
+   (:func:`contract`): with few rows (batch × tiles) a Numba loop whose SIMD lanes run across the
+   frequencies, in the transforms' own layout, no re-layout; with many, a batched complex GEMM per
+   frequency (:func:`kernels.pool.matmul`, MKL cgemm/zgemm) between blocked transposes;
+4. inverse real FFT, then one Numba pass gathers the valid outputs (every stride-th), adding the bias.
+
+Strided problems compute the dense output and keep every stride-th: correct, but the tuner will
+usually find a better kernel. float32 stays complex64. The transforms, the GEMMs and the Numba
+loops all run on the one OpenMP pool shared with PyTorch (:mod:`kernels.pool`).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numba
 import numpy as np
 
 from kernels import pool
-from kernels.conv2d._common import add_bias, output_hw, pad_nchw
+from kernels.conv2d._common import output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 
 
-def fft_shape(padded_hw: tuple[int, int]) -> tuple[int, int]:
-    """FFT size for a padded input: the next sizes with only small prime factors."""
-    return pool.next_fast_len(padded_hw[0]), pool.next_fast_len(padded_hw[1])
+class Geometry(NamedTuple):
+    """Where the transforms sit: FFT size, dense outputs per tile, tiles per axis, filter shift."""
 
-
-def transform_filter(w: np.ndarray, dilation, shape: tuple[int, int]) -> np.ndarray:
-    """``conj(rfft2(dilated w))`` arranged (Fh·(Fw//2+1), C/groups, K) for the per-frequency GEMM."""
-    k_out, c_per_group, kh, kw = w.shape
-    dh, dw = dilation
-    dilated = np.zeros((k_out, c_per_group, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=w.dtype)
-    dilated[:, :, ::dh, ::dw] = w
-    spectrum = np.conj(pool.rfft2(dilated, shape))
-    return np.ascontiguousarray(spectrum.reshape(k_out, c_per_group, -1).transpose(2, 1, 0))
-
-
-def _contract(x_hat: np.ndarray, w_hat: np.ndarray, k_out: int, groups: int) -> np.ndarray:
-    """Per frequency, ``Y (rows × K) = X (rows × C) · W (C × K)`` for each group: x_hat (F, rows, C)
-    contiguous (torch.matmul on a transposed view was up to 17x slower), w_hat (F, C/groups, K)."""
-    c_per_group, k_per_group = x_hat.shape[2] // groups, k_out // groups
-    y_hat = np.empty((*x_hat.shape[:2], k_out), dtype=x_hat.dtype)
-    for g in range(groups):
-        cs = slice(g * c_per_group, (g + 1) * c_per_group)
-        ks = slice(g * k_per_group, (g + 1) * k_per_group)
-        pool.matmul(x_hat[:, :, cs], w_hat[:, :, ks], out=y_hat[:, :, ks])
-    return y_hat
+    fft: tuple[int, int]
+    step: tuple[int, int]
+    tiles: tuple[int, int]
+    shift: tuple[int, int]  # the filter's circular shift (whole image: the top/left padding)
 
 
 def extent(dilation, khw) -> tuple[int, int]:
@@ -56,66 +50,185 @@ def extent(dilation, khw) -> tuple[int, int]:
     return (dilation[0] * (khw[0] - 1) + 1, dilation[1] * (khw[1] - 1) + 1)
 
 
-def tiles_for(padded_hw: tuple[int, int], footprint: tuple[int, int], tile: int) -> tuple:
-    """Overlap-save geometry: FFT size per axis, dense outputs per tile, tiles per axis.
+def geometry(hw: tuple[int, int], padding, footprint: tuple[int, int], tile: int) -> Geometry:
+    """The transforms' geometry for an ``hw`` input; ``tile`` 0 is the whole image (module docstring)."""
+    pt, pb, pl, pr = padding
+    dense = (hw[0] + pt + pb - footprint[0] + 1, hw[1] + pl + pr - footprint[1] + 1)
+    if tile == 0:
+        sizes = (  # reads outside the image land on zeros, taps and outputs have distinct indices
+            pool.next_fast_len(max(hw[0] + max(pt, pb), footprint[0], dense[0])),
+            pool.next_fast_len(max(hw[1] + max(pl, pr), footprint[1], dense[1])),
+        )
+        return Geometry(sizes, sizes, (1, 1), (pt, pl))
+    step = [min(tile - e + 1, d) for e, d in zip(footprint, dense, strict=True)]
+    count = [-(-d // s) for d, s in zip(dense, step, strict=True)]
+    return Geometry((tile, tile), (step[0], step[1]), (count[0], count[1]), (0, 0))
 
-    ``tile`` 0 means one tile of the whole padded input (FFT size :func:`fft_shape`).
+
+#: The Numba contraction (SIMD lanes across frequencies, no re-layout) is used while rows (batch ×
+#: tiles) × C/groups × K/groups stays at most this; above, the complex GEMM and its transposes pay.
+#: Measured (whole calls, BENCHMARKS.md §20): the loop is 1.1-2.4x faster up to 12,544 (1, 2, 4 or
+#: 8 rows of 16-32 channels; 49 tiles of 16), ties at 9,216-16,384, is 1.3-1.4x slower from 36,864
+#: (64 channels in 9-16 tiles).
+LANES_MAX = 16384
+
+
+def uses_lanes(rows: int, c_per_group: int, k_per_group: int) -> bool:
+    """True when :func:`contract` takes the Numba loop rather than the GEMMs (see ``LANES_MAX``)."""
+    return rows * c_per_group * k_per_group <= LANES_MAX
+
+
+def transform_filter(w: np.ndarray, dilation, where: Geometry, lanes: bool) -> np.ndarray:
+    """``conj(rfft2)`` of the dilated, shifted filter: (K, C/groups, F) for the Numba contraction,
+    (F, K, C/groups) for the GEMMs (``F`` = Fh·(Fw//2+1) frequencies)."""
+    k_out, c_per_group, kh, kw = w.shape
+    (fh, fw), (sh, sw) = where.fft, where.shift
+    rows = (np.arange(kh) * dilation[0] - sh) % fh
+    cols = (np.arange(kw) * dilation[1] - sw) % fw
+    placed = np.zeros((k_out, c_per_group, fh, fw), dtype=w.dtype)
+    placed[:, :, rows[:, None], cols[None, :]] = w
+    spectrum = np.conj(pool.rfft2(placed, (fh, fw))).reshape(k_out, c_per_group, -1)
+    if lanes:
+        return spectrum
+    flat = spectrum.reshape(1, k_out * c_per_group, -1)
+    out = np.empty((1, flat.shape[2], flat.shape[1]), dtype=flat.dtype)
+    _transpose(flat, out)
+    return out.reshape(-1, k_out, c_per_group)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def _contract_lanes(x_hat, w_hat, groups, y_hat):  # pragma: no cover - jitted
+    """y_hat[n, k, t, :] = Σ_c x_hat[n, c, t, :] · w_hat[k, c, :] over k's group's channels.
+
+    Four channels per pass over the frequencies: the accumulator row is loaded and stored once
+    for four products (2.4x faster than one channel per pass on 16 channels, BENCHMARKS.md §20).
     """
-    sizes = fft_shape(padded_hw) if tile == 0 else (tile, tile)
-    dense = [p - e + 1 for p, e in zip(padded_hw, footprint, strict=True)]
-    step = [min(s - e + 1, d) for s, e, d in zip(sizes, footprint, dense, strict=True)]
-    count = [-(-d // t) for d, t in zip(dense, step, strict=True)]
-    return (sizes[0], sizes[1]), (step[0], step[1]), (count[0], count[1])
+    n_batch, _, n_tiles, n_freq = x_hat.shape
+    k_out, c_per_group = w_hat.shape[0], w_hat.shape[1]
+    k_per_group = k_out // groups
+    for job in numba.prange(n_batch * n_tiles * k_out):
+        n, t, k = job // (n_tiles * k_out), (job // k_out) % n_tiles, job % k_out
+        c0 = (k // k_per_group) * c_per_group
+        acc = y_hat[n, k, t]
+        acc[:] = 0
+        c = 0
+        while c + 4 <= c_per_group:
+            x0, x1, x2, x3 = (
+                x_hat[n, c0 + c, t],
+                x_hat[n, c0 + c + 1, t],
+                x_hat[n, c0 + c + 2, t],
+                x_hat[n, c0 + c + 3, t],
+            )
+            w0, w1, w2, w3 = w_hat[k, c], w_hat[k, c + 1], w_hat[k, c + 2], w_hat[k, c + 3]
+            for f in range(n_freq):
+                acc[f] += x0[f] * w0[f] + x1[f] * w1[f] + x2[f] * w2[f] + x3[f] * w3[f]
+            c += 4
+        for rest in range(c, c_per_group):
+            xv, wv = x_hat[n, c0 + rest, t], w_hat[k, rest]
+            for f in range(n_freq):
+                acc[f] += xv[f] * wv[f]
 
 
-def fft_with_filter(x, w_hat, k_out, khw, b, stride, padding, dilation, groups, tile=0):
-    """FFT conv of ``x`` with a filter spectrum from :func:`transform_filter` at the tile size.
+@numba.njit(cache=True, parallel=True)
+def _transpose(src, dst):  # pragma: no cover - jitted
+    """dst[b, q, p] = src[b, p, q] (any strides), in 8×8 blocks so both sides stream cache lines."""
+    n_batch, n_p, n_q = src.shape
+    blocks = (n_p + 7) // 8
+    for job in numba.prange(n_batch * blocks):
+        b, p0 = job // blocks, (job % blocks) * 8
+        p1 = min(n_p, p0 + 8)
+        for q0 in range(0, n_q, 8):
+            for q in range(q0, min(n_q, q0 + 8)):
+                for p in range(p0, p1):
+                    dst[b, q, p] = src[b, p, q]
 
-    Overlap-save: the padded input is cut into ``tile``-sized windows that overlap by the
-    filter's extent minus one; each window's circular cross-correlation is exact on its first
-    ``tile − extent + 1`` outputs per axis, which tile the dense output.
-    """
+
+def contract(x_hat: np.ndarray, w_hat: np.ndarray, groups: int, lanes: bool) -> np.ndarray:
+    """Y (N, K, T, F) from X (N, C, T, F) and a spectrum from :func:`transform_filter`."""
+    n_batch, c_in, n_tiles, n_freq = x_hat.shape
+    if lanes:
+        y_hat = np.empty((n_batch, w_hat.shape[0], n_tiles, n_freq), dtype=x_hat.dtype)
+        _contract_lanes(x_hat, w_hat, groups, y_hat)
+        return y_hat
+    k_out, c_per_group = w_hat.shape[1], w_hat.shape[2]
+    by_freq = np.empty((n_freq, c_in, n_batch, n_tiles), dtype=x_hat.dtype)  # X_f: C × (N·T) per f
+    for n in range(n_batch):
+        _transpose(x_hat[n], by_freq[:, :, n, :].transpose(1, 0, 2))
+    out = np.empty((n_freq, k_out, n_batch, n_tiles), dtype=x_hat.dtype)  # Wᵀ_f (K × C) · X_f
+    k_per_group = k_out // groups
+    for g in range(groups):
+        cs, ks = slice(g * c_per_group, (g + 1) * c_per_group), slice(g * k_per_group, (g + 1) * k_per_group)
+        x_f = by_freq[:, cs].reshape(n_freq, c_per_group, -1)
+        pool.matmul(w_hat[:, ks, :], x_f, out=out[:, ks].reshape(n_freq, k_per_group, -1))
+    y_hat = np.empty((n_batch, k_out, n_tiles, n_freq), dtype=x_hat.dtype)
+    for n in range(n_batch):
+        _transpose(out[:, :, n, :].transpose(1, 0, 2), y_hat[n])
+    return y_hat
+
+
+@numba.njit(cache=True, parallel=True)
+def _gather(tiles, rows, cols, bias, y):  # pragma: no cover - jitted
+    """y[n, k, i, j] = tiles[n, k, tile row, tile col, row in tile, col in tile] + bias[k], with
+    the tile and in-tile indices of output row i in ``rows[:, i]`` and of column j in ``cols[:, j]``."""
+    n_batch, k_out, height, width = y.shape
+    for job in numba.prange(n_batch * k_out):
+        n, k = job // k_out, job % k_out
+        for i in range(height):
+            src = tiles[n, k, rows[0, i], :, rows[1, i]]
+            dst = y[n, k, i]
+            for j in range(width):
+                dst[j] = src[cols[0, j], cols[1, j]] + bias[k]
+
+
+def _positions(count: int, stride: int, step: int) -> np.ndarray:
+    """(tile, index in tile) of every stride-th dense output along one axis."""
+    dense = np.arange(count) * stride
+    return np.stack([dense // step, dense % step]).astype(np.int64)
+
+
+def fft_with_filter(x, w_hat, lanes, khw, b, stride, padding, dilation, groups, tile=0):
+    """FFT conv of ``x`` with a spectrum from :func:`transform_filter` for this geometry and layout."""
     n_batch, c_in = x.shape[:2]
-    padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
-    (fh, fw), (sh, sw), (th, tw) = tiles_for(padded_hw, extent(dilation, khw), tile)
-    need = ((th - 1) * sh + fh, (tw - 1) * sw + fw)
-    extra = [max(0, n - p) for n, p in zip(need, padded_hw, strict=True)] if tile else [0, 0]
-    xp = pad_nchw(x, padding, extra_bottom=extra[0], extra_right=extra[1])
+    where = geometry(x.shape[2:], padding, extent(dilation, khw), tile)
+    (fh, fw), (sh, sw), (th, tw) = where.fft, where.step, where.tiles
     if tile:
+        need = ((th - 1) * sh + fh, (tw - 1) * sw + fw)
+        padded = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
+        extra = [max(0, n - p) for n, p in zip(need, padded, strict=True)]
+        xp = pad_nchw(x, padding, extra_bottom=extra[0], extra_right=extra[1])
         s = xp.strides
         windows = np.lib.stride_tricks.as_strided(
             xp, (n_batch, c_in, th, tw, fh, fw), (s[0], s[1], sh * s[2], sw * s[3], s[2], s[3])
         )
     else:
-        windows = xp.reshape(n_batch, c_in, 1, 1, *xp.shape[2:])
-    x_hat = pool.rfft2(windows, (fh, fw))  # (N, C, th, tw, fh, fw//2+1)
-    n_freq, rows = fh * (fw // 2 + 1), n_batch * th * tw
-    x_hat = np.ascontiguousarray(x_hat.reshape(n_batch, c_in, th, tw, n_freq).transpose(4, 0, 2, 3, 1))
-    y_hat = _contract(x_hat.reshape(n_freq, rows, c_in), w_hat, k_out, groups)
-    y_hat = y_hat.reshape(fh, fw // 2 + 1, n_batch, th, tw, k_out).transpose(2, 5, 3, 4, 0, 1)
-    y_tiles = pool.irfft2(np.ascontiguousarray(y_hat), (fh, fw))[..., :sh, :sw]  # valid part
-    y_dense = y_tiles.transpose(0, 1, 2, 4, 3, 5).reshape(n_batch, k_out, th * sh, tw * sw)
+        windows = x.reshape(n_batch, c_in, 1, 1, *x.shape[2:])  # zero-padded to (fh, fw) by the FFT
+    x_hat = pool.rfft2(windows, (fh, fw)).reshape(n_batch, c_in, th * tw, -1)
+    y_hat = contract(x_hat, w_hat, groups, lanes)
+    k_out = y_hat.shape[1]
+    y_tiles = pool.irfft2(y_hat.reshape(n_batch, k_out, th, tw, fh, fw // 2 + 1), (fh, fw))
     ho, wo = output_hw(x.shape[2:], khw, stride, padding, dilation)
-    y = y_dense[:, :, : (ho - 1) * stride[0] + 1 : stride[0], : (wo - 1) * stride[1] + 1 : stride[1]]
-    return add_bias(np.ascontiguousarray(y, dtype=x.dtype), b)
+    y = np.empty((n_batch, k_out, ho, wo), dtype=x.dtype)
+    bias = np.zeros(k_out, dtype=x.dtype) if b is None else np.asarray(b, dtype=x.dtype)
+    _gather(y_tiles, _positions(ho, stride[0], sh), _positions(wo, stride[1], sw), bias, y)
+    return y
 
 
 class FftFilter:
-    """A weight whose spectra are kept: one per (dilation, FFT size), computed on first use.
+    """A weight whose spectra are kept: one per (dilation, geometry, layout), made on first use.
 
-    The FFT size depends on the input's padded size, which is unknown when the weight is
-    prepared, so spectra are filled in lazily by the first call of each geometry.
+    The geometry depends on the input's size, which is unknown when the weight is prepared, so
+    spectra are filled in lazily by the first call of each geometry.
     """
 
     def __init__(self, w: np.ndarray) -> None:
         self.w = np.array(w, order="C", copy=True)  # private: the caller's array may change
-        self._spectra: dict[tuple[tuple[int, int], tuple[int, int]], np.ndarray] = {}
+        self._spectra: dict[tuple, np.ndarray] = {}
 
-    def spectrum(self, dilation, shape: tuple[int, int]) -> np.ndarray:
-        key = (tuple(dilation), tuple(shape))
+    def spectrum(self, dilation, where: Geometry, lanes: bool) -> np.ndarray:
+        key = (tuple(dilation), where, lanes)
         found = self._spectra.get(key)
         if found is None:
-            found = self._spectra[key] = transform_filter(self.w, dilation, shape)
+            found = self._spectra[key] = transform_filter(self.w, dilation, where, lanes)
         return found
 
 
@@ -127,16 +240,20 @@ def prepare(w: np.ndarray, tile: int = 0) -> FftFilter:
 
 
 def fft(x, w, b, stride, padding, dilation, groups, tile=0):
-    """FFT convolution (torch.fft) with a batched complex GEMM over frequencies; any geometry.
+    """FFT convolution (torch.fft), channels summed per frequency; any geometry.
 
     ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`. ``tile`` 0 transforms
-    the whole padded image; a size (e.g. 32) cuts it into overlapping tiles of that FFT size.
+    the whole image; a size (e.g. 32) cuts the padded input into overlapping tiles of that FFT size.
     """
-    padded_hw = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
     raw = w.w if isinstance(w, FftFilter) else w
-    shape = tiles_for(padded_hw, extent(dilation, raw.shape[2:]), tile)[0]
-    w_hat = w.spectrum(dilation, shape) if isinstance(w, FftFilter) else transform_filter(w, dilation, shape)
-    return fft_with_filter(x, w_hat, raw.shape[0], raw.shape[2:], b, stride, padding, dilation, groups, tile)
+    where = geometry(x.shape[2:], padding, extent(dilation, raw.shape[2:]), tile)
+    rows = x.shape[0] * where.tiles[0] * where.tiles[1]
+    lanes = uses_lanes(rows, raw.shape[1], raw.shape[0] // groups)
+    if isinstance(w, FftFilter):
+        w_hat = w.spectrum(dilation, where, lanes)
+    else:
+        w_hat = transform_filter(w, dilation, where, lanes)
+    return fft_with_filter(x, w_hat, lanes, raw.shape[2:], b, stride, padding, dilation, groups, tile)
 
 
 #: Overlap-save tile sizes (FFT sizes) offered to the tuner, besides the whole image.
@@ -155,15 +272,15 @@ def tile_grid(problem) -> list[dict[str, int]]:
 
 def workspace(problem) -> int:
     """Bytes :func:`fft` allocates beyond x and y for the whole-image transform: the filter
-    spectrum twice (transform and its per-frequency layout), the input and output spectra, the
-    full-size real output. Tiled settings need less; this bound covers the kernel's largest."""
+    spectrum twice (transform and its per-frequency layout), the input and output spectra twice
+    (the GEMMs' layout), the full-size real output. Tiled settings need less; this bound covers
+    the kernel's largest."""
     n_batch, c_in, h, w = problem.x_shape
     k_out, c_per_group, _, _ = problem.w_shape
-    pt, pb, pl, pr = problem.padding
-    fh, fw = fft_shape((h + pt + pb, w + pl + pr))
+    fh, fw = geometry((h, w), problem.padding, extent(problem.dilation, problem.w_shape[2:]), 0).fft
     n_freq = fh * (fw // 2 + 1)
     real = np.dtype(problem.dtype).itemsize
-    complex_values = 2 * n_freq * c_per_group * k_out + n_freq * n_batch * (c_in + k_out)
+    complex_values = 2 * n_freq * c_per_group * k_out + 2 * n_freq * n_batch * (c_in + k_out)
     return 2 * real * complex_values + real * n_batch * k_out * fh * fw
 
 
@@ -188,6 +305,7 @@ register(
         "and keeps 1/stride² of them)",
         workspace=workspace,
         param_grid=tile_grid,
-        version=4,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run
+        version=5,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run;
+        # 5: unpadded whole-image transform, Numba contraction for few rows, Numba re-layouts
     )
 )
