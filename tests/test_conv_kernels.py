@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,14 @@ def test_direct_across_flat_chunks_and_the_large_input_path(x_shape, w_shape, pa
 @given(problem=conv_problems(winograd_geometry=True), seed=st.integers(0, 2**16), with_bias=st.booleans())
 def test_winograd_matches_oracles(tile, dtype, problem, seed, with_bias):
     check_against_oracles("winograd", {"tile": tile}, problem, dtype, seed, with_bias)
+
+
+@pytest.mark.parametrize("band", [1, 2, 3])
+@pytest.mark.parametrize("tile", TILE_SIZES)
+@given(problem=conv_problems(winograd_geometry=True), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_winograd_in_bands_of_rows_matches_oracles(tile, band, problem, seed, with_bias):
+    """Bands of rows of tiles (the last one shorter, bands across images of a batch)."""
+    check_against_oracles("winograd", {"tile": tile, "band": band}, problem, "float32", seed, with_bias)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -243,8 +253,8 @@ def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, monke
     want = F.conv2d(
         F.pad(torch.from_numpy(x), (0, 2, 2, 1)), torch.from_numpy(w), torch.from_numpy(b)
     ).numpy()
-    for tile in TILE_SIZES:
-        got = winograd.winograd(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile)
+    for tile, band in itertools.product(TILE_SIZES, (0, 1, 4)):
+        got = winograd.winograd(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile, band=band)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 

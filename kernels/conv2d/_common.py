@@ -62,10 +62,10 @@ def rows_channels_last(x, n, row0, col0, rows):  # pragma: no cover - jitted
         dst[:lo, :] = 0
         dst[hi:, :] = 0
         band = dst[lo:hi]
-        for j in range(hi - lo):
-            lanes = band[j]
-            for c in range(x.shape[1]):
-                lanes[c] = x[n, c, src_row, col0 + lo + j]
+        for c in range(x.shape[1]):  # one contiguous read per channel: prefetchers follow it
+            src = x[n, c, src_row, col0 + lo : col0 + hi]
+            for j in range(hi - lo):
+                band[j, c] = src[j]
 
 
 @numba.njit(cache=True)

@@ -76,21 +76,22 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
     alpha = m + 2
     head = [
         "@numba.njit(cache=True, parallel=True, fastmath={'contract'})",
-        f"def input_{m}(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # pragma: no cover",
-        f'    """v[ξ·{alpha}+ν, tile, :] = (Bᵀ d B)[ξ, ν] for every tile d; a job per block of a row."""',
+        f"def input_{m}(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):"
+        "  # pragma: no cover",
+        f'    """v[ξ·{alpha}+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""',
         "#CONSTS",
         "    channels = x.shape[1]",
         "    blocks = -(-tw_count // block)",
-        "    for job in numba.prange(x.shape[0] * th_count * blocks):",
+        "    for job in numba.prange(row_count * blocks):",
     ]
     lines = [
-        "    row = job // blocks  # n·tiles_h + th",
+        "    row = row0 + job // blocks  # n·tiles_h + th",
         "    first = (job % blocks) * block",
         "    count = min(block, tw_count - first)",
         f"    rows = np.empty(({alpha}, count * {m} + 2, channels), dtype=x.dtype)",
         f"    top, left = (row % th_count) * {m} - pad_top, first * {m} - pad_left",
         "    rows_channels_last(x, row // th_count, top, left, rows)",
-        "    base = row * tw_count + first",
+        "    base = (row - row0) * tw_count + first",
         "    used = rows.shape[1] * channels",
         *[f"    x{i} = rows[{i}].reshape(used)" for i in range(alpha)],
         "    half = np.empty_like(rows)",
@@ -126,18 +127,19 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
     alpha = m + 2
     head = [
         "@numba.njit(cache=True, parallel=True, fastmath={'contract'})",
-        f"def output_{m}(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cover - jitted",
-        f'    """y[n, :, th·{m} + a, tw·{m} + e] = (Aᵀ M A)[a, e] + bias; a job per block of a row."""',
+        f"def output_{m}(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):"
+        "  # pragma: no cover",
+        f'    """y[n, :, th·{m} + a, tw·{m} + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""',
         "#CONSTS",
         "    k_out = mm.shape[2]",
         "    blocks = -(-tw_count // block)",
-        "    for job in numba.prange(y.shape[0] * th_count * blocks):",
+        "    for job in numba.prange(row_count * blocks):",
     ]
     lines = [
-        "    row = job // blocks  # n·tiles_h + th",
+        "    row = row0 + job // blocks  # n·tiles_h + th",
         "    first = (job % blocks) * block",
         "    count = min(block, tw_count - first)",
-        "    base = row * tw_count + first",
+        "    base = (row - row0) * tw_count + first",
         "    used = count * k_out",
         f"    out = np.empty(({m}, count * {m}, k_out), dtype=mm.dtype)",
         f"    half = np.empty(({m}, {alpha}, count, k_out), dtype=mm.dtype)",

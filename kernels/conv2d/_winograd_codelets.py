@@ -13,18 +13,18 @@ from kernels.conv2d._common import rows_channels_first, rows_channels_last
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def input_2(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # pragma: no cover
-    """v[ξ·4+ν, tile, :] = (Bᵀ d B)[ξ, ν] for every tile d; a job per block of a row."""
+def input_2(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
+    """v[ξ·4+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""
     channels = x.shape[1]
     blocks = -(-tw_count // block)
-    for job in numba.prange(x.shape[0] * th_count * blocks):
-        row = job // blocks  # n·tiles_h + th
+    for job in numba.prange(row_count * blocks):
+        row = row0 + job // blocks  # n·tiles_h + th
         first = (job % blocks) * block
         count = min(block, tw_count - first)
         rows = np.empty((4, count * 2 + 2, channels), dtype=x.dtype)
         top, left = (row % th_count) * 2 - pad_top, first * 2 - pad_left
         rows_channels_last(x, row // th_count, top, left, rows)
-        base = row * tw_count + first
+        base = (row - row0) * tw_count + first
         used = rows.shape[1] * channels
         x0 = rows[0].reshape(used)
         x1 = rows[1].reshape(used)
@@ -68,15 +68,15 @@ def input_2(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # prag
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def output_2(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cover - jitted
-    """y[n, :, th·2 + a, tw·2 + e] = (Aᵀ M A)[a, e] + bias; a job per block of a row."""
+def output_2(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y[n, :, th·2 + a, tw·2 + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""
     k_out = mm.shape[2]
     blocks = -(-tw_count // block)
-    for job in numba.prange(y.shape[0] * th_count * blocks):
-        row = job // blocks  # n·tiles_h + th
+    for job in numba.prange(row_count * blocks):
+        row = row0 + job // blocks  # n·tiles_h + th
         first = (job % blocks) * block
         count = min(block, tw_count - first)
-        base = row * tw_count + first
+        base = (row - row0) * tw_count + first
         used = count * k_out
         out = np.empty((2, count * 2, k_out), dtype=mm.dtype)
         half = np.empty((2, 4, count, k_out), dtype=mm.dtype)
@@ -110,21 +110,21 @@ def output_2(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cove
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def input_4(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # pragma: no cover
-    """v[ξ·6+ν, tile, :] = (Bᵀ d B)[ξ, ν] for every tile d; a job per block of a row."""
+def input_4(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
+    """v[ξ·6+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
     channels = x.shape[1]
     blocks = -(-tw_count // block)
-    for job in numba.prange(x.shape[0] * th_count * blocks):
-        row = job // blocks  # n·tiles_h + th
+    for job in numba.prange(row_count * blocks):
+        row = row0 + job // blocks  # n·tiles_h + th
         first = (job % blocks) * block
         count = min(block, tw_count - first)
         rows = np.empty((6, count * 4 + 2, channels), dtype=x.dtype)
         top, left = (row % th_count) * 4 - pad_top, first * 4 - pad_left
         rows_channels_last(x, row // th_count, top, left, rows)
-        base = row * tw_count + first
+        base = (row - row0) * tw_count + first
         used = rows.shape[1] * channels
         x0 = rows[0].reshape(used)
         x1 = rows[1].reshape(used)
@@ -184,18 +184,18 @@ def input_4(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # prag
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def output_4(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cover - jitted
-    """y[n, :, th·4 + a, tw·4 + e] = (Aᵀ M A)[a, e] + bias; a job per block of a row."""
+def output_4(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y[n, :, th·4 + a, tw·4 + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
     k_out = mm.shape[2]
     blocks = -(-tw_count // block)
-    for job in numba.prange(y.shape[0] * th_count * blocks):
-        row = job // blocks  # n·tiles_h + th
+    for job in numba.prange(row_count * blocks):
+        row = row0 + job // blocks  # n·tiles_h + th
         first = (job % blocks) * block
         count = min(block, tw_count - first)
-        base = row * tw_count + first
+        base = (row - row0) * tw_count + first
         used = count * k_out
         out = np.empty((4, count * 4, k_out), dtype=mm.dtype)
         half = np.empty((4, 6, count, k_out), dtype=mm.dtype)
@@ -245,8 +245,8 @@ def output_4(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cove
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # pragma: no cover
-    """v[ξ·8+ν, tile, :] = (Bᵀ d B)[ξ, ν] for every tile d; a job per block of a row."""
+def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
+    """v[ξ·8+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
@@ -258,14 +258,14 @@ def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # prag
     k8 = consts[8]
     channels = x.shape[1]
     blocks = -(-tw_count // block)
-    for job in numba.prange(x.shape[0] * th_count * blocks):
-        row = job // blocks  # n·tiles_h + th
+    for job in numba.prange(row_count * blocks):
+        row = row0 + job // blocks  # n·tiles_h + th
         first = (job % blocks) * block
         count = min(block, tw_count - first)
         rows = np.empty((8, count * 6 + 2, channels), dtype=x.dtype)
         top, left = (row % th_count) * 6 - pad_top, first * 6 - pad_left
         rows_channels_last(x, row // th_count, top, left, rows)
-        base = row * tw_count + first
+        base = (row - row0) * tw_count + first
         used = rows.shape[1] * channels
         x0 = rows[0].reshape(used)
         x1 = rows[1].reshape(used)
@@ -341,8 +341,8 @@ def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block):  # prag
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def output_6(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cover - jitted
-    """y[n, :, th·6 + a, tw·6 + e] = (Aᵀ M A)[a, e] + bias; a job per block of a row."""
+def output_6(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y[n, :, th·6 + a, tw·6 + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
@@ -355,11 +355,11 @@ def output_6(mm, consts, bias, th_count, tw_count, block, y):  # pragma: no cove
     k9 = consts[9]
     k_out = mm.shape[2]
     blocks = -(-tw_count // block)
-    for job in numba.prange(y.shape[0] * th_count * blocks):
-        row = job // blocks  # n·tiles_h + th
+    for job in numba.prange(row_count * blocks):
+        row = row0 + job // blocks  # n·tiles_h + th
         first = (job % blocks) * block
         count = min(block, tw_count - first)
-        base = row * tw_count + first
+        base = (row - row0) * tw_count + first
         used = count * k_out
         out = np.empty((6, count * 6, k_out), dtype=mm.dtype)
         half = np.empty((6, 8, count, k_out), dtype=mm.dtype)

@@ -90,32 +90,32 @@ def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
     return u
 
 
-def input_transform(x: np.ndarray, padding, m: int, tiles_h: int, tiles_w: int) -> np.ndarray:
-    """V[ξ·α + ν, (n·tiles_h + th)·tiles_w + tw, c] = (Bᵀ d B)[ξ, ν] for every tile d of padded ``x``.
+def input_transform(
+    x: np.ndarray, padding, m: int, tiles: tuple[int, int], rows: range, v: np.ndarray
+) -> None:
+    """V[ξ·α + ν, i·tiles_w + tw, c] = (Bᵀ d B)[ξ, ν] for every tile d of the ``rows`` of tiles
+    (row ``r`` = n·tiles_h + th; ``i`` = r − rows.start) of padded ``x``, into ``v``.
 
     Reads ``x`` (N, C, H, W) as it is: each row of tiles gathers its α input rows channel-last,
     zero-padded, into a scratch that stays in cache, so neither a padded copy nor an NHWC copy of
     the whole input is made (the padding beyond ``x`` covers the partial edge tiles as well).
-    V is :mod:`kernels.workspace` memory: valid until the next Winograd call on this thread.
     """
-    alpha = m + 2
-    v = workspace.scratch("winograd.v", (alpha * alpha, x.shape[0] * tiles_h * tiles_w, x.shape[1]), x.dtype)
     block = _block(m, x.shape[1], x.dtype.itemsize)
-    codelets.INPUT[m](x, padding[0], padding[2], v, _constants(m, 0, x.dtype), tiles_h, tiles_w, block)
-    return v
+    consts = _constants(m, 0, x.dtype)
+    codelets.INPUT[m](x, padding[0], padding[2], v, consts, *tiles, block, rows.start, len(rows))
 
 
-def output_transform(mm: np.ndarray, bias: np.ndarray, out_shape, tiles) -> np.ndarray:
-    """y (N, K, Ho, Wo) from M (α², tiles, K): Aᵀ M A per tile, plus the bias, cropped.
+def output_transform(
+    mm: np.ndarray, bias: np.ndarray, tiles: tuple[int, int], m: int, rows: range, y
+) -> None:
+    """y (N, K, Ho, Wo) on the ``rows`` of tiles from their M (α², tiles, K): Aᵀ M A per tile,
+    plus the bias, cropped.
 
     Each row of tiles is transformed channel-last into a scratch in cache and written into the
     NCHW output from there, so no NHWC copy of the whole output is made.
     """
-    m = tiles[2]
-    y = np.empty(out_shape, dtype=mm.dtype)
     block = _block(m, mm.shape[2], mm.dtype.itemsize)
-    codelets.OUTPUT[m](mm, _constants(m, 1, mm.dtype), bias, tiles[0], tiles[1], block, y)
-    return y
+    codelets.OUTPUT[m](mm, _constants(m, 1, mm.dtype), bias, *tiles, block, y, rows.start, len(rows))
 
 
 #: A transform job's scratch rows (α rows of its block of tiles, channel-last) stay within this.
@@ -136,27 +136,47 @@ def _constants(m: int, which: int, dtype: np.dtype) -> np.ndarray:
     return array
 
 
-def winograd_with_filter(x, u, b, padding, groups, m):
+def winograd_with_filter(x, u, b, padding, groups, m, band=0):
     """Winograd conv of ``x`` with a pre-transformed filter ``u`` (α², C/groups, K) from
-    :func:`transform_filter`."""
-    n_batch, _, h, w = x.shape
-    c_per_group, k_out = u.shape[1], u.shape[2]
+    :func:`transform_filter`, ``band`` rows of tiles at a time (0: all at once).
+
+    In bands, the band's V and M stay in cache between the transforms and its GEMMs; all at once,
+    the GEMMs see the largest operands. Which pays depends on the layer (:func:`tile_grid`).
+    """
+    n_batch, c_in, h, w = x.shape
+    k_out = u.shape[2]
     ho, wo = output_hw((h, w), (3, 3), (1, 1), padding, (1, 1))
-    tiles_h, tiles_w = -(-ho // m), -(-wo // m)
-    v = input_transform(x, padding, m, tiles_h, tiles_w)  # (α², tiles, C)
-    mm = workspace.scratch("winograd.m", (*v.shape[:2], k_out), x.dtype)
-    if groups == 1:
-        pool.matmul(v, u, out=mm)  # α² GEMMs of (tiles × C)·(C × K), batched so BLAS sees big operands
-    else:
-        k_per_group = k_out // groups
-        for g in range(groups):
-            ks = slice(g * k_per_group, (g + 1) * k_per_group)
-            cs = slice(g * c_per_group, (g + 1) * c_per_group)
-            # contiguous operands: torch.matmul on strided slices takes a slow path
-            v_g, u_g = np.ascontiguousarray(v[:, :, cs]), np.ascontiguousarray(u[:, :, ks])
-            pool.matmul(v_g, u_g, out=mm[:, :, ks])
+    tiles = (-(-ho // m), -(-wo // m))
+    total = n_batch * tiles[0]
+    step = min(band or total, total)
+    alpha2 = (m + 2) ** 2
+    v_all = workspace.scratch("winograd.v", (alpha2 * step * tiles[1] * c_in,), x.dtype)
+    mm_all = workspace.scratch("winograd.m", (alpha2 * step * tiles[1] * k_out,), x.dtype)
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
-    return output_transform(mm, bias, (n_batch, k_out, ho, wo), (tiles_h, tiles_w, m))
+    y = np.empty((n_batch, k_out, ho, wo), dtype=x.dtype)
+    for first in range(0, total, step):
+        rows = range(first, min(first + step, total))
+        count = len(rows) * tiles[1]
+        v = v_all[: alpha2 * count * c_in].reshape(alpha2, count, c_in)
+        mm = mm_all[: alpha2 * count * k_out].reshape(alpha2, count, k_out)
+        input_transform(x, padding, m, tiles, rows, v)
+        _products(v, u, groups, mm)
+        output_transform(mm, bias, tiles, m, rows, y)
+    return y
+
+
+def _products(v: np.ndarray, u: np.ndarray, groups: int, mm: np.ndarray) -> None:
+    """M = V·U: α² GEMMs of (tiles × C)·(C × K) per group, batched so BLAS sees big operands."""
+    if groups == 1:
+        pool.matmul(v, u, out=mm)
+        return
+    c_per_group, k_per_group = u.shape[1], u.shape[2] // groups
+    for g in range(groups):
+        ks = slice(g * k_per_group, (g + 1) * k_per_group)
+        cs = slice(g * c_per_group, (g + 1) * c_per_group)
+        # contiguous operands: torch.matmul on strided slices takes a slow path
+        v_g, u_g = np.ascontiguousarray(v[:, :, cs]), np.ascontiguousarray(u[:, :, ks])
+        pool.matmul(v_g, u_g, out=mm[:, :, ks])
 
 
 @dataclass(frozen=True)
@@ -167,8 +187,10 @@ class WinogradFilter:
     tile: int
 
 
-def prepare(w: np.ndarray, tile: int = 2) -> WinogradFilter:
-    """The once-per-weight part of :func:`winograd`: the filter transform."""
+def prepare(w: np.ndarray, tile: int = 2, band: int = 0) -> WinogradFilter:
+    """The once-per-weight part of :func:`winograd`: the filter transform (``band`` does not
+    change it)."""
+    del band
     _check_tile(tile)
     return WinogradFilter(transform_filter(w, tile), tile)
 
@@ -178,8 +200,9 @@ def _check_tile(tile: int) -> None:
         raise ValueError(f"winograd: tile must be one of {TILE_SIZES}, got {tile!r}")
 
 
-def winograd(x, w, b, stride, padding, dilation, groups, tile=2):
-    """Winograd F(m×m, 3×3) with batched BLAS GEMMs in the transformed domain (m = ``tile``).
+def winograd(x, w, b, stride, padding, dilation, groups, tile=2, band=0):
+    """Winograd F(m×m, 3×3) with batched BLAS GEMMs in the transformed domain (m = ``tile``),
+    ``band`` rows of tiles at a time (0: all).
 
     ``w`` is the raw weight (K, C/groups, 3, 3) or a :class:`WinogradFilter` from :func:`prepare`.
     """
@@ -190,7 +213,7 @@ def winograd(x, w, b, stride, padding, dilation, groups, tile=2):
         u = w.u
     else:
         u = transform_filter(w, tile)
-    return winograd_with_filter(x, u, b, padding, groups, tile)
+    return winograd_with_filter(x, u, b, padding, groups, tile, band)
 
 
 def applies(problem) -> bool:
@@ -213,11 +236,39 @@ def promising(problem) -> bool:
 MIN_CHANNEL_PAIRS = 64
 
 
+#: A band of rows of tiles holds at most this much of V (α² × tiles × C), so that the band's V
+#: and M stay in the cache between its transforms and its GEMMs. Measured on 1×64×224×224, F(4×4):
+#: bands of 0.5-4 MB of V took 11-16 ms, all rows at once 20 ms (BENCHMARKS.md §20).
+BAND_BYTES = 2 << 20
+
+#: Bands are offered only when the layer has at least this many of them, and only while U is at
+#: most two bands' V: every band's GEMMs read all of U again (on 8×512×28×28 bands were 1.25-4x
+#: slower, BENCHMARKS.md §18).
+MIN_BANDS = 4
+
+
+def band_rows(problem, m: int) -> int:
+    """Rows of tiles per band for F(m×m): as many as fit :data:`BAND_BYTES` of V, at least one."""
+    tiles_w = -(-problem.out_shape[3] // m)
+    row_bytes = (m + 2) ** 2 * tiles_w * problem.x_shape[1] * np.dtype(problem.dtype).itemsize
+    return max(1, BAND_BYTES // row_bytes)
+
+
 def tile_grid(problem) -> list[dict[str, int]]:
-    """Try every tile size whose single tile is not larger than the output."""
+    """Every tile size whose single tile is not larger than the output, all rows at once; then
+    F(4×4) and F(6×6) in bands of rows (:func:`band_rows`) where the layer has enough rows and a
+    small enough U for them to pay (:data:`MIN_BANDS`)."""
     ho, wo = problem.out_shape[2:]
     useful = [m for m in TILE_SIZES if m == 2 or m <= max(ho, wo)]
-    return [{"tile": m} for m in useful]
+    grid = [{"tile": m} for m in useful]
+    k_out, c_per_group = problem.w_shape[:2]
+    for m in useful:
+        band = band_rows(problem, m)
+        u_bytes = (m + 2) ** 2 * c_per_group * k_out * np.dtype(problem.dtype).itemsize
+        rows = problem.x_shape[0] * -(-ho // m)
+        if m > 2 and rows >= MIN_BANDS * band and u_bytes <= 2 * BAND_BYTES:
+            grid.append({"tile": m, "band": band})
+    return grid
 
 
 register(
@@ -234,6 +285,7 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=3,  # 3: generated transforms on row scratches; 2: channel-last, filter (α², C, K)
+        version=4,  # 4: bands of rows, contiguous gather; 3: generated transforms on row scratches;
+        # 2: channel-last, filter (α², C, K)
     )
 )
