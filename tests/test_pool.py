@@ -77,6 +77,12 @@ def test_conv_kernels_send_their_gemms_and_ffts_to_the_pool(method, monkeypatch)
 
         monkeypatch.setattr(torch, name, counting)
     monkeypatch.setattr(np, "matmul", None)  # any numpy GEMM would now fail loudly
+    if method == "fft":  # its GEMM path (few channels take the Numba loop) and torch's FFTs
+        from kernels.conv2d import fft
+
+        monkeypatch.setattr(fft, "LANES_MAX", -1)
+        monkeypatch.setattr(np.fft, "rfft2", None)
+        monkeypatch.setattr(np.fft, "irfft2", None)
     rng = np.random.default_rng(0)
     kernel = 1 if method == "pointwise" else 3
     x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
