@@ -113,8 +113,12 @@ def irfft2(x_hat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def next_fast_len(n: int) -> int:
-    """The smallest m >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes)."""
-    m = max(1, int(n))
+    """The smallest even m >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes).
+
+    Even: a real FFT of odd length is much slower (``torch.fft``, 16-32 planes, forward and
+    inverse: 63×63 1.8-2.4x the time of 64×64, 75×75 about 1.6x that of 80×80; BENCHMARKS.md §20).
+    """
+    m = max(2, int(n) + int(n) % 2)
     while True:
         rest = m
         for p in (2, 3, 5, 7):
@@ -122,7 +126,7 @@ def next_fast_len(n: int) -> int:
                 rest //= p
         if rest == 1:
             return m
-        m += 1
+        m += 2
 
 
 @functools.cache

@@ -129,7 +129,9 @@ def test_pool_matmul_and_fft_match_numpy():
     np.testing.assert_allclose(pool.irfft2(pool.rfft2(x, (8, 10)), (8, 10))[:, :7, :9], x, atol=1e-12)
 
 
-@pytest.mark.parametrize(("n", "expected"), [(1, 1), (11, 12), (13, 14), (97, 98), (121, 125), (224, 224)])
+@pytest.mark.parametrize(
+    ("n", "expected"), [(1, 2), (11, 12), (13, 14), (61, 64), (63, 64), (97, 98), (121, 126), (224, 224)]
+)
 def test_next_fast_len(n, expected):
     assert pool.next_fast_len(n) == expected
 
