@@ -186,6 +186,25 @@ def test_tiled_fft_with_a_prepared_weight_equals_the_raw_call(problem, seed):
         )
 
 
+@pytest.mark.parametrize(
+    ("method", "taps", "message"),
+    [
+        ("fft(tile=4)", 7, "at least the \\(dilated\\) filter's extent 7"),
+        ("fft(tile=-8)", 3, "tile must be 0"),
+        ("fft(tile=9.5)", 3, "tile must be 0"),
+        ("winograd(band=-1)", 3, "band must be an int >= 0"),
+        ("winograd(tile=4,band=2.5)", 3, "band must be an int >= 0"),
+    ],
+)
+def test_bad_tile_and_band_parameters_are_named(method, taps, message):
+    """A tile smaller than the filter or a negative band would give garbage: a clear error."""
+    import autotune
+
+    x = np.ones((1, 2, 12, 12), np.float32)
+    with pytest.raises(ValueError, match=message):
+        autotune.conv2d(x, np.ones((2, 2, taps, taps), np.float32), padding=taps // 2, method=method)
+
+
 def test_fft_offers_tiles_only_where_they_are_smaller_than_the_image_and_twice_the_filter():
     from kernels.conv2d.fft import tile_grid
 

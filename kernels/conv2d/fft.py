@@ -246,7 +246,14 @@ def fft(x, w, b, stride, padding, dilation, groups, tile=0):
     the whole image; a size (e.g. 32) cuts the padded input into overlapping tiles of that FFT size.
     """
     raw = w.w if isinstance(w, FftFilter) else w
-    where = geometry(x.shape[2:], padding, extent(dilation, raw.shape[2:]), tile)
+    footprint = extent(dilation, raw.shape[2:])
+    integral = isinstance(tile, (int, np.integer)) and not isinstance(tile, bool)
+    if not integral or (tile != 0 and tile < max(footprint)):
+        raise ValueError(
+            f"fft: tile must be 0 (the whole image) or an FFT size of at least the (dilated) filter's "
+            f"extent {max(footprint)}, got {tile!r}"
+        )
+    where = geometry(x.shape[2:], padding, footprint, tile)
     rows = x.shape[0] * where.tiles[0] * where.tiles[1]
     lanes = uses_lanes(rows, raw.shape[1], raw.shape[0] // groups)
     if isinstance(w, FftFilter):

@@ -195,9 +195,11 @@ def prepare(w: np.ndarray, tile: int = 2, band: int = 0) -> WinogradFilter:
     return WinogradFilter(transform_filter(w, tile), tile)
 
 
-def _check_tile(tile: int) -> None:
+def _check_tile(tile: int, band: int = 0) -> None:
     if tile not in POINTS:
         raise ValueError(f"winograd: tile must be one of {TILE_SIZES}, got {tile!r}")
+    if not isinstance(band, (int, np.integer)) or isinstance(band, bool) or band < 0:
+        raise ValueError(f"winograd: band must be an int >= 0 (rows of tiles per pass, 0: all), got {band!r}")
 
 
 def winograd(x, w, b, stride, padding, dilation, groups, tile=2, band=0):
@@ -206,7 +208,7 @@ def winograd(x, w, b, stride, padding, dilation, groups, tile=2, band=0):
 
     ``w`` is the raw weight (K, C/groups, 3, 3) or a :class:`WinogradFilter` from :func:`prepare`.
     """
-    _check_tile(tile)
+    _check_tile(tile, band)
     if isinstance(w, WinogradFilter):
         if w.tile != tile:
             raise ValueError(f"winograd: weight prepared for tile={w.tile}, called with tile={tile}")
