@@ -47,9 +47,11 @@ def cmd_versus(args: argparse.Namespace, command: str) -> int:
         suite=name,
         command=command,
         control=args.control,
+        warm_heap=args.warm_heap,
     )
     first = f"{args.import_first}-first"
     sides = {"": first, "plain": "control"}.get(args.control) or f"control-{args.control}-{first}"
+    sides += "-warm-heap" if args.warm_heap else ""
     paths = versus.write(result, Path(args.out) / f"versus-{name}-{sides}")
     print(versus.summary_text(result))
     note("wrote " + ", ".join(str(p) for p in paths))
@@ -118,6 +120,13 @@ def add_bench_verb(subparsers: Any) -> None:
         help="import order on autotune's side",
     )
     versus.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    versus.add_argument(
+        "--warm-heap",
+        action="store_true",
+        help="both processes first allocate and free 30 MiB, which raises glibc's mmap threshold as "
+        "a process that has run its model once has: large outputs then come from the heap, not "
+        "fresh from the OS (page faults) on every call",
+    )
     versus.add_argument(
         "--control",
         nargs="?",

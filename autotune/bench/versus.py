@@ -87,6 +87,7 @@ class VersusResult:
     threads: dict[str, Any]
     rows: list[Row]
     control: str = ""  # "plain": an A/A run; "imported": plain calls beside a process with autotune
+    warm_heap: bool = False  # both processes raised glibc's mmap threshold first
 
     def geomean(self) -> float:
         return math.exp(sum(math.log(r.speedup) for r in self.rows) / len(self.rows))
@@ -184,6 +185,7 @@ def run(
     suite: str = "",
     command: str = "",
     control: str = "",
+    warm_heap: bool = False,
 ) -> VersusResult:
     """Measure ``items`` (conv2d problems) or ``model`` on both sides; see the module docstring."""
     from tqdm import tqdm
@@ -191,7 +193,7 @@ def run(
     from autotune.bench.suite import measure_peak_gflops
 
     peak = measure_peak_gflops()
-    request: dict[str, Any] = {"op": "setup", "seed": 0, "import_first": import_first}
+    request: dict[str, Any] = {"op": "setup", "seed": 0, "import_first": import_first, "warm_heap": warm_heap}
     if model:
         request.update(model=model, input=list(input_shape))
     else:
@@ -233,7 +235,7 @@ def run(
             )
         )
     threads = setup["autotune"].get("threads", {})
-    return VersusResult(suite, command, import_first, peak, threads, rows, control)
+    return VersusResult(suite, command, import_first, peak, threads, rows, control, warm_heap)
 
 
 # --- Reporting. ------------------------------------------------------------------------------
@@ -291,11 +293,13 @@ def summary_text(result: VersusResult) -> str:
 
 
 def _sides(result: VersusResult) -> str:
+    heap = "; both heaps warmed (30 MiB allocated and freed first)" if result.warm_heap else ""
     if result.control == "imported":
-        return f"control run: plain PyTorch, beside it with autotune imported ({result.import_first} first)"
+        first = result.import_first
+        return f"control run: plain PyTorch, beside it with autotune imported ({first} first){heap}"
     if result.control:
-        return "control run: plain PyTorch in both processes (A/A)"
-    return f"imported first: {result.import_first}"
+        return f"control run: plain PyTorch in both processes (A/A){heap}"
+    return f"imported first: {result.import_first}{heap}"
 
 
 def markdown(result: VersusResult) -> str:
