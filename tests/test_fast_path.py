@@ -73,6 +73,9 @@ def test_tensors_that_require_grad_and_non_contiguous_inputs():
         np.testing.assert_allclose(
             y.numpy(), oracle(inputs.detach(), w.detach(), padding=1).numpy(), rtol=1e-4, atol=1e-4
         )
+    b = torch.randn(4, requires_grad=True)  # only the bias asks for grad
+    for _ in range(2):
+        assert not autotune.conv2d(x_t, w.detach(), b, padding=1).requires_grad
 
 
 @pytest.mark.parametrize("method", ["winograd", "fft"])

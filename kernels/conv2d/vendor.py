@@ -15,7 +15,8 @@ def torch_conv2d_tensors(x, w, b, stride, padding, dilation, groups):
     if pt != pb or pl != pr:  # torch's conv2d only pads symmetrically; asymmetric ("same") first
         x = F.pad(x, (pl, pr, pt, pb))
         pt = pl = 0
-    if not torch.is_grad_enabled():
+    # No history is recorded unless an input requires grad; entering no_grad costs ~2.5 µs a call.
+    if not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
         return F.conv2d(x, w, b, stride, (pt, pl), dilation, groups)
     with torch.no_grad():
         return F.conv2d(x, w, b, stride, (pt, pl), dilation, groups)
