@@ -28,7 +28,9 @@ run's rows should be read against (the same ``F.conv2d`` call differs between pr
 heap history and page faults, BENCHMARKS.md §1). ``control="imported"`` measures what merely
 having autotune in the process costs the user's own calls: the second process imports autotune
 (in the ``import_first`` order) and runs each of its Numba kernels once, then times the very same
-plain ``F.conv2d`` calls.
+plain ``F.conv2d`` calls. ``warm_heap`` has both processes allocate and free 30 MiB first, so that
+neither pays glibc's fresh pages on every large output (a process that has run its model once
+does not; without it a single-problem run can charge one side thousands of faults per call).
 """
 
 from __future__ import annotations
