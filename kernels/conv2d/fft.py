@@ -43,6 +43,7 @@ class Geometry(NamedTuple):
     step: tuple[int, int]
     tiles: tuple[int, int]
     shift: tuple[int, int]  # the filter's circular shift (whole image: the top/left padding)
+    tiled: bool  # overlap-save windows of the padded input (else the whole image, unpadded)
 
 
 def extent(dilation, khw) -> tuple[int, int]:
@@ -59,10 +60,10 @@ def geometry(hw: tuple[int, int], padding, footprint: tuple[int, int], tile: int
             pool.next_fast_len(max(hw[0] + max(pt, pb), footprint[0], dense[0])),
             pool.next_fast_len(max(hw[1] + max(pl, pr), footprint[1], dense[1])),
         )
-        return Geometry(sizes, sizes, (1, 1), (pt, pl))
+        return Geometry(sizes, sizes, (1, 1), (pt, pl), False)
     step = [min(tile - e + 1, d) for e, d in zip(footprint, dense, strict=True)]
     count = [-(-d // s) for d, s in zip(dense, step, strict=True)]
-    return Geometry((tile, tile), (step[0], step[1]), (count[0], count[1]), (0, 0))
+    return Geometry((tile, tile), (step[0], step[1]), (count[0], count[1]), (0, 0), True)
 
 
 #: The Numba contraction (SIMD lanes across frequencies, no re-layout) is used while rows (batch ×
@@ -186,12 +187,12 @@ def _positions(count: int, stride: int, step: int) -> np.ndarray:
     return np.stack([dense // step, dense % step]).astype(np.int64)
 
 
-def fft_with_filter(x, w_hat, lanes, khw, b, stride, padding, dilation, groups, tile=0):
-    """FFT conv of ``x`` with a spectrum from :func:`transform_filter` for this geometry and layout."""
+def fft_with_filter(x, w_hat, lanes, where: Geometry, khw, b, stride, padding, dilation, groups):
+    """FFT conv of ``x`` with a spectrum from :func:`transform_filter` for geometry ``where``
+    (from :func:`geometry`; ``where.tiled`` says overlap-save) and the contraction's layout."""
     n_batch, c_in = x.shape[:2]
-    where = geometry(x.shape[2:], padding, extent(dilation, khw), tile)
     (fh, fw), (sh, sw), (th, tw) = where.fft, where.step, where.tiles
-    if tile:
+    if where.tiled:
         need = ((th - 1) * sh + fh, (tw - 1) * sw + fw)
         padded = (x.shape[2] + padding[0] + padding[1], x.shape[3] + padding[2] + padding[3])
         extra = [max(0, n - p) for n, p in zip(need, padded, strict=True)]
@@ -260,7 +261,7 @@ def fft(x, w, b, stride, padding, dilation, groups, tile=0):
         w_hat = w.spectrum(dilation, where, lanes)
     else:
         w_hat = transform_filter(w, dilation, where, lanes)
-    return fft_with_filter(x, w_hat, lanes, raw.shape[2:], b, stride, padding, dilation, groups, tile)
+    return fft_with_filter(x, w_hat, lanes, where, raw.shape[2:], b, stride, padding, dilation, groups)
 
 
 #: Overlap-save tile sizes (FFT sizes) offered to the tuner, besides the whole image.
