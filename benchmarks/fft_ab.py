@@ -12,17 +12,12 @@ separate runs of a few percent cannot (BENCHMARKS.md §19).
 from __future__ import annotations
 
 import argparse
-import subprocess
-import types
-from pathlib import Path
 
 import numpy as np
+from _at_commit import alternate, module_at
 
-import kernels.registry
-from autotune import timing
 from kernels.conv2d import fft as new
 
-ROOT = Path(__file__).resolve().parent.parent
 #: (channels, image size, filter size, padding, overlap-save tile (0: whole image), fixed weight)
 CASES = [
     (1, 256, 31, 0, 0, False),
@@ -40,27 +35,13 @@ CASES = [
 ]
 
 
-def load_old(rev: str) -> types.ModuleType:
-    """``kernels/conv2d/fft.py`` at ``rev`` as a module of its own (not registered)."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:kernels/conv2d/fft.py"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    module = types.ModuleType(f"fft_at_{rev}")
-    register, kernels.registry.register = kernels.registry.register, lambda spec: spec
-    try:
-        exec(compile(source, f"fft.py@{rev}", "exec"), module.__dict__)  # our own file, at a commit
-    finally:
-        kernels.registry.register = register
-    return module
-
-
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--rev", required=True, help="the commit to compare with")
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    old = load_old(args.rev)
+    old = module_at(args.rev, "kernels/conv2d/fft.py")
     rng = np.random.default_rng(0)
     for channels, size, taps, pad, tile, fixed in CASES:
         x = rng.standard_normal((1, channels, size, size), dtype=np.float32)
@@ -73,11 +54,7 @@ def main() -> None:
                 lambda m=module, wt=weight: m.fft(x, wt, b, (1, 1), (pad,) * 4, (1, 1), 1, tile)  # noqa: B023
             )
         np.testing.assert_allclose(calls[0](), calls[1](), rtol=1e-3, atol=1e-3)
-        scores: list[list[float]] = [[], []]
-        for _ in range(args.rounds):
-            for call, found in zip(calls, scores, strict=True):
-                found.append(timing.measure(call, min_runs=5, min_time_s=0.03, max_time_s=1.0).score_us)
-        before, after = (float(np.median(s)) for s in scores)
+        before, after = alternate(calls[0], calls[1], args.rounds)
         weight_kind = "fixed" if fixed else "one-off"
         print(
             f"1x{channels}x{size}x{size} * {channels}x{channels}x{taps}x{taps} "

@@ -1,0 +1,75 @@
+"""The Winograd transforms against their own version at an earlier commit, alternating in one process.
+
+    python benchmarks/winograd_ab.py --rev 3ddc639 [--rounds 7] [--tiles 2,4,6]
+
+Loads the generated ``kernels/conv2d/_winograd_codelets.py`` as it was at ``--rev`` beside
+today's (both use today's gather and scatter helpers in ``_common.py``), checks that both give
+the same V and the same output, then times the input and the output transform of F(m×m) on
+ResNet-18/VGG-16 layers (all rows of tiles at once) in alternating rounds, the tuner's score per
+round (:mod:`autotune.timing`), and prints the medians and now/then (BENCHMARKS.md §21).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import numpy as np
+from _at_commit import alternate, module_at
+
+from kernels.conv2d import _winograd_codelets as new
+from kernels.conv2d import winograd as W
+
+#: (batch, channels, image size): the 64-channel layers with many tiles first.
+LAYERS = [(8, 64, 56), (1, 64, 224), (1, 64, 56), (1, 128, 112), (8, 128, 28), (1, 256, 56), (1, 512, 14)]
+PADDING = (1, 1, 1, 1)
+
+
+def transforms(codelets, x: np.ndarray, m: int) -> tuple[Callable[[], np.ndarray], Callable[[], np.ndarray]]:
+    """The input and the output transform of F(m×m) on ``x`` with ``codelets``; each returns what
+    it wrote (V, and y from a fixed random M)."""
+    batch, channels, size, _ = x.shape
+    tiles = (-(-size // m), -(-size // m))
+    rows, alpha2 = batch * tiles[0], (m + 2) ** 2
+    v = np.empty((alpha2, rows * tiles[1], channels), x.dtype)
+    mm = np.random.default_rng(1).standard_normal(v.shape).astype(x.dtype)
+    y, bias = np.empty_like(x), np.zeros(channels, x.dtype)
+    block = W._block(m, channels, x.dtype.itemsize)
+    k_in, k_out = W._constants(m, 0, x.dtype), W._constants(m, 1, x.dtype)
+
+    def forward() -> np.ndarray:
+        codelets.INPUT[m](x, PADDING[0], PADDING[2], v, k_in, *tiles, block, 0, rows)
+        return v
+
+    def backward() -> np.ndarray:
+        codelets.OUTPUT[m](mm, k_out, bias, *tiles, block, y, 0, rows)
+        return y
+
+    return forward, backward
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--rev", required=True, help="the commit to compare with")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--tiles", default="4", help="tile sizes m, comma-separated (default: 4)")
+    args = parser.parse_args()
+    old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py")
+    rng = np.random.default_rng(0)
+    for m in (int(t) for t in args.tiles.split(",")):
+        for batch, channels, size in LAYERS:
+            x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+            pairs = zip(transforms(old, x, m), transforms(new, x, m), strict=True)
+            for stage, (then, now) in zip(("input", "output"), pairs, strict=True):
+                np.testing.assert_array_equal(then().copy(), now())
+                before, after = alternate(then, now, args.rounds)
+                print(
+                    f"F({m}x{m}) {batch}x{channels}x{size}x{size} {stage:6}: {args.rev} {before:8.0f} us, "
+                    f"now {after:8.0f} us, now/then {after / before:.2f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
