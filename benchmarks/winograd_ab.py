@@ -2,8 +2,8 @@
 
     python benchmarks/winograd_ab.py --rev 3ddc639 [--rounds 7] [--tiles 2,4,6]
 
-Loads the generated ``kernels/conv2d/_winograd_codelets.py`` as it was at ``--rev`` beside
-today's (both use today's gather and scatter helpers in ``_common.py``), checks that both give
+Loads the generated ``kernels/conv2d/_winograd_codelets.py`` and the gather and scatter helpers
+of ``kernels/conv2d/_common.py`` as they were at ``--rev`` beside today's, checks that both give
 the same V and the same output, then times the input and the output transform of F(m×m) on
 ResNet-18/VGG-16 layers (all rows of tiles at once) in alternating rounds, the tuner's score per
 round (:mod:`autotune.timing`), and prints the medians and now/then (BENCHMARKS.md §21).
@@ -56,6 +56,10 @@ def main() -> None:
     parser.add_argument("--tiles", default="4", help="tile sizes m, comma-separated (default: 4)")
     args = parser.parse_args()
     old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py")
+    helpers = module_at(args.rev, "kernels/conv2d/_common.py")
+    for name in dir(helpers):  # the helpers it calls, bound when Numba compiles it (first call)
+        if name.startswith(("rows_channels_", "QUAD_")) and hasattr(old, name):
+            setattr(old, name, getattr(helpers, name))
     rng = np.random.default_rng(0)
     for m in (int(t) for t in args.tiles.split(",")):
         for batch, channels, size in LAYERS:

@@ -257,16 +257,17 @@ def test_the_generated_winograd_transforms_are_current():
     assert _winograd_codegen.TARGET.read_text(encoding="utf-8") == _winograd_codegen.render()
 
 
-@pytest.mark.parametrize("block_bytes", [None, 1, 3000])
-def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, monkeypatch):
+@pytest.mark.parametrize(("block_bytes", "width"), [(None, 23), (1, 23), (3000, 23), (None, 70)])
+def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, width, monkeypatch):
     """Top/left padding read before the image, bottom/right beyond it, odd sizes cut mid-tile;
-    with rows of tiles split into blocks of one tile, or a few, as on wide images."""
+    with rows of tiles split into blocks of one tile, or a few, as on wide images; 70 columns
+    take the four-channel gather and scatter."""
     from kernels.conv2d import winograd
 
     if block_bytes is not None:
         monkeypatch.setattr(winograd, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 5, 13, 23))
+    x = rng.standard_normal((2, 5, 13, width))
     w = rng.standard_normal((4, 5, 3, 3))
     b = rng.standard_normal(4)
     want = F.conv2d(
@@ -275,6 +276,27 @@ def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, monke
     for tile, band in itertools.product(TILE_SIZES, (0, 1, 4)):
         got = winograd.winograd(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile, band=band)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("col0", [-2, 0, 5])
+def test_four_channel_gather_and_scatter_equal_the_one_channel_ones(col0):
+    """The 4×4-block paths for long rows against the one-channel loops: 7 channels (a remainder
+    of 3), rows and columns beyond the image (zeros when gathering, cropped when scattering)."""
+    from kernels.conv2d import _common
+
+    rng = np.random.default_rng(5)
+    x, bias = rng.standard_normal((2, 7, 6, 45)), rng.standard_normal(7)
+    for cols in (_common.QUAD_MIN_COLUMNS, 43, 50):
+        plain, quads = np.full((4, cols, 7), np.nan), np.full((4, cols, 7), np.nan)
+        _common.rows_channels_last(x, 1, 4, col0, plain)  # rows 4-7 of a 6-row image
+        _common.rows_channels_last_by_quads(x, 1, 4, col0, quads)
+        np.testing.assert_array_equal(quads, plain)
+        assert not np.isnan(plain).any() and (plain[2:] == 0).all()
+        y_plain, y_quads = np.zeros_like(x), np.zeros_like(x)
+        _common.rows_channels_first(plain, bias, y_plain, 1, 3, col0 + 2)  # rows 3-6, cropped
+        _common.rows_channels_first_by_quads(plain, bias, y_quads, 1, 3, col0 + 2)
+        np.testing.assert_array_equal(y_quads, y_plain)
+        assert (y_plain[1, :, 3:, col0 + 2 : col0 + 2 + cols] != 0).all()  # written: values + bias
 
 
 def test_f2x2_3x3_is_lavins_up_to_signs_that_cancel():

@@ -37,7 +37,13 @@ of a row of tiles (their scratch rows stay in cache); jobs run over the pool's t
 import numba
 import numpy as np
 
-from kernels.conv2d._common import rows_channels_first, rows_channels_last
+from kernels.conv2d._common import (
+    QUAD_MIN_COLUMNS,
+    rows_channels_first,
+    rows_channels_first_by_quads,
+    rows_channels_last,
+    rows_channels_last_by_quads,
+)
 '''
 
 
@@ -90,7 +96,10 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
         "    count = min(block, tw_count - first)",
         f"    rows = np.empty(({alpha}, count * {m} + 2, channels), dtype=x.dtype)",
         f"    top, left = (row % th_count) * {m} - pad_top, first * {m} - pad_left",
-        "    rows_channels_last(x, row // th_count, top, left, rows)",
+        "    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time",
+        "        rows_channels_last_by_quads(x, row // th_count, top, left, rows)",
+        "    else:",
+        "        rows_channels_last(x, row // th_count, top, left, rows)",
         "    base = (row - row0) * tw_count + first",
         "    used = rows.shape[1] * channels",
         *[f"    x{i} = rows[{i}].reshape(used)" for i in range(alpha)],
@@ -160,7 +169,12 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
         lines += [f"            d = out[a, col + {e}]", "            for k in range(k_out):"]
         lines += [f"                d[k] = {expression}"]
     top, left = f"(row % th_count) * {m}", f"first * {m}"
-    lines.append(f"    rows_channels_first(out, bias, y, row // th_count, {top}, {left})")
+    lines += [
+        "    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time",
+        f"        rows_channels_first_by_quads(out, bias, y, row // th_count, {top}, {left})",
+        "    else:",
+        f"        rows_channels_first(out, bias, y, row // th_count, {top}, {left})",
+    ]
     return head + ["    " + line for line in lines]
 
 

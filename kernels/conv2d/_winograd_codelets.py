@@ -9,7 +9,13 @@ of a row of tiles (their scratch rows stay in cache); jobs run over the pool's t
 import numba
 import numpy as np
 
-from kernels.conv2d._common import rows_channels_first, rows_channels_last
+from kernels.conv2d._common import (
+    QUAD_MIN_COLUMNS,
+    rows_channels_first,
+    rows_channels_first_by_quads,
+    rows_channels_last,
+    rows_channels_last_by_quads,
+)
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
@@ -23,7 +29,10 @@ def input_2(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, ro
         count = min(block, tw_count - first)
         rows = np.empty((4, count * 2 + 2, channels), dtype=x.dtype)
         top, left = (row % th_count) * 2 - pad_top, first * 2 - pad_left
-        rows_channels_last(x, row // th_count, top, left, rows)
+        if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+            rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+        else:
+            rows_channels_last(x, row // th_count, top, left, rows)
         base = (row - row0) * tw_count + first
         used = rows.shape[1] * channels
         x0 = rows[0].reshape(used)
@@ -107,7 +116,10 @@ def output_2(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
                 d = out[a, col + 1]
                 for k in range(k_out):
                     d[k] = s1[k] - s2[k] + s3[k]
-        rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
+        if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+            rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
+        else:
+            rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
@@ -124,7 +136,10 @@ def input_4(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, ro
         count = min(block, tw_count - first)
         rows = np.empty((6, count * 4 + 2, channels), dtype=x.dtype)
         top, left = (row % th_count) * 4 - pad_top, first * 4 - pad_left
-        rows_channels_last(x, row // th_count, top, left, rows)
+        if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+            rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+        else:
+            rows_channels_last(x, row // th_count, top, left, rows)
         base = (row - row0) * tw_count + first
         used = rows.shape[1] * channels
         x0 = rows[0].reshape(used)
@@ -243,7 +258,10 @@ def output_4(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
                 d = out[a, col + 3]
                 for k in range(k_out):
                     d[k] = s1[k] - s2[k] + k2 * s3[k] - k2 * s4[k] + s5[k]
-        rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
+        if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+            rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
+        else:
+            rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
 
 
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
@@ -266,7 +284,10 @@ def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, ro
         count = min(block, tw_count - first)
         rows = np.empty((8, count * 6 + 2, channels), dtype=x.dtype)
         top, left = (row % th_count) * 6 - pad_top, first * 6 - pad_left
-        rows_channels_last(x, row // th_count, top, left, rows)
+        if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+            rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+        else:
+            rows_channels_last(x, row // th_count, top, left, rows)
         base = (row - row0) * tw_count + first
         used = rows.shape[1] * channels
         x0 = rows[0].reshape(used)
@@ -424,7 +445,10 @@ def output_6(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
                 d = out[a, col + 5]
                 for k in range(k_out):
                     d[k] = s1[k] - s2[k] + k8 * s3[k] - k8 * s4[k] + k9 * s5[k] - k9 * s6[k] + s7[k]
-        rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
+        if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+            rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
+        else:
+            rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
 
 
 #: tile size → (input constants, output constants), each a tuple for the ``consts`` array.

@@ -19,8 +19,9 @@ runs over the channels (SIMD lanes hold channels), and the output rows are writt
 from a scratch the same way — no padded, NHWC or NHWK copy of a whole tensor. The transforms
 themselves are generated, unrolled code with the matrices' constants written in
 (:mod:`kernels.conv2d._winograd_codelets`; BENCHMARKS.md §18 has what that gained). The input
-transform writes V one row ξ of the α×α outputs at a time, α streams rather than α² (§21). The
-GEMMs are then ``M[ξ,ν] = V[ξ,ν] (tiles×C) · U[ξ,ν] (C×K)``.
+transform writes V one row ξ of the α×α outputs at a time, α streams rather than α², and long
+scratch rows are gathered and scattered four channels at a time (§21). The GEMMs are then
+``M[ξ,ν] = V[ξ,ν] (tiles×C) · U[ξ,ν] (C×K)``.
 
 The transform matrices come from the Toom-Cook construction (:mod:`kernels.conv2d.winograd_matrices`)
 with interpolation points 0, ±1, ±2, ±½, computed exactly in rationals. Larger tiles do fewer
@@ -288,7 +289,7 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=5,  # 5: V written row ξ by row ξ; 4: bands of rows, contiguous gather;
+        version=5,  # 5: V written row ξ by row ξ, 4×4 blocks on long rows; 4: bands, contiguous gather;
         # 3: generated transforms on row scratches; 2: channel-last, filter (α², C, K)
     )
 )
