@@ -53,6 +53,19 @@ QUAD_MIN_COLUMNS = 32
 
 
 @numba.njit(cache=True)
+def _zero_outside(dst, src_row, height, lo, hi):  # pragma: no cover - jitted
+    """Zero a gathered scratch row ``dst`` where it lies outside the image (the padding): all of
+    it if input row ``src_row`` does, else its columns before ``lo`` and from ``hi``. Returns
+    whether any of the row is inside."""
+    if src_row < 0 or src_row >= height or lo >= hi:
+        dst[:, :] = 0
+        return False
+    dst[:lo, :] = 0
+    dst[hi:, :] = 0
+    return True
+
+
+@numba.njit(cache=True)
 def rows_channels_last(x, n, row0, col0, rows):  # pragma: no cover - jitted
     """rows[i, j, c] = x[n, c, row0 + i, col0 + j]; zero outside ``x`` (the padding).
 
@@ -62,14 +75,10 @@ def rows_channels_last(x, n, row0, col0, rows):  # pragma: no cover - jitted
     height, width = x.shape[2], x.shape[3]
     lo, hi = max(0, -col0), max(0, min(rows.shape[1], width - col0))
     for i in range(rows.shape[0]):
-        dst = rows[i]
         src_row = row0 + i
-        if src_row < 0 or src_row >= height or lo >= hi:
-            dst[:, :] = 0
+        if not _zero_outside(rows[i], src_row, height, lo, hi):
             continue
-        dst[:lo, :] = 0
-        dst[hi:, :] = 0
-        band = dst[lo:hi]
+        band = rows[i, lo:hi]
         for c in range(x.shape[1]):  # one contiguous read per channel: prefetchers follow it
             src = x[n, c, src_row, col0 + lo : col0 + hi]
             for j in range(hi - lo):
@@ -106,14 +115,10 @@ def rows_channels_last_by_quads(x, n, row0, col0, rows):  # pragma: no cover - j
     span = hi - lo
     whole, quads = span - span % 4, channels - channels % 4
     for i in range(rows.shape[0]):
-        dst = rows[i]
         src_row = row0 + i
-        if src_row < 0 or src_row >= height or lo >= hi:
-            dst[:, :] = 0
+        if not _zero_outside(rows[i], src_row, height, lo, hi):
             continue
-        dst[:lo, :] = 0
-        dst[hi:, :] = 0
-        band = dst[lo:hi]
+        band = rows[i, lo:hi]
         for c in range(0, quads, 4):
             s0 = x[n, c, src_row, col0 + lo : col0 + hi]
             s1 = x[n, c + 1, src_row, col0 + lo : col0 + hi]
