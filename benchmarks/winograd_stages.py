@@ -2,12 +2,13 @@
 
     python benchmarks/winograd_stages.py [--errors]
 
-Stages (fixed weight, F(4×4), float32; all rows of tiles at once, then in the band of rows the
-tuner offers, if any): the whole call, then the input transform, the α² GEMMs and the output
-transform each timed alone (the tuner's score: 20th percentile of the clean runs, ms), and the
-transforms' share of the three. ``--errors`` prints instead max|y − ref| / max|ref| of F(2×2),
-F(4×4) and F(6×6) against PyTorch in float64 on one random-normal input per layer (batch 1).
-Both tables are in BENCHMARKS.md §18.
+Stages (fixed weight, F(4×4), float32): in stages, the whole call, then the input transform, the
+α² GEMMs and the output transform each timed alone (the tuner's score: 20th percentile of the
+clean runs, ms), and the transforms' share of the three; fused (where the tuner offers it), the
+whole call and its GEMMs alone (the same jobs' α² BLAS calls on V blocks already in place), the
+transforms' share being what the GEMMs leave. ``--errors`` prints instead max|y − ref| / max|ref|
+of F(2×2), F(4×4) and F(6×6) against PyTorch in float64 on one random-normal input per layer
+(batch 1). BENCHMARKS.md §18 and §22 have both tables.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -47,47 +49,65 @@ def p20_ms(call: Callable[[], object], runs: int) -> float:
     return timing.measure(call, min_runs=runs, min_time_s=0.0, max_time_s=10.0).score_us / 1e3
 
 
-def split(x: np.ndarray, prepared: W.WinogradFilter, band: int, runs: int) -> list[float]:
-    """The whole call, then each stage alone over every band (ms): total, input, GEMMs, output."""
+def staged(x: np.ndarray, prepared: W.WinogradFilter, runs: int) -> list[float]:
+    """In stages: the whole call, then each stage alone (ms): total, input, GEMMs, output."""
     batch, _, size, _ = x.shape
     m, k_out = prepared.tile, prepared.u.shape[2]
     tiles = (-(-size // m), -(-size // m))
-    step = band or batch * tiles[0]
-    parts = [range(r, min(r + step, batch * tiles[0])) for r in range(0, batch * tiles[0], step)]
-    vs = [np.empty(((m + 2) ** 2, len(r) * tiles[1], x.shape[1]), np.float32) for r in parts]
-    mms = [np.empty(((m + 2) ** 2, len(r) * tiles[1], k_out), np.float32) for r in parts]
+    rows, count = range(batch * tiles[0]), batch * tiles[0] * tiles[1]
+    v = np.empty(((m + 2) ** 2, count, x.shape[1]), np.float32)
+    mm = np.empty(((m + 2) ** 2, count, k_out), np.float32)
     y, bias = np.empty((batch, k_out, size, size), np.float32), np.zeros(k_out, np.float32)
     return [
-        p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m, band=band), runs),
-        p20_ms(
-            lambda: [W.input_transform(x, PADDING, m, tiles, r, v) for r, v in zip(parts, vs, strict=True)],
-            runs,
-        ),
-        p20_ms(lambda: [pool.matmul(v, prepared.u, out=mm) for v, mm in zip(vs, mms, strict=True)], runs),
-        p20_ms(
-            lambda: [W.output_transform(mm, bias, tiles, m, r, y) for r, mm in zip(parts, mms, strict=True)],
-            runs,
-        ),
+        p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m), runs),
+        p20_ms(lambda: W.input_transform(x, PADDING, m, tiles, rows, v), runs),
+        p20_ms(lambda: pool.matmul(v, prepared.u, out=mm), runs),
+        p20_ms(lambda: W.output_transform(mm, bias, tiles, m, rows, y), runs),
+    ]
+
+
+@numba.njit(parallel=True)
+def _job_gemms(u, count, block, channels):  # pragma: no cover - jitted
+    """The fused call's GEMMs alone: each job's α² products of a (block × C) V by U."""
+    alpha2, k_out = u.shape[0], u.shape[2]
+    for job in numba.prange(-(-count // block)):
+        rows = min(block, count - job * block)
+        v = np.ones((alpha2, rows, channels), dtype=u.dtype)
+        mm = np.empty((alpha2, rows, k_out), dtype=u.dtype)
+        for i in range(alpha2):
+            np.dot(v[i], u[i], mm[i])
+
+
+def fused(x: np.ndarray, prepared: W.WinogradFilter, runs: int) -> list[float]:
+    """Fused: the whole call and its GEMMs alone (ms)."""
+    batch, channels, size, _ = x.shape
+    m, u = prepared.tile, prepared.u
+    count = batch * (-(-size // m)) ** 2
+    block = W.fused_block(m, channels, u.shape[2], x.dtype.itemsize, count)
+    return [
+        p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m, fused=1), runs),
+        p20_ms(lambda: pool.on_calling_thread(lambda: _job_gemms(u, count, block, channels)), runs),
     ]
 
 
 def stages(batch: int, channels: int, size: int, k_out: int, m: int = 4) -> str:
-    """The stage split of F(m×m) on one layer, all rows of tiles at once and in the tuner's band
-    (if it offers one)."""
+    """The stage split of F(m×m) on one layer in stages, and fused if the tuner offers it."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
     prepared = W.prepare(rng.standard_normal((k_out, channels, 3, 3)).astype(np.float32), m)
     runs = 20 if x.size < 4_000_000 else 6
+    total, t_in, t_gemm, t_out = staged(x, prepared, runs)
+    share = (t_in + t_out) / (t_in + t_gemm + t_out)
+    name = f"{batch}x{channels}x{size}->{k_out} F({m}x{m})"
+    lines = [
+        f"{name} in stages: total {total:.3f} ms = input {t_in:.3f} + GEMMs {t_gemm:.3f} + output "
+        f"{t_out:.3f}; transforms {share:.0%}"
+    ]
     problem = ConvProblem(x.shape, (k_out, channels, 3, 3), padding=PADDING)
-    bands = [0] + [p["band"] for p in W.tile_grid(problem) if p["tile"] == m and "band" in p]
-    lines = []
-    for band in bands:
-        total, t_in, t_gemm, t_out = split(x, prepared, band, runs)
-        share = (t_in + t_out) / (t_in + t_gemm + t_out)
-        lines.append(
-            f"{batch}x{channels}x{size}->{k_out} F({m}x{m}) band {band or 'all'}: total {total:.3f} ms = "
-            f"input {t_in:.3f} + GEMMs {t_gemm:.3f} + output {t_out:.3f}; transforms {share:.0%}"
-        )
+    if {"tile": m, "fused": 1} in W.tile_grid(problem):
+        total, t_gemm = fused(x, prepared, runs)
+        share = 1 - t_gemm / total
+        lines.append(f"{name} fused: total {total:.3f} ms, GEMMs {t_gemm:.3f}; transforms {share:.0%}")
     return "\n".join(lines)
 
 

@@ -131,7 +131,9 @@ def next_fast_len(n: int) -> int:
 
 @functools.cache
 def _openblas_libraries() -> list[Any]:
-    """threadpoolctl's controllers of the OpenBLAS libraries loaded now (numpy's, scipy's)."""
+    """threadpoolctl's controllers of the OpenBLAS libraries: numpy's, and scipy's, which Numba's
+    ``np.dot`` calls (loaded here first, so that it is among them even before any jitted GEMM ran)."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS)
     from threadpoolctl import ThreadpoolController
 
     return [lib for lib in ThreadpoolController().lib_controllers if lib.internal_api == "openblas"]

@@ -117,12 +117,12 @@ def test_winograd_matches_oracles(tile, dtype, problem, seed, with_bias):
     check_against_oracles("winograd", {"tile": tile}, problem, dtype, seed, with_bias)
 
 
-@pytest.mark.parametrize("band", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("tile", TILE_SIZES)
 @given(problem=conv_problems(winograd_geometry=True), seed=st.integers(0, 2**16), with_bias=st.booleans())
-def test_winograd_in_bands_of_rows_matches_oracles(tile, band, problem, seed, with_bias):
-    """Bands of rows of tiles (the last one shorter, bands across images of a batch)."""
-    check_against_oracles("winograd", {"tile": tile, "band": band}, problem, "float32", seed, with_bias)
+def test_winograd_fused_matches_oracles(tile, dtype, problem, seed, with_bias):
+    """Fused jobs: blocks of tiles that cross rows of tiles and images of a batch, BLAS in the jobs."""
+    check_against_oracles("winograd", {"tile": tile, "fused": 1}, problem, dtype, seed, with_bias)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -192,12 +192,12 @@ def test_tiled_fft_with_a_prepared_weight_equals_the_raw_call(problem, seed):
         ("fft(tile=4)", 7, "at least the \\(dilated\\) filter's extent 7"),
         ("fft(tile=-8)", 3, "tile must be 0"),
         ("fft(tile=9.5)", 3, "tile must be 0"),
-        ("winograd(band=-1)", 3, "band must be an int >= 0"),
-        ("winograd(tile=4,band=2.5)", 3, "band must be an int >= 0"),
+        ("winograd(fused=2)", 3, "fused must be 0 \\(in stages\\) or 1"),
+        ("winograd(tile=4,fused=0.5)", 3, "fused must be 0"),
     ],
 )
-def test_bad_tile_and_band_parameters_are_named(method, taps, message):
-    """A tile smaller than the filter or a negative band would give garbage: a clear error."""
+def test_bad_tile_and_fused_parameters_are_named(method, taps, message):
+    """A tile smaller than the filter or an unknown mode would give garbage: a clear error."""
     import autotune
 
     x = np.ones((1, 2, 12, 12), np.float32)
@@ -273,8 +273,8 @@ def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, width
     want = F.conv2d(
         F.pad(torch.from_numpy(x), (0, 2, 2, 1)), torch.from_numpy(w), torch.from_numpy(b)
     ).numpy()
-    for tile, band in itertools.product(TILE_SIZES, (0, 1, 4)):
-        got = winograd.winograd(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile, band=band)
+    for tile, fused in itertools.product(TILE_SIZES, (0, 1)):
+        got = winograd.winograd(x, w, b, (1, 1), (2, 1, 0, 2), (1, 1), 1, tile=tile, fused=fused)
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 

@@ -81,26 +81,21 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
     _, _, b_t = winograd_matrices_exact(m)
     alpha = m + 2
     head = [
-        "@numba.njit(cache=True, parallel=True, fastmath={'contract'})",
-        f"def input_{m}(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):"
+        "@numba.njit(cache=True, fastmath={'contract'})",
+        f"def input_job_{m}(x, pad_top, pad_left, v, consts, th_count, row, first, count, base):"
         "  # pragma: no cover",
-        f'    """v[ξ·{alpha}+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""',
+        f'    """v[ξ·{alpha}+ν, base + i, :] = (Bᵀ d B)[ξ, ν] for the ``count`` tiles from ``first``',
+        '    of row of tiles ``row`` (n·tiles_h + th)."""',
         "#CONSTS",
         "    channels = x.shape[1]",
-        "    blocks = -(-tw_count // block)",
-        "    for job in numba.prange(row_count * blocks):",
     ]
     lines = [
-        "    row = row0 + job // blocks  # n·tiles_h + th",
-        "    first = (job % blocks) * block",
-        "    count = min(block, tw_count - first)",
         f"    rows = np.empty(({alpha}, count * {m} + 2, channels), dtype=x.dtype)",
         f"    top, left = (row % th_count) * {m} - pad_top, first * {m} - pad_left",
         "    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time",
         "        rows_channels_last_by_quads(x, row // th_count, top, left, rows)",
         "    else:",
         "        rows_channels_last(x, row // th_count, top, left, rows)",
-        "    base = (row - row0) * tw_count + first",
         "    used = rows.shape[1] * channels",
         *[f"    x{i} = rows[{i}].reshape(used)" for i in range(alpha)],
         "    half = np.empty_like(rows)",
@@ -128,7 +123,7 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
             "            for c in range(channels):",
             f"                d[c] = {expression}",
         ]
-    return head + ["    " + line for line in lines]
+    return head + lines
 
 
 def _output_codelet(m: int, consts: _Constants) -> list[str]:
@@ -136,20 +131,14 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
     a_t, _, _ = winograd_matrices_exact(m)
     alpha = m + 2
     head = [
-        "@numba.njit(cache=True, parallel=True, fastmath={'contract'})",
-        f"def output_{m}(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):"
-        "  # pragma: no cover",
-        f'    """y[n, :, th·{m} + a, tw·{m} + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""',
+        "@numba.njit(cache=True, fastmath={'contract'})",
+        f"def output_job_{m}(mm, consts, bias, th_count, y, row, first, count, base):  # pragma: no cover",
+        f'    """y[n, :, th·{m} + a, tw·{m} + e] = (Aᵀ M A)[a, e] + bias for the ``count`` tiles from',
+        '    ``first`` of row of tiles ``row``, whose M are ``mm[:, base:base + count]``."""',
         "#CONSTS",
         "    k_out = mm.shape[2]",
-        "    blocks = -(-tw_count // block)",
-        "    for job in numba.prange(row_count * blocks):",
     ]
     lines = [
-        "    row = row0 + job // blocks  # n·tiles_h + th",
-        "    first = (job % blocks) * block",
-        "    count = min(block, tw_count - first)",
-        "    base = (row - row0) * tw_count + first",
         "    used = count * k_out",
         f"    out = np.empty(({m}, count * {m}, k_out), dtype=mm.dtype)",
         f"    half = np.empty(({m}, {alpha}, count, k_out), dtype=mm.dtype)",
@@ -175,7 +164,66 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
         "    else:",
         f"        rows_channels_first(out, bias, y, row // th_count, {top}, {left})",
     ]
-    return head + ["    " + line for line in lines]
+    return head + lines
+
+
+def _drivers(m: int) -> str:
+    """The parallel drivers of F(m×m)'s job codelets: each transform alone over rows of tiles,
+    and the fused call (transform, α² GEMMs, transform per job)."""
+    alpha2 = (m + 2) ** 2
+    return f'''@numba.njit(cache=True, parallel=True)
+def input_{m}(
+    x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count
+):  # pragma: no cover
+    """v[ξ·α+ν, tile, :] = (Bᵀ d B)[ξ, ν] on the rows of tiles ``row0`` on, ``block`` tiles a job."""
+    blocks = -(-tw_count // block)
+    for job in numba.prange(row_count * blocks):
+        row, first = row0 + job // blocks, (job % blocks) * block
+        base = (row - row0) * tw_count + first
+        count = min(block, tw_count - first)
+        input_job_{m}(x, pad_top, pad_left, v, consts, th_count, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def output_{m}(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y = Aᵀ M A + bias on the rows of tiles ``row0`` on, ``block`` tiles a job."""
+    blocks = -(-tw_count // block)
+    for job in numba.prange(row_count * blocks):
+        row, first = row0 + job // blocks, (job % blocks) * block
+        base = (row - row0) * tw_count + first
+        count = min(block, tw_count - first)
+        output_job_{m}(mm, consts, bias, th_count, y, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def fused_{m}(
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+):  # pragma: no cover
+    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
+    rows of tiles): their V in the job's own scratch, the {alpha2} GEMMs V·U (BLAS, on the calling
+    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    channels, k_out = x.shape[1], u.shape[2]
+    total = x.shape[0] * th_count * tw_count
+    for job in numba.prange(-(-total // block)):
+        start = job * block
+        count = min(block, total - start)
+        v = np.empty(({alpha2}, count, channels), dtype=x.dtype)
+        mm = np.empty(({alpha2}, count, k_out), dtype=x.dtype)
+        done = 0
+        while done < count:  # one row of tiles at a time
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            input_job_{m}(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
+            done += part
+        for i in range({alpha2}):
+            np.dot(v[i], u[i], mm[i])
+        done = 0
+        while done < count:
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            output_job_{m}(mm, out_consts, bias, th_count, y, row, first, part, done)
+            done += part
+'''
 
 
 def render() -> str:
@@ -186,6 +234,7 @@ def render() -> str:
         in_consts, out_consts = _Constants(), _Constants()
         parts.append(_join(_input_codelet(m, in_consts), in_consts))
         parts.append(_join(_output_codelet(m, out_consts), out_consts))
+        parts.append(_drivers(m))
         tables.append(f"    {m}: ({in_consts.literal()}, {out_consts.literal()}),")
     parts.append(
         "#: tile size → (input constants, output constants), each a tuple for the ``consts`` array.\n"
@@ -193,6 +242,7 @@ def render() -> str:
         "#: tile size → driver.\n"
         "INPUT = {" + ", ".join(f"{m}: input_{m}" for m in TILE_SIZES) + "}\n"
         "OUTPUT = {" + ", ".join(f"{m}: output_{m}" for m in TILE_SIZES) + "}\n"
+        "FUSED = {" + ", ".join(f"{m}: fused_{m}" for m in TILE_SIZES) + "}\n"
     )
     source = "\n\n".join(parts)
     done = subprocess.run(

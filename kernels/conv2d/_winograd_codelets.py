@@ -18,255 +18,340 @@ from kernels.conv2d._common import (
 )
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def input_2(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
-    """v[ξ·4+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""
+@numba.njit(cache=True, fastmath={"contract"})
+def input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, base):  # pragma: no cover
+    """v[ξ·4+ν, base + i, :] = (Bᵀ d B)[ξ, ν] for the ``count`` tiles from ``first``
+    of row of tiles ``row`` (n·tiles_h + th)."""
     channels = x.shape[1]
-    blocks = -(-tw_count // block)
-    for job in numba.prange(row_count * blocks):
-        row = row0 + job // blocks  # n·tiles_h + th
-        first = (job % blocks) * block
-        count = min(block, tw_count - first)
-        rows = np.empty((4, count * 2 + 2, channels), dtype=x.dtype)
-        top, left = (row % th_count) * 2 - pad_top, first * 2 - pad_left
-        if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-            rows_channels_last_by_quads(x, row // th_count, top, left, rows)
-        else:
-            rows_channels_last(x, row // th_count, top, left, rows)
-        base = (row - row0) * tw_count + first
-        used = rows.shape[1] * channels
-        x0 = rows[0].reshape(used)
-        x1 = rows[1].reshape(used)
-        x2 = rows[2].reshape(used)
-        x3 = rows[3].reshape(used)
-        half = np.empty_like(rows)
-        # Bᵀ d along the columns of the block: long contiguous loops
-        t = half[0].reshape(used)
-        for p in range(used):
-            t[p] = -x0[p] + x2[p]
-        t = half[1].reshape(used)
-        for p in range(used):
-            t[p] = x1[p] + x2[p]
-        t = half[2].reshape(used)
-        for p in range(used):
-            t[p] = -x1[p] + x2[p]
-        t = half[3].reshape(used)
-        for p in range(used):
-            t[p] = -x1[p] + x3[p]
-        # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
-        # V is written in 4 streams at a time, not 16 (1.3x faster on 64 channels)
-        for xi in range(4):
-            for tw in range(count):
-                col = tw * 2
-                tile = base + tw
-                s0 = half[xi, col + 0]
-                s1 = half[xi, col + 1]
-                s2 = half[xi, col + 2]
-                s3 = half[xi, col + 3]
-                d = v[xi * 4 + 0, tile]
-                for c in range(channels):
-                    d[c] = -s0[c] + s2[c]
-                d = v[xi * 4 + 1, tile]
-                for c in range(channels):
-                    d[c] = s1[c] + s2[c]
-                d = v[xi * 4 + 2, tile]
-                for c in range(channels):
-                    d[c] = -s1[c] + s2[c]
-                d = v[xi * 4 + 3, tile]
-                for c in range(channels):
-                    d[c] = -s1[c] + s3[c]
-
-
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def output_2(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
-    """y[n, :, th·2 + a, tw·2 + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""
-    k_out = mm.shape[2]
-    blocks = -(-tw_count // block)
-    for job in numba.prange(row_count * blocks):
-        row = row0 + job // blocks  # n·tiles_h + th
-        first = (job % blocks) * block
-        count = min(block, tw_count - first)
-        base = (row - row0) * tw_count + first
-        used = count * k_out
-        out = np.empty((2, count * 2, k_out), dtype=mm.dtype)
-        half = np.empty((2, 4, count, k_out), dtype=mm.dtype)
-        # Aᵀ M over the block: long contiguous loops
-        for nu in range(4):
-            m0 = mm[0 + nu, base : base + count].reshape(used)
-            m1 = mm[4 + nu, base : base + count].reshape(used)
-            m2 = mm[8 + nu, base : base + count].reshape(used)
-            m3 = mm[12 + nu, base : base + count].reshape(used)
-            t = half[0, nu].reshape(used)
-            for p in range(used):
-                t[p] = m0[p] + m1[p] + m2[p]
-            t = half[1, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] - m2[p] + m3[p]
-        # (Aᵀ M) A tile by tile
+    rows = np.empty((4, count * 2 + 2, channels), dtype=x.dtype)
+    top, left = (row % th_count) * 2 - pad_top, first * 2 - pad_left
+    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+        rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+    else:
+        rows_channels_last(x, row // th_count, top, left, rows)
+    used = rows.shape[1] * channels
+    x0 = rows[0].reshape(used)
+    x1 = rows[1].reshape(used)
+    x2 = rows[2].reshape(used)
+    x3 = rows[3].reshape(used)
+    half = np.empty_like(rows)
+    # Bᵀ d along the columns of the block: long contiguous loops
+    t = half[0].reshape(used)
+    for p in range(used):
+        t[p] = -x0[p] + x2[p]
+    t = half[1].reshape(used)
+    for p in range(used):
+        t[p] = x1[p] + x2[p]
+    t = half[2].reshape(used)
+    for p in range(used):
+        t[p] = -x1[p] + x2[p]
+    t = half[3].reshape(used)
+    for p in range(used):
+        t[p] = -x1[p] + x3[p]
+    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
+    # V is written in 4 streams at a time, not 16 (1.3x faster on 64 channels)
+    for xi in range(4):
         for tw in range(count):
             col = tw * 2
-            for a in range(2):
-                s0 = half[a, 0, tw]
-                s1 = half[a, 1, tw]
-                s2 = half[a, 2, tw]
-                s3 = half[a, 3, tw]
-                d = out[a, col + 0]
-                for k in range(k_out):
-                    d[k] = s0[k] + s1[k] + s2[k]
-                d = out[a, col + 1]
-                for k in range(k_out):
-                    d[k] = s1[k] - s2[k] + s3[k]
-        if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-            rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
-        else:
-            rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
+            tile = base + tw
+            s0 = half[xi, col + 0]
+            s1 = half[xi, col + 1]
+            s2 = half[xi, col + 2]
+            s3 = half[xi, col + 3]
+            d = v[xi * 4 + 0, tile]
+            for c in range(channels):
+                d[c] = -s0[c] + s2[c]
+            d = v[xi * 4 + 1, tile]
+            for c in range(channels):
+                d[c] = s1[c] + s2[c]
+            d = v[xi * 4 + 2, tile]
+            for c in range(channels):
+                d[c] = -s1[c] + s2[c]
+            d = v[xi * 4 + 3, tile]
+            for c in range(channels):
+                d[c] = -s1[c] + s3[c]
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def input_4(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
-    """v[ξ·6+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""
+@numba.njit(cache=True, fastmath={"contract"})
+def output_job_2(mm, consts, bias, th_count, y, row, first, count, base):  # pragma: no cover
+    """y[n, :, th·2 + a, tw·2 + e] = (Aᵀ M A)[a, e] + bias for the ``count`` tiles from
+    ``first`` of row of tiles ``row``, whose M are ``mm[:, base:base + count]``."""
+    k_out = mm.shape[2]
+    used = count * k_out
+    out = np.empty((2, count * 2, k_out), dtype=mm.dtype)
+    half = np.empty((2, 4, count, k_out), dtype=mm.dtype)
+    # Aᵀ M over the block: long contiguous loops
+    for nu in range(4):
+        m0 = mm[0 + nu, base : base + count].reshape(used)
+        m1 = mm[4 + nu, base : base + count].reshape(used)
+        m2 = mm[8 + nu, base : base + count].reshape(used)
+        m3 = mm[12 + nu, base : base + count].reshape(used)
+        t = half[0, nu].reshape(used)
+        for p in range(used):
+            t[p] = m0[p] + m1[p] + m2[p]
+        t = half[1, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] - m2[p] + m3[p]
+    # (Aᵀ M) A tile by tile
+    for tw in range(count):
+        col = tw * 2
+        for a in range(2):
+            s0 = half[a, 0, tw]
+            s1 = half[a, 1, tw]
+            s2 = half[a, 2, tw]
+            s3 = half[a, 3, tw]
+            d = out[a, col + 0]
+            for k in range(k_out):
+                d[k] = s0[k] + s1[k] + s2[k]
+            d = out[a, col + 1]
+            for k in range(k_out):
+                d[k] = s1[k] - s2[k] + s3[k]
+    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+        rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
+    else:
+        rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
+
+
+@numba.njit(cache=True, parallel=True)
+def input_2(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
+    """v[ξ·α+ν, tile, :] = (Bᵀ d B)[ξ, ν] on the rows of tiles ``row0`` on, ``block`` tiles a job."""
+    blocks = -(-tw_count // block)
+    for job in numba.prange(row_count * blocks):
+        row, first = row0 + job // blocks, (job % blocks) * block
+        base = (row - row0) * tw_count + first
+        count = min(block, tw_count - first)
+        input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def output_2(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y = Aᵀ M A + bias on the rows of tiles ``row0`` on, ``block`` tiles a job."""
+    blocks = -(-tw_count // block)
+    for job in numba.prange(row_count * blocks):
+        row, first = row0 + job // blocks, (job % blocks) * block
+        base = (row - row0) * tw_count + first
+        count = min(block, tw_count - first)
+        output_job_2(mm, consts, bias, th_count, y, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def fused_2(
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+):  # pragma: no cover
+    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
+    rows of tiles): their V in the job's own scratch, the 16 GEMMs V·U (BLAS, on the calling
+    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    channels, k_out = x.shape[1], u.shape[2]
+    total = x.shape[0] * th_count * tw_count
+    for job in numba.prange(-(-total // block)):
+        start = job * block
+        count = min(block, total - start)
+        v = np.empty((16, count, channels), dtype=x.dtype)
+        mm = np.empty((16, count, k_out), dtype=x.dtype)
+        done = 0
+        while done < count:  # one row of tiles at a time
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            input_job_2(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
+            done += part
+        for i in range(16):
+            np.dot(v[i], u[i], mm[i])
+        done = 0
+        while done < count:
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            output_job_2(mm, out_consts, bias, th_count, y, row, first, part, done)
+            done += part
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, base):  # pragma: no cover
+    """v[ξ·6+ν, base + i, :] = (Bᵀ d B)[ξ, ν] for the ``count`` tiles from ``first``
+    of row of tiles ``row`` (n·tiles_h + th)."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
     channels = x.shape[1]
-    blocks = -(-tw_count // block)
-    for job in numba.prange(row_count * blocks):
-        row = row0 + job // blocks  # n·tiles_h + th
-        first = (job % blocks) * block
-        count = min(block, tw_count - first)
-        rows = np.empty((6, count * 4 + 2, channels), dtype=x.dtype)
-        top, left = (row % th_count) * 4 - pad_top, first * 4 - pad_left
-        if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-            rows_channels_last_by_quads(x, row // th_count, top, left, rows)
-        else:
-            rows_channels_last(x, row // th_count, top, left, rows)
-        base = (row - row0) * tw_count + first
-        used = rows.shape[1] * channels
-        x0 = rows[0].reshape(used)
-        x1 = rows[1].reshape(used)
-        x2 = rows[2].reshape(used)
-        x3 = rows[3].reshape(used)
-        x4 = rows[4].reshape(used)
-        x5 = rows[5].reshape(used)
-        half = np.empty_like(rows)
-        # Bᵀ d along the columns of the block: long contiguous loops
-        t = half[0].reshape(used)
-        for p in range(used):
-            t[p] = k0 * x0[p] - k1 * x2[p] + x4[p]
-        t = half[1].reshape(used)
-        for p in range(used):
-            t[p] = -k0 * x1[p] - k0 * x2[p] + x3[p] + x4[p]
-        t = half[2].reshape(used)
-        for p in range(used):
-            t[p] = k0 * x1[p] - k0 * x2[p] - x3[p] + x4[p]
-        t = half[3].reshape(used)
-        for p in range(used):
-            t[p] = -k2 * x1[p] - x2[p] + k2 * x3[p] + x4[p]
-        t = half[4].reshape(used)
-        for p in range(used):
-            t[p] = k2 * x1[p] - x2[p] - k2 * x3[p] + x4[p]
-        t = half[5].reshape(used)
-        for p in range(used):
-            t[p] = k0 * x1[p] - k1 * x3[p] + x5[p]
-        # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
-        # V is written in 6 streams at a time, not 36 (1.3x faster on 64 channels)
-        for xi in range(6):
-            for tw in range(count):
-                col = tw * 4
-                tile = base + tw
-                s0 = half[xi, col + 0]
-                s1 = half[xi, col + 1]
-                s2 = half[xi, col + 2]
-                s3 = half[xi, col + 3]
-                s4 = half[xi, col + 4]
-                s5 = half[xi, col + 5]
-                d = v[xi * 6 + 0, tile]
-                for c in range(channels):
-                    d[c] = k0 * s0[c] - k1 * s2[c] + s4[c]
-                d = v[xi * 6 + 1, tile]
-                for c in range(channels):
-                    d[c] = -k0 * s1[c] - k0 * s2[c] + s3[c] + s4[c]
-                d = v[xi * 6 + 2, tile]
-                for c in range(channels):
-                    d[c] = k0 * s1[c] - k0 * s2[c] - s3[c] + s4[c]
-                d = v[xi * 6 + 3, tile]
-                for c in range(channels):
-                    d[c] = -k2 * s1[c] - s2[c] + k2 * s3[c] + s4[c]
-                d = v[xi * 6 + 4, tile]
-                for c in range(channels):
-                    d[c] = k2 * s1[c] - s2[c] - k2 * s3[c] + s4[c]
-                d = v[xi * 6 + 5, tile]
-                for c in range(channels):
-                    d[c] = k0 * s1[c] - k1 * s3[c] + s5[c]
+    rows = np.empty((6, count * 4 + 2, channels), dtype=x.dtype)
+    top, left = (row % th_count) * 4 - pad_top, first * 4 - pad_left
+    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+        rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+    else:
+        rows_channels_last(x, row // th_count, top, left, rows)
+    used = rows.shape[1] * channels
+    x0 = rows[0].reshape(used)
+    x1 = rows[1].reshape(used)
+    x2 = rows[2].reshape(used)
+    x3 = rows[3].reshape(used)
+    x4 = rows[4].reshape(used)
+    x5 = rows[5].reshape(used)
+    half = np.empty_like(rows)
+    # Bᵀ d along the columns of the block: long contiguous loops
+    t = half[0].reshape(used)
+    for p in range(used):
+        t[p] = k0 * x0[p] - k1 * x2[p] + x4[p]
+    t = half[1].reshape(used)
+    for p in range(used):
+        t[p] = -k0 * x1[p] - k0 * x2[p] + x3[p] + x4[p]
+    t = half[2].reshape(used)
+    for p in range(used):
+        t[p] = k0 * x1[p] - k0 * x2[p] - x3[p] + x4[p]
+    t = half[3].reshape(used)
+    for p in range(used):
+        t[p] = -k2 * x1[p] - x2[p] + k2 * x3[p] + x4[p]
+    t = half[4].reshape(used)
+    for p in range(used):
+        t[p] = k2 * x1[p] - x2[p] - k2 * x3[p] + x4[p]
+    t = half[5].reshape(used)
+    for p in range(used):
+        t[p] = k0 * x1[p] - k1 * x3[p] + x5[p]
+    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
+    # V is written in 6 streams at a time, not 36 (1.3x faster on 64 channels)
+    for xi in range(6):
+        for tw in range(count):
+            col = tw * 4
+            tile = base + tw
+            s0 = half[xi, col + 0]
+            s1 = half[xi, col + 1]
+            s2 = half[xi, col + 2]
+            s3 = half[xi, col + 3]
+            s4 = half[xi, col + 4]
+            s5 = half[xi, col + 5]
+            d = v[xi * 6 + 0, tile]
+            for c in range(channels):
+                d[c] = k0 * s0[c] - k1 * s2[c] + s4[c]
+            d = v[xi * 6 + 1, tile]
+            for c in range(channels):
+                d[c] = -k0 * s1[c] - k0 * s2[c] + s3[c] + s4[c]
+            d = v[xi * 6 + 2, tile]
+            for c in range(channels):
+                d[c] = k0 * s1[c] - k0 * s2[c] - s3[c] + s4[c]
+            d = v[xi * 6 + 3, tile]
+            for c in range(channels):
+                d[c] = -k2 * s1[c] - s2[c] + k2 * s3[c] + s4[c]
+            d = v[xi * 6 + 4, tile]
+            for c in range(channels):
+                d[c] = k2 * s1[c] - s2[c] - k2 * s3[c] + s4[c]
+            d = v[xi * 6 + 5, tile]
+            for c in range(channels):
+                d[c] = k0 * s1[c] - k1 * s3[c] + s5[c]
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def output_4(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
-    """y[n, :, th·4 + a, tw·4 + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""
+@numba.njit(cache=True, fastmath={"contract"})
+def output_job_4(mm, consts, bias, th_count, y, row, first, count, base):  # pragma: no cover
+    """y[n, :, th·4 + a, tw·4 + e] = (Aᵀ M A)[a, e] + bias for the ``count`` tiles from
+    ``first`` of row of tiles ``row``, whose M are ``mm[:, base:base + count]``."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
     k_out = mm.shape[2]
+    used = count * k_out
+    out = np.empty((4, count * 4, k_out), dtype=mm.dtype)
+    half = np.empty((4, 6, count, k_out), dtype=mm.dtype)
+    # Aᵀ M over the block: long contiguous loops
+    for nu in range(6):
+        m0 = mm[0 + nu, base : base + count].reshape(used)
+        m1 = mm[6 + nu, base : base + count].reshape(used)
+        m2 = mm[12 + nu, base : base + count].reshape(used)
+        m3 = mm[18 + nu, base : base + count].reshape(used)
+        m4 = mm[24 + nu, base : base + count].reshape(used)
+        m5 = mm[30 + nu, base : base + count].reshape(used)
+        t = half[0, nu].reshape(used)
+        for p in range(used):
+            t[p] = m0[p] + m1[p] + m2[p] + m3[p] + m4[p]
+        t = half[1, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] - m2[p] + k0 * m3[p] - k0 * m4[p]
+        t = half[2, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] + m2[p] + k1 * m3[p] + k1 * m4[p]
+        t = half[3, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] - m2[p] + k2 * m3[p] - k2 * m4[p] + m5[p]
+    # (Aᵀ M) A tile by tile
+    for tw in range(count):
+        col = tw * 4
+        for a in range(4):
+            s0 = half[a, 0, tw]
+            s1 = half[a, 1, tw]
+            s2 = half[a, 2, tw]
+            s3 = half[a, 3, tw]
+            s4 = half[a, 4, tw]
+            s5 = half[a, 5, tw]
+            d = out[a, col + 0]
+            for k in range(k_out):
+                d[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
+            d = out[a, col + 1]
+            for k in range(k_out):
+                d[k] = s1[k] - s2[k] + k0 * s3[k] - k0 * s4[k]
+            d = out[a, col + 2]
+            for k in range(k_out):
+                d[k] = s1[k] + s2[k] + k1 * s3[k] + k1 * s4[k]
+            d = out[a, col + 3]
+            for k in range(k_out):
+                d[k] = s1[k] - s2[k] + k2 * s3[k] - k2 * s4[k] + s5[k]
+    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+        rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
+    else:
+        rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
+
+
+@numba.njit(cache=True, parallel=True)
+def input_4(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
+    """v[ξ·α+ν, tile, :] = (Bᵀ d B)[ξ, ν] on the rows of tiles ``row0`` on, ``block`` tiles a job."""
     blocks = -(-tw_count // block)
     for job in numba.prange(row_count * blocks):
-        row = row0 + job // blocks  # n·tiles_h + th
-        first = (job % blocks) * block
-        count = min(block, tw_count - first)
+        row, first = row0 + job // blocks, (job % blocks) * block
         base = (row - row0) * tw_count + first
-        used = count * k_out
-        out = np.empty((4, count * 4, k_out), dtype=mm.dtype)
-        half = np.empty((4, 6, count, k_out), dtype=mm.dtype)
-        # Aᵀ M over the block: long contiguous loops
-        for nu in range(6):
-            m0 = mm[0 + nu, base : base + count].reshape(used)
-            m1 = mm[6 + nu, base : base + count].reshape(used)
-            m2 = mm[12 + nu, base : base + count].reshape(used)
-            m3 = mm[18 + nu, base : base + count].reshape(used)
-            m4 = mm[24 + nu, base : base + count].reshape(used)
-            m5 = mm[30 + nu, base : base + count].reshape(used)
-            t = half[0, nu].reshape(used)
-            for p in range(used):
-                t[p] = m0[p] + m1[p] + m2[p] + m3[p] + m4[p]
-            t = half[1, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] - m2[p] + k0 * m3[p] - k0 * m4[p]
-            t = half[2, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] + m2[p] + k1 * m3[p] + k1 * m4[p]
-            t = half[3, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] - m2[p] + k2 * m3[p] - k2 * m4[p] + m5[p]
-        # (Aᵀ M) A tile by tile
-        for tw in range(count):
-            col = tw * 4
-            for a in range(4):
-                s0 = half[a, 0, tw]
-                s1 = half[a, 1, tw]
-                s2 = half[a, 2, tw]
-                s3 = half[a, 3, tw]
-                s4 = half[a, 4, tw]
-                s5 = half[a, 5, tw]
-                d = out[a, col + 0]
-                for k in range(k_out):
-                    d[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
-                d = out[a, col + 1]
-                for k in range(k_out):
-                    d[k] = s1[k] - s2[k] + k0 * s3[k] - k0 * s4[k]
-                d = out[a, col + 2]
-                for k in range(k_out):
-                    d[k] = s1[k] + s2[k] + k1 * s3[k] + k1 * s4[k]
-                d = out[a, col + 3]
-                for k in range(k_out):
-                    d[k] = s1[k] - s2[k] + k2 * s3[k] - k2 * s4[k] + s5[k]
-        if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-            rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
-        else:
-            rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
+        count = min(block, tw_count - first)
+        input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, base)
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
-    """v[ξ·8+ν, tile, :] = (Bᵀ d B)[ξ, ν], rows of tiles ``row0`` on (n·tiles_h + th)."""
+@numba.njit(cache=True, parallel=True)
+def output_4(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y = Aᵀ M A + bias on the rows of tiles ``row0`` on, ``block`` tiles a job."""
+    blocks = -(-tw_count // block)
+    for job in numba.prange(row_count * blocks):
+        row, first = row0 + job // blocks, (job % blocks) * block
+        base = (row - row0) * tw_count + first
+        count = min(block, tw_count - first)
+        output_job_4(mm, consts, bias, th_count, y, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def fused_4(
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+):  # pragma: no cover
+    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
+    rows of tiles): their V in the job's own scratch, the 36 GEMMs V·U (BLAS, on the calling
+    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    channels, k_out = x.shape[1], u.shape[2]
+    total = x.shape[0] * th_count * tw_count
+    for job in numba.prange(-(-total // block)):
+        start = job * block
+        count = min(block, total - start)
+        v = np.empty((36, count, channels), dtype=x.dtype)
+        mm = np.empty((36, count, k_out), dtype=x.dtype)
+        done = 0
+        while done < count:  # one row of tiles at a time
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            input_job_4(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
+            done += part
+        for i in range(36):
+            np.dot(v[i], u[i], mm[i])
+        done = 0
+        while done < count:
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            output_job_4(mm, out_consts, bias, th_count, y, row, first, part, done)
+            done += part
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, base):  # pragma: no cover
+    """v[ξ·8+ν, base + i, :] = (Bᵀ d B)[ξ, ν] for the ``count`` tiles from ``first``
+    of row of tiles ``row`` (n·tiles_h + th)."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
@@ -277,96 +362,91 @@ def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, ro
     k7 = consts[7]
     k8 = consts[8]
     channels = x.shape[1]
-    blocks = -(-tw_count // block)
-    for job in numba.prange(row_count * blocks):
-        row = row0 + job // blocks  # n·tiles_h + th
-        first = (job % blocks) * block
-        count = min(block, tw_count - first)
-        rows = np.empty((8, count * 6 + 2, channels), dtype=x.dtype)
-        top, left = (row % th_count) * 6 - pad_top, first * 6 - pad_left
-        if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-            rows_channels_last_by_quads(x, row // th_count, top, left, rows)
-        else:
-            rows_channels_last(x, row // th_count, top, left, rows)
-        base = (row - row0) * tw_count + first
-        used = rows.shape[1] * channels
-        x0 = rows[0].reshape(used)
-        x1 = rows[1].reshape(used)
-        x2 = rows[2].reshape(used)
-        x3 = rows[3].reshape(used)
-        x4 = rows[4].reshape(used)
-        x5 = rows[5].reshape(used)
-        x6 = rows[6].reshape(used)
-        x7 = rows[7].reshape(used)
-        half = np.empty_like(rows)
-        # Bᵀ d along the columns of the block: long contiguous loops
-        t = half[0].reshape(used)
-        for p in range(used):
-            t[p] = -x0[p] + k0 * x2[p] - k0 * x4[p] + x6[p]
-        t = half[1].reshape(used)
-        for p in range(used):
-            t[p] = x1[p] + x2[p] - k1 * x3[p] - k1 * x4[p] + x5[p] + x6[p]
-        t = half[2].reshape(used)
-        for p in range(used):
-            t[p] = -x1[p] + x2[p] + k1 * x3[p] - k1 * x4[p] - x5[p] + x6[p]
-        t = half[3].reshape(used)
-        for p in range(used):
-            t[p] = k2 * x1[p] + k3 * x2[p] - k4 * x3[p] - k5 * x4[p] + k6 * x5[p] + x6[p]
-        t = half[4].reshape(used)
-        for p in range(used):
-            t[p] = -k2 * x1[p] + k3 * x2[p] + k4 * x3[p] - k5 * x4[p] - k6 * x5[p] + x6[p]
-        t = half[5].reshape(used)
-        for p in range(used):
-            t[p] = k6 * x1[p] + k7 * x2[p] - k4 * x3[p] - k8 * x4[p] + k2 * x5[p] + x6[p]
-        t = half[6].reshape(used)
-        for p in range(used):
-            t[p] = -k6 * x1[p] + k7 * x2[p] + k4 * x3[p] - k8 * x4[p] - k2 * x5[p] + x6[p]
-        t = half[7].reshape(used)
-        for p in range(used):
-            t[p] = -x1[p] + k0 * x3[p] - k0 * x5[p] + x7[p]
-        # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
-        # V is written in 8 streams at a time, not 64 (1.3x faster on 64 channels)
-        for xi in range(8):
-            for tw in range(count):
-                col = tw * 6
-                tile = base + tw
-                s0 = half[xi, col + 0]
-                s1 = half[xi, col + 1]
-                s2 = half[xi, col + 2]
-                s3 = half[xi, col + 3]
-                s4 = half[xi, col + 4]
-                s5 = half[xi, col + 5]
-                s6 = half[xi, col + 6]
-                s7 = half[xi, col + 7]
-                d = v[xi * 8 + 0, tile]
-                for c in range(channels):
-                    d[c] = -s0[c] + k0 * s2[c] - k0 * s4[c] + s6[c]
-                d = v[xi * 8 + 1, tile]
-                for c in range(channels):
-                    d[c] = s1[c] + s2[c] - k1 * s3[c] - k1 * s4[c] + s5[c] + s6[c]
-                d = v[xi * 8 + 2, tile]
-                for c in range(channels):
-                    d[c] = -s1[c] + s2[c] + k1 * s3[c] - k1 * s4[c] - s5[c] + s6[c]
-                d = v[xi * 8 + 3, tile]
-                for c in range(channels):
-                    d[c] = k2 * s1[c] + k3 * s2[c] - k4 * s3[c] - k5 * s4[c] + k6 * s5[c] + s6[c]
-                d = v[xi * 8 + 4, tile]
-                for c in range(channels):
-                    d[c] = -k2 * s1[c] + k3 * s2[c] + k4 * s3[c] - k5 * s4[c] - k6 * s5[c] + s6[c]
-                d = v[xi * 8 + 5, tile]
-                for c in range(channels):
-                    d[c] = k6 * s1[c] + k7 * s2[c] - k4 * s3[c] - k8 * s4[c] + k2 * s5[c] + s6[c]
-                d = v[xi * 8 + 6, tile]
-                for c in range(channels):
-                    d[c] = -k6 * s1[c] + k7 * s2[c] + k4 * s3[c] - k8 * s4[c] - k2 * s5[c] + s6[c]
-                d = v[xi * 8 + 7, tile]
-                for c in range(channels):
-                    d[c] = -s1[c] + k0 * s3[c] - k0 * s5[c] + s7[c]
+    rows = np.empty((8, count * 6 + 2, channels), dtype=x.dtype)
+    top, left = (row % th_count) * 6 - pad_top, first * 6 - pad_left
+    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+        rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+    else:
+        rows_channels_last(x, row // th_count, top, left, rows)
+    used = rows.shape[1] * channels
+    x0 = rows[0].reshape(used)
+    x1 = rows[1].reshape(used)
+    x2 = rows[2].reshape(used)
+    x3 = rows[3].reshape(used)
+    x4 = rows[4].reshape(used)
+    x5 = rows[5].reshape(used)
+    x6 = rows[6].reshape(used)
+    x7 = rows[7].reshape(used)
+    half = np.empty_like(rows)
+    # Bᵀ d along the columns of the block: long contiguous loops
+    t = half[0].reshape(used)
+    for p in range(used):
+        t[p] = -x0[p] + k0 * x2[p] - k0 * x4[p] + x6[p]
+    t = half[1].reshape(used)
+    for p in range(used):
+        t[p] = x1[p] + x2[p] - k1 * x3[p] - k1 * x4[p] + x5[p] + x6[p]
+    t = half[2].reshape(used)
+    for p in range(used):
+        t[p] = -x1[p] + x2[p] + k1 * x3[p] - k1 * x4[p] - x5[p] + x6[p]
+    t = half[3].reshape(used)
+    for p in range(used):
+        t[p] = k2 * x1[p] + k3 * x2[p] - k4 * x3[p] - k5 * x4[p] + k6 * x5[p] + x6[p]
+    t = half[4].reshape(used)
+    for p in range(used):
+        t[p] = -k2 * x1[p] + k3 * x2[p] + k4 * x3[p] - k5 * x4[p] - k6 * x5[p] + x6[p]
+    t = half[5].reshape(used)
+    for p in range(used):
+        t[p] = k6 * x1[p] + k7 * x2[p] - k4 * x3[p] - k8 * x4[p] + k2 * x5[p] + x6[p]
+    t = half[6].reshape(used)
+    for p in range(used):
+        t[p] = -k6 * x1[p] + k7 * x2[p] + k4 * x3[p] - k8 * x4[p] - k2 * x5[p] + x6[p]
+    t = half[7].reshape(used)
+    for p in range(used):
+        t[p] = -x1[p] + k0 * x3[p] - k0 * x5[p] + x7[p]
+    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
+    # V is written in 8 streams at a time, not 64 (1.3x faster on 64 channels)
+    for xi in range(8):
+        for tw in range(count):
+            col = tw * 6
+            tile = base + tw
+            s0 = half[xi, col + 0]
+            s1 = half[xi, col + 1]
+            s2 = half[xi, col + 2]
+            s3 = half[xi, col + 3]
+            s4 = half[xi, col + 4]
+            s5 = half[xi, col + 5]
+            s6 = half[xi, col + 6]
+            s7 = half[xi, col + 7]
+            d = v[xi * 8 + 0, tile]
+            for c in range(channels):
+                d[c] = -s0[c] + k0 * s2[c] - k0 * s4[c] + s6[c]
+            d = v[xi * 8 + 1, tile]
+            for c in range(channels):
+                d[c] = s1[c] + s2[c] - k1 * s3[c] - k1 * s4[c] + s5[c] + s6[c]
+            d = v[xi * 8 + 2, tile]
+            for c in range(channels):
+                d[c] = -s1[c] + s2[c] + k1 * s3[c] - k1 * s4[c] - s5[c] + s6[c]
+            d = v[xi * 8 + 3, tile]
+            for c in range(channels):
+                d[c] = k2 * s1[c] + k3 * s2[c] - k4 * s3[c] - k5 * s4[c] + k6 * s5[c] + s6[c]
+            d = v[xi * 8 + 4, tile]
+            for c in range(channels):
+                d[c] = -k2 * s1[c] + k3 * s2[c] + k4 * s3[c] - k5 * s4[c] - k6 * s5[c] + s6[c]
+            d = v[xi * 8 + 5, tile]
+            for c in range(channels):
+                d[c] = k6 * s1[c] + k7 * s2[c] - k4 * s3[c] - k8 * s4[c] + k2 * s5[c] + s6[c]
+            d = v[xi * 8 + 6, tile]
+            for c in range(channels):
+                d[c] = -k6 * s1[c] + k7 * s2[c] + k4 * s3[c] - k8 * s4[c] - k2 * s5[c] + s6[c]
+            d = v[xi * 8 + 7, tile]
+            for c in range(channels):
+                d[c] = -s1[c] + k0 * s3[c] - k0 * s5[c] + s7[c]
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def output_6(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
-    """y[n, :, th·6 + a, tw·6 + e] = (Aᵀ M A)[a, e] + bias, rows of tiles ``row0`` on."""
+@numba.njit(cache=True, fastmath={"contract"})
+def output_job_6(mm, consts, bias, th_count, y, row, first, count, base):  # pragma: no cover
+    """y[n, :, th·6 + a, tw·6 + e] = (Aᵀ M A)[a, e] + bias for the ``count`` tiles from
+    ``first`` of row of tiles ``row``, whose M are ``mm[:, base:base + count]``."""
     k0 = consts[0]
     k1 = consts[1]
     k2 = consts[2]
@@ -378,77 +458,123 @@ def output_6(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
     k8 = consts[8]
     k9 = consts[9]
     k_out = mm.shape[2]
+    used = count * k_out
+    out = np.empty((6, count * 6, k_out), dtype=mm.dtype)
+    half = np.empty((6, 8, count, k_out), dtype=mm.dtype)
+    # Aᵀ M over the block: long contiguous loops
+    for nu in range(8):
+        m0 = mm[0 + nu, base : base + count].reshape(used)
+        m1 = mm[8 + nu, base : base + count].reshape(used)
+        m2 = mm[16 + nu, base : base + count].reshape(used)
+        m3 = mm[24 + nu, base : base + count].reshape(used)
+        m4 = mm[32 + nu, base : base + count].reshape(used)
+        m5 = mm[40 + nu, base : base + count].reshape(used)
+        m6 = mm[48 + nu, base : base + count].reshape(used)
+        m7 = mm[56 + nu, base : base + count].reshape(used)
+        t = half[0, nu].reshape(used)
+        for p in range(used):
+            t[p] = m0[p] + m1[p] + m2[p] + m3[p] + m4[p] + m5[p] + m6[p]
+        t = half[1, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] - m2[p] + k0 * m3[p] - k0 * m4[p] + k1 * m5[p] - k1 * m6[p]
+        t = half[2, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] + m2[p] + k2 * m3[p] + k2 * m4[p] + k3 * m5[p] + k3 * m6[p]
+        t = half[3, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] - m2[p] + k4 * m3[p] - k4 * m4[p] + k5 * m5[p] - k5 * m6[p]
+        t = half[4, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] + m2[p] + k6 * m3[p] + k6 * m4[p] + k7 * m5[p] + k7 * m6[p]
+        t = half[5, nu].reshape(used)
+        for p in range(used):
+            t[p] = m1[p] - m2[p] + k8 * m3[p] - k8 * m4[p] + k9 * m5[p] - k9 * m6[p] + m7[p]
+    # (Aᵀ M) A tile by tile
+    for tw in range(count):
+        col = tw * 6
+        for a in range(6):
+            s0 = half[a, 0, tw]
+            s1 = half[a, 1, tw]
+            s2 = half[a, 2, tw]
+            s3 = half[a, 3, tw]
+            s4 = half[a, 4, tw]
+            s5 = half[a, 5, tw]
+            s6 = half[a, 6, tw]
+            s7 = half[a, 7, tw]
+            d = out[a, col + 0]
+            for k in range(k_out):
+                d[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k] + s5[k] + s6[k]
+            d = out[a, col + 1]
+            for k in range(k_out):
+                d[k] = s1[k] - s2[k] + k0 * s3[k] - k0 * s4[k] + k1 * s5[k] - k1 * s6[k]
+            d = out[a, col + 2]
+            for k in range(k_out):
+                d[k] = s1[k] + s2[k] + k2 * s3[k] + k2 * s4[k] + k3 * s5[k] + k3 * s6[k]
+            d = out[a, col + 3]
+            for k in range(k_out):
+                d[k] = s1[k] - s2[k] + k4 * s3[k] - k4 * s4[k] + k5 * s5[k] - k5 * s6[k]
+            d = out[a, col + 4]
+            for k in range(k_out):
+                d[k] = s1[k] + s2[k] + k6 * s3[k] + k6 * s4[k] + k7 * s5[k] + k7 * s6[k]
+            d = out[a, col + 5]
+            for k in range(k_out):
+                d[k] = s1[k] - s2[k] + k8 * s3[k] - k8 * s4[k] + k9 * s5[k] - k9 * s6[k] + s7[k]
+    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
+        rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
+    else:
+        rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
+
+
+@numba.njit(cache=True, parallel=True)
+def input_6(x, pad_top, pad_left, v, consts, th_count, tw_count, block, row0, row_count):  # pragma: no cover
+    """v[ξ·α+ν, tile, :] = (Bᵀ d B)[ξ, ν] on the rows of tiles ``row0`` on, ``block`` tiles a job."""
     blocks = -(-tw_count // block)
     for job in numba.prange(row_count * blocks):
-        row = row0 + job // blocks  # n·tiles_h + th
-        first = (job % blocks) * block
-        count = min(block, tw_count - first)
+        row, first = row0 + job // blocks, (job % blocks) * block
         base = (row - row0) * tw_count + first
-        used = count * k_out
-        out = np.empty((6, count * 6, k_out), dtype=mm.dtype)
-        half = np.empty((6, 8, count, k_out), dtype=mm.dtype)
-        # Aᵀ M over the block: long contiguous loops
-        for nu in range(8):
-            m0 = mm[0 + nu, base : base + count].reshape(used)
-            m1 = mm[8 + nu, base : base + count].reshape(used)
-            m2 = mm[16 + nu, base : base + count].reshape(used)
-            m3 = mm[24 + nu, base : base + count].reshape(used)
-            m4 = mm[32 + nu, base : base + count].reshape(used)
-            m5 = mm[40 + nu, base : base + count].reshape(used)
-            m6 = mm[48 + nu, base : base + count].reshape(used)
-            m7 = mm[56 + nu, base : base + count].reshape(used)
-            t = half[0, nu].reshape(used)
-            for p in range(used):
-                t[p] = m0[p] + m1[p] + m2[p] + m3[p] + m4[p] + m5[p] + m6[p]
-            t = half[1, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] - m2[p] + k0 * m3[p] - k0 * m4[p] + k1 * m5[p] - k1 * m6[p]
-            t = half[2, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] + m2[p] + k2 * m3[p] + k2 * m4[p] + k3 * m5[p] + k3 * m6[p]
-            t = half[3, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] - m2[p] + k4 * m3[p] - k4 * m4[p] + k5 * m5[p] - k5 * m6[p]
-            t = half[4, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] + m2[p] + k6 * m3[p] + k6 * m4[p] + k7 * m5[p] + k7 * m6[p]
-            t = half[5, nu].reshape(used)
-            for p in range(used):
-                t[p] = m1[p] - m2[p] + k8 * m3[p] - k8 * m4[p] + k9 * m5[p] - k9 * m6[p] + m7[p]
-        # (Aᵀ M) A tile by tile
-        for tw in range(count):
-            col = tw * 6
-            for a in range(6):
-                s0 = half[a, 0, tw]
-                s1 = half[a, 1, tw]
-                s2 = half[a, 2, tw]
-                s3 = half[a, 3, tw]
-                s4 = half[a, 4, tw]
-                s5 = half[a, 5, tw]
-                s6 = half[a, 6, tw]
-                s7 = half[a, 7, tw]
-                d = out[a, col + 0]
-                for k in range(k_out):
-                    d[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k] + s5[k] + s6[k]
-                d = out[a, col + 1]
-                for k in range(k_out):
-                    d[k] = s1[k] - s2[k] + k0 * s3[k] - k0 * s4[k] + k1 * s5[k] - k1 * s6[k]
-                d = out[a, col + 2]
-                for k in range(k_out):
-                    d[k] = s1[k] + s2[k] + k2 * s3[k] + k2 * s4[k] + k3 * s5[k] + k3 * s6[k]
-                d = out[a, col + 3]
-                for k in range(k_out):
-                    d[k] = s1[k] - s2[k] + k4 * s3[k] - k4 * s4[k] + k5 * s5[k] - k5 * s6[k]
-                d = out[a, col + 4]
-                for k in range(k_out):
-                    d[k] = s1[k] + s2[k] + k6 * s3[k] + k6 * s4[k] + k7 * s5[k] + k7 * s6[k]
-                d = out[a, col + 5]
-                for k in range(k_out):
-                    d[k] = s1[k] - s2[k] + k8 * s3[k] - k8 * s4[k] + k9 * s5[k] - k9 * s6[k] + s7[k]
-        if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-            rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
-        else:
-            rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
+        count = min(block, tw_count - first)
+        input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def output_6(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  # pragma: no cover
+    """y = Aᵀ M A + bias on the rows of tiles ``row0`` on, ``block`` tiles a job."""
+    blocks = -(-tw_count // block)
+    for job in numba.prange(row_count * blocks):
+        row, first = row0 + job // blocks, (job % blocks) * block
+        base = (row - row0) * tw_count + first
+        count = min(block, tw_count - first)
+        output_job_6(mm, consts, bias, th_count, y, row, first, count, base)
+
+
+@numba.njit(cache=True, parallel=True)
+def fused_6(
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+):  # pragma: no cover
+    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
+    rows of tiles): their V in the job's own scratch, the 64 GEMMs V·U (BLAS, on the calling
+    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    channels, k_out = x.shape[1], u.shape[2]
+    total = x.shape[0] * th_count * tw_count
+    for job in numba.prange(-(-total // block)):
+        start = job * block
+        count = min(block, total - start)
+        v = np.empty((64, count, channels), dtype=x.dtype)
+        mm = np.empty((64, count, k_out), dtype=x.dtype)
+        done = 0
+        while done < count:  # one row of tiles at a time
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            input_job_6(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
+            done += part
+        for i in range(64):
+            np.dot(v[i], u[i], mm[i])
+        done = 0
+        while done < count:
+            row, first = (start + done) // tw_count, (start + done) % tw_count
+            part = min(count - done, tw_count - first)
+            output_job_6(mm, out_consts, bias, th_count, y, row, first, part, done)
+            done += part
 
 
 #: tile size → (input constants, output constants), each a tuple for the ``consts`` array.
@@ -463,3 +589,4 @@ CONSTANTS = {
 #: tile size → driver.
 INPUT = {2: input_2, 4: input_4, 6: input_6}
 OUTPUT = {2: output_2, 4: output_4, 6: output_6}
+FUSED = {2: fused_2, 4: fused_4, 6: fused_6}

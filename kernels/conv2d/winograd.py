@@ -138,32 +138,57 @@ def _constants(m: int, which: int, dtype: np.dtype) -> np.ndarray:
     return array
 
 
-def winograd_with_filter(x, u, b, padding, groups, m, band=0):
+def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
     """Winograd conv of ``x`` with a pre-transformed filter ``u`` (α², C/groups, K) from
-    :func:`transform_filter`, ``band`` rows of tiles at a time (0: all at once).
+    :func:`transform_filter`, in stages over all tiles (``fused`` 0) or fused (1, groups 1 only).
 
-    In bands, the band's V and M stay in cache between the transforms and its GEMMs; all at once,
-    the GEMMs see the largest operands. Which pays depends on the layer (:func:`tile_grid`).
+    In stages, each transform runs over every tile and the α² GEMMs see the largest operands
+    (``torch.matmul``); fused, each job of a few tiles runs its input transform, GEMMs and output
+    transform back to back on one thread while V and M are in its cache. Which pays depends on
+    the layer (:func:`tile_grid`).
     """
     n_batch, c_in, h, w = x.shape
     k_out = u.shape[2]
     ho, wo = output_hw((h, w), (3, 3), (1, 1), padding, (1, 1))
     tiles = (-(-ho // m), -(-wo // m))
-    total = n_batch * tiles[0]
-    step = min(band or total, total)
-    alpha2 = (m + 2) ** 2
-    v_all = workspace.scratch("winograd.v", (alpha2 * step * tiles[1] * c_in,), x.dtype)
-    mm_all = workspace.scratch("winograd.m", (alpha2 * step * tiles[1] * k_out,), x.dtype)
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
     y = np.empty((n_batch, k_out, ho, wo), dtype=x.dtype)
-    for first in range(0, total, step):
-        rows = range(first, min(first + step, total))
-        count = len(rows) * tiles[1]
-        v = v_all[: alpha2 * count * c_in].reshape(alpha2, count, c_in)
-        mm = mm_all[: alpha2 * count * k_out].reshape(alpha2, count, k_out)
-        input_transform(x, padding, m, tiles, rows, v)
-        _products(v, u, groups, mm)
-        output_transform(mm, bias, tiles, m, rows, y)
+    if fused and groups == 1:
+        return _fused(x, u, bias, padding, m, tiles, y)
+    count = n_batch * tiles[0] * tiles[1]
+    alpha2 = (m + 2) ** 2
+    v = workspace.scratch("winograd.v", (alpha2 * count * c_in,), x.dtype).reshape(alpha2, count, c_in)
+    mm = workspace.scratch("winograd.m", (alpha2 * count * k_out,), x.dtype).reshape(alpha2, count, k_out)
+    rows = range(n_batch * tiles[0])
+    input_transform(x, padding, m, tiles, rows, v)
+    _products(v, u, groups, mm)
+    output_transform(mm, bias, tiles, m, rows, y)
+    return y
+
+
+#: A fused job's V and M (α² × tiles × (C + K)) stay within this, so that they are still in the
+#: core's cache when its GEMMs read V and its output transform reads M (256 KiB-1 MiB measured
+#: alike on 64-channel layers, 128 KiB 1.1-1.4x slower; 1 MiB best on 128-256 channels).
+FUSED_BYTES = 1 << 20
+
+#: Fused jobs per thread at least (smaller blocks on small layers), so that the threads finish together.
+FUSED_JOBS_PER_THREAD = 4
+
+
+def fused_block(m: int, channels: int, k_out: int, itemsize: int, tiles: int) -> int:
+    """Tiles per fused job: V and M within :data:`FUSED_BYTES`, and at least
+    :data:`FUSED_JOBS_PER_THREAD` jobs per thread."""
+    block = FUSED_BYTES // ((m + 2) ** 2 * (channels + k_out) * itemsize)
+    return max(1, min(block, -(-tiles // (FUSED_JOBS_PER_THREAD * numba.get_num_threads()))))
+
+
+def _fused(x, u, bias, padding, m, tiles, y):
+    """The fused call (``codelets.FUSED``): one parallel region, whose jobs call BLAS on their own
+    thread (OpenBLAS limited to it, so that none of its workers wakes inside PyTorch's pool)."""
+    block = fused_block(m, u.shape[1], u.shape[2], x.dtype.itemsize, x.shape[0] * tiles[0] * tiles[1])
+    consts = _constants(m, 0, x.dtype), _constants(m, 1, x.dtype)
+    fused = codelets.FUSED[m]
+    pool.on_calling_thread(lambda: fused(x, padding[0], padding[2], u, bias, *consts, *tiles, block, y))
     return y
 
 
@@ -189,35 +214,35 @@ class WinogradFilter:
     tile: int
 
 
-def prepare(w: np.ndarray, tile: int = 2, band: int = 0) -> WinogradFilter:
-    """The once-per-weight part of :func:`winograd`: the filter transform (``band`` does not
+def prepare(w: np.ndarray, tile: int = 2, fused: int = 0) -> WinogradFilter:
+    """The once-per-weight part of :func:`winograd`: the filter transform (``fused`` does not
     change it)."""
-    del band
+    del fused
     _check_tile(tile)
     return WinogradFilter(transform_filter(w, tile), tile)
 
 
-def _check_tile(tile: int, band: int = 0) -> None:
+def _check_tile(tile: int, fused: int = 0) -> None:
     if tile not in POINTS:
         raise ValueError(f"winograd: tile must be one of {TILE_SIZES}, got {tile!r}")
-    if not isinstance(band, (int, np.integer)) or isinstance(band, bool) or band < 0:
-        raise ValueError(f"winograd: band must be an int >= 0 (rows of tiles per pass, 0: all), got {band!r}")
+    if fused not in (0, 1) or isinstance(fused, float):
+        raise ValueError(f"winograd: fused must be 0 (in stages) or 1 (fused), got {fused!r}")
 
 
-def winograd(x, w, b, stride, padding, dilation, groups, tile=2, band=0):
-    """Winograd F(m×m, 3×3) with batched BLAS GEMMs in the transformed domain (m = ``tile``),
-    ``band`` rows of tiles at a time (0: all).
+def winograd(x, w, b, stride, padding, dilation, groups, tile=2, fused=0):
+    """Winograd F(m×m, 3×3) with the α² GEMMs in the transformed domain (m = ``tile``), in
+    stages or ``fused`` (:func:`winograd_with_filter`).
 
     ``w`` is the raw weight (K, C/groups, 3, 3) or a :class:`WinogradFilter` from :func:`prepare`.
     """
-    _check_tile(tile, band)
+    _check_tile(tile, fused)
     if isinstance(w, WinogradFilter):
         if w.tile != tile:
             raise ValueError(f"winograd: weight prepared for tile={w.tile}, called with tile={tile}")
         u = w.u
     else:
         u = transform_filter(w, tile)
-    return winograd_with_filter(x, u, b, padding, groups, tile, band)
+    return winograd_with_filter(x, u, b, padding, groups, tile, fused)
 
 
 def applies(problem) -> bool:
@@ -240,38 +265,23 @@ def promising(problem) -> bool:
 MIN_CHANNEL_PAIRS = 64
 
 
-#: A band of rows of tiles holds at most this much of V (α² × tiles × C), so that the band's V
-#: and M stay in the cache between its transforms and its GEMMs. Measured on 1×64×224×224, F(4×4):
-#: bands of 0.5-4 MB of V took 11-16 ms, all rows at once 20 ms (BENCHMARKS.md §20).
-BAND_BYTES = 2 << 20
-
-#: Bands are offered only when the layer has at least this many of them, and only while U is at
-#: most two bands' V: every band's GEMMs read all of U again (on 8×512×28×28 bands were 1.25-4x
-#: slower, BENCHMARKS.md §18).
-MIN_BANDS = 4
-
-
-def band_rows(problem, m: int) -> int:
-    """Rows of tiles per band for F(m×m): as many as fit :data:`BAND_BYTES` of V, at least one."""
-    tiles_w = -(-problem.out_shape[3] // m)
-    row_bytes = (m + 2) ** 2 * tiles_w * problem.x_shape[1] * np.dtype(problem.dtype).itemsize
-    return max(1, BAND_BYTES // row_bytes)
+#: The fused setting is offered while U (α² × C/groups × K) is at most this: every fused job reads
+#: all of U. Measured (BENCHMARKS.md §22): fused 0.7-0.95x the staged time with U up to 9.4 MB
+#: (256 channels, F(4×4)), 1.4-6.5x with 17-38 MB (256 channels F(6×6), 512 channels).
+FUSED_U_BYTES = 12 << 20
 
 
 def tile_grid(problem) -> list[dict[str, int]]:
-    """Every tile size whose single tile is not larger than the output, all rows at once; then
-    F(4×4) and F(6×6) in bands of rows (:func:`band_rows`) where the layer has enough rows and a
-    small enough U for them to pay (:data:`MIN_BANDS`)."""
+    """Every tile size whose single tile is not larger than the output, in stages; then each
+    fused, where the layer has one group and U is small enough (:data:`FUSED_U_BYTES`)."""
     ho, wo = problem.out_shape[2:]
     useful = [m for m in TILE_SIZES if m == 2 or m <= max(ho, wo)]
     grid = [{"tile": m} for m in useful]
     k_out, c_per_group = problem.w_shape[:2]
     for m in useful:
-        band = band_rows(problem, m)
         u_bytes = (m + 2) ** 2 * c_per_group * k_out * np.dtype(problem.dtype).itemsize
-        rows = problem.x_shape[0] * -(-ho // m)
-        if m > 2 and rows >= MIN_BANDS * band and u_bytes <= 2 * BAND_BYTES:
-            grid.append({"tile": m, "band": band})
+        if problem.groups == 1 and u_bytes <= FUSED_U_BYTES:
+            grid.append({"tile": m, "fused": 1})
     return grid
 
 
@@ -289,7 +299,8 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=5,  # 5: V written row ξ by row ξ, 4×4 blocks on long rows; 4: bands, contiguous gather;
+        version=6,  # 6: fused jobs (transform, GEMMs, transform per block of tiles) instead of bands;
+        # 5: V written row ξ by row ξ, 4×4 blocks on long rows; 4: bands, contiguous gather;
         # 3: generated transforms on row scratches; 2: channel-last, filter (α², C, K)
     )
 )
