@@ -15,11 +15,12 @@ The cure is to have one pool only, the one PyTorch already runs on:
   checks that no other thread does work). Its thread count follows ``torch.get_num_threads()``.
 * **GEMMs and FFTs** of the conv kernels, and the svd matmul kernel's larger products, go
   through :func:`matmul`, :func:`rfft2` and :func:`irfft2`, i.e. ``torch.matmul`` (MKL) and
-  ``torch.fft`` on the same OpenMP threads — never numpy's OpenBLAS or scipy.fft's workers, whose
+  ``torch.fft`` on the same OpenMP threads — never OpenBLAS's or scipy.fft's own workers, whose
   threads would spin beside PyTorch's.
-* **numpy's own BLAS**, where a kernel is that by definition (matmul's ``blas``), and LAPACK's
-  factorisations (:class:`kernels.matmul.lowrank.LowRank`) run on the calling thread only
-  (:func:`on_calling_thread`): OpenBLAS's workers, once woken, spin for a
+* **numpy's own BLAS**, where a kernel is that by definition (matmul's ``blas``), LAPACK's
+  factorisations (:class:`kernels.matmul.lowrank.LowRank`) and the fused Winograd's per-job GEMMs
+  (Numba's ``np.dot``, scipy's OpenBLAS, called from inside the pool's threads) run on the calling
+  thread only (:func:`on_calling_thread`): OpenBLAS's workers, once woken, spin for a
   long time after the call and took the cores of the next PyTorch layer.
 
 The OpenMP wait policy is left at the runtime's default: PyTorch then runs as fast in this process

@@ -214,6 +214,21 @@ def test_fft_offers_tiles_only_where_they_are_smaller_than_the_image_and_twice_t
     assert tile_grid(small) == [{}, {"tile": 20}]
 
 
+def test_winograd_offers_fused_only_with_one_group_and_a_u_that_fits_the_cap():
+    """Every fused job reads all of U: 64 channels fuse every tile size, 512 (38 MB for F(4×4))
+    none, 256 only F(2×2)/F(4×4) (4.2/9.4 MB); grouped convolutions never."""
+    from kernels.conv2d.winograd import tile_grid
+
+    def fused_tiles(c, size, groups=1):
+        problem = ConvProblem((1, c, size, size), (c, c // groups, 3, 3), padding=(1, 1, 1, 1), groups=groups)
+        return [p["tile"] for p in tile_grid(problem) if p.get("fused")]
+
+    assert fused_tiles(64, 56) == [2, 4, 6]
+    assert fused_tiles(256, 14) == [2, 4]
+    assert fused_tiles(512, 7) == []
+    assert fused_tiles(64, 56, groups=2) == []
+
+
 def test_every_registered_conv_kernel_is_covered():
     assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd", "pointwise"}
 

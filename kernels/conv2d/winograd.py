@@ -13,6 +13,12 @@ stages:
 3. output transform ``Y = Aᵀ M A`` (Numba, likewise), cropping the partial edge tiles and adding
    the bias.
 
+They run either in stages, each over every tile with the GEMMs between them as one batched
+``torch.matmul``, or fused (``fused=1``): one parallel region whose jobs each take a block of
+tiles through input transform, α² GEMMs (scipy's BLAS on the job's thread, through Numba's
+``np.dot``) and output transform while the block's V and M are in the core's cache — the scheme
+of NNPACK and of oneDNN's former Winograd (BENCHMARKS.md §22).
+
 The transforms work channel-last inside a row of tiles: the row's α input rows are gathered
 from NCHW into an NHWC scratch (zero padding included) that stays in cache, every innermost loop
 runs over the channels (SIMD lanes hold channels), and the output rows are written back to NCHW
@@ -140,7 +146,8 @@ def _constants(m: int, which: int, dtype: np.dtype) -> np.ndarray:
 
 def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
     """Winograd conv of ``x`` with a pre-transformed filter ``u`` (α², C/groups, K) from
-    :func:`transform_filter`, in stages over all tiles (``fused`` 0) or fused (1, groups 1 only).
+    :func:`transform_filter`, in stages over all tiles (``fused`` 0) or fused (1; grouped
+    convolutions run in stages either way).
 
     In stages, each transform runs over every tile and the α² GEMMs see the largest operands
     (``torch.matmul``); fused, each job of a few tiles runs its input transform, GEMMs and output
