@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ def module_at(rev: str, path: str) -> types.ModuleType:
     ).stdout
     source = source.replace("cache=True", "cache=False")  # Numba caches only functions of files on disk
     module = types.ModuleType(f"{Path(path).stem}_at_{rev}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up there
     register, kernels.registry.register = kernels.registry.register, lambda spec: spec
     try:
         exec(compile(source, f"{path}@{rev}", "exec"), module.__dict__)  # our own file, at a commit

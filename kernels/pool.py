@@ -89,16 +89,15 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
-def channels_last(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) → a C-contiguous (N, H, W, C) copy, made by PyTorch's threads."""
+def permuted(a: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
+    """``np.transpose(a, axes)`` as a C-contiguous copy made by PyTorch's threads, into ``out``
+    (a C-contiguous array of that shape) if given."""
     with torch.no_grad():
-        return tensor(x).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-def channels_first(x: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) (any strides) → a C-contiguous (N, C, H, W) copy, made by PyTorch's threads."""
-    with torch.no_grad():
-        return tensor(x).permute(0, 3, 1, 2).contiguous().numpy()
+        view = tensor(a).permute(*axes)
+        if out is None:
+            return view.contiguous().numpy()
+        torch.from_numpy(out).copy_(view)
+    return out
 
 
 def rfft2(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

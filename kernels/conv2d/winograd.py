@@ -59,8 +59,9 @@ from kernels.registry import KernelSpec, register
 def _filter_transform(wt, g, u):  # pragma: no cover - jitted
     """u[ξ·α + ν, c, :] = Σ_ij G[ξ, i] G[ν, j] wt[c, i, j, :], in float64, rounded once to u's dtype.
 
-    ``wt`` is the weight channel-last (C/groups, 3, 3, K), so every innermost loop runs over the
-    output channels, contiguous: SIMD lanes across filters, one job per input channel.
+    ``wt`` is the weight channel-last (C/groups, 3, 3, K) in its own dtype (each tap is widened as
+    it is read), so every innermost loop runs over the output channels, contiguous: SIMD lanes
+    across filters, one job per input channel.
     """
     c_per_group, kh, kw, k_out = wt.shape
     alpha = g.shape[0]
@@ -86,15 +87,19 @@ def _filter_transform(wt, g, u):  # pragma: no cover - jitted
                     dst[k] = row[k]
 
 
-def transform_filter(w: np.ndarray, m: int) -> np.ndarray:
-    """``U[ξ·α + ν, c, k] = (G w[k, c] Gᵀ)[ξ, ν]``, shape (α², C/groups, K), C-contiguous.
+def transform_filter(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``U[ξ·α + ν, c, k] = (G w[k, c] Gᵀ)[ξ, ν]``, shape (α², C/groups, K), C-contiguous, into
+    ``out`` if given (a one-off weight's U in scratch memory: 38 MB for 512×512 filters and F(4×4),
+    which fresh from the OS took longer to fault in than to compute, BENCHMARKS.md §22).
 
     Accumulated in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight.
     """
     _, g, _ = winograd_matrices(m)
     alpha = m + 2
-    u = np.empty((alpha * alpha, w.shape[1], w.shape[0]), dtype=w.dtype)
-    _filter_transform(np.ascontiguousarray(w.transpose(1, 2, 3, 0), dtype=np.float64), g, u)
+    k_out, c_per_group = w.shape[:2]
+    u = np.empty((alpha * alpha, c_per_group, k_out), dtype=w.dtype) if out is None else out
+    wt = workspace.scratch("winograd.wt", (c_per_group, 3, 3, k_out), w.dtype)
+    _filter_transform(pool.permuted(w, (1, 2, 3, 0), out=wt), g, u)
     return u
 
 
@@ -247,8 +252,9 @@ def winograd(x, w, b, stride, padding, dilation, groups, tile=2, fused=0):
         if w.tile != tile:
             raise ValueError(f"winograd: weight prepared for tile={w.tile}, called with tile={tile}")
         u = w.u
-    else:
-        u = transform_filter(w, tile)
+    else:  # a one-off weight: its U lives for this call only
+        shape = ((tile + 2) ** 2, w.shape[1], w.shape[0])
+        u = transform_filter(w, tile, out=workspace.scratch("winograd.u", shape, w.dtype))
     return winograd_with_filter(x, u, b, padding, groups, tile, fused)
 
 
