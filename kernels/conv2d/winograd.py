@@ -179,8 +179,9 @@ def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
 
 
 #: A fused job's V and M (α² × tiles × (C + K)) stay within this, so that they are still in the
-#: core's cache when its GEMMs read V and its output transform reads M (256 KiB-1 MiB measured
-#: alike on 64-channel layers, 128 KiB 1.1-1.4x slower; 1 MiB best on 128-256 channels).
+#: core's cache when its GEMMs read V and its output transform reads M. Measured (BENCHMARKS.md
+#: §22): 512 KiB-2 MiB alike on 64 channels; on 128-256 channels 512 KiB 1.07-1.31x and 2 MiB
+#: 1.04-1.95x the time of 1 MiB; 128 KiB 1.1-1.4x slower everywhere.
 FUSED_BYTES = 1 << 20
 
 #: Fused jobs per thread at least (smaller blocks on small layers), so that the threads finish together.
