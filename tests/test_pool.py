@@ -243,3 +243,27 @@ print(sorted(t for t in before if t != os.getpid() and after.get(t, 0) - before[
 """
     out = in_a_fresh_process(code)
     assert out.split()[:1] == ["[]"], out
+
+
+def test_fused_winograd_runs_openblas_on_its_jobs_threads_only():
+    """The fused Winograd calls scipy's OpenBLAS (Numba's ``np.dot``) inside the pool's parallel
+    region. Loaded by that first call, after :func:`pool.on_calling_thread` had listed the BLAS
+    libraries to limit, scipy's OpenBLAS once ran with its own threads there: "OpenBLAS Warning:
+    Detect OpenMP Loop" on every GEMM and its workers spinning beside PyTorch's. F(2×2) on 256
+    channels: each job's GEMMs are large enough (25×256·256×256) for OpenBLAS to thread them."""
+    code = """
+import numpy as np, torch, autotune
+from kernels import pool
+from kernels.conv2d import winograd
+
+pool.on_calling_thread(lambda: None)  # as any OpenBLAS call before the first fused one would
+rng = np.random.default_rng(0)
+x = rng.standard_normal((1, 256, 28, 28), dtype=np.float32)
+w = rng.standard_normal((256, 256, 3, 3), dtype=np.float32)
+y = winograd.winograd(x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 1, tile=2, fused=1)
+ref = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), padding=1)
+print("max error", float(np.abs(y - ref.numpy()).max() / np.abs(ref.numpy()).max()))
+"""
+    out = in_a_fresh_process(code)
+    assert "max error" in out and float(out.split("max error")[1].split()[0]) < 1e-4, out
+    assert "OpenBLAS" not in out, out
