@@ -54,15 +54,15 @@ def staged(x: np.ndarray, prepared: W.WinogradFilter, runs: int) -> list[float]:
     batch, _, size, _ = x.shape
     m, k_out = prepared.tile, prepared.u.shape[2]
     tiles = (-(-size // m), -(-size // m))
-    rows, count = range(batch * tiles[0]), batch * tiles[0] * tiles[1]
+    count = batch * tiles[0] * tiles[1]
     v = np.empty(((m + 2) ** 2, count, x.shape[1]), np.float32)
     mm = np.empty(((m + 2) ** 2, count, k_out), np.float32)
     y, bias = np.empty((batch, k_out, size, size), np.float32), np.zeros(k_out, np.float32)
     return [
         p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m), runs),
-        p20_ms(lambda: W.input_transform(x, PADDING, m, tiles, rows, v), runs),
+        p20_ms(lambda: W.input_transform(x, PADDING, m, tiles, v), runs),
         p20_ms(lambda: pool.matmul(v, prepared.u, out=mm), runs),
-        p20_ms(lambda: W.output_transform(mm, bias, tiles, m, rows, y), runs),
+        p20_ms(lambda: W.output_transform(mm, bias, tiles, m, y), runs),
     ]
 
 

@@ -103,11 +103,9 @@ def transform_filter(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np
     return u
 
 
-def input_transform(
-    x: np.ndarray, padding, m: int, tiles: tuple[int, int], rows: range, v: np.ndarray
-) -> None:
-    """V[ξ·α + ν, i·tiles_w + tw, c] = (Bᵀ d B)[ξ, ν] for every tile d of the ``rows`` of tiles
-    (row ``r`` = n·tiles_h + th; ``i`` = r − rows.start) of padded ``x``, into ``v``.
+def input_transform(x: np.ndarray, padding, m: int, tiles: tuple[int, int], v: np.ndarray) -> None:
+    """V[ξ·α + ν, r·tiles_w + tw, c] = (Bᵀ d B)[ξ, ν] for every tile d of padded ``x`` (row of tiles
+    ``r`` = n·tiles_h + th), into ``v``.
 
     Reads ``x`` (N, C, H, W) as it is: each row of tiles gathers its α input rows channel-last,
     zero-padded, into a scratch that stays in cache, so neither a padded copy nor an NHWC copy of
@@ -115,20 +113,19 @@ def input_transform(
     """
     block = _block(m, x.shape[1], x.dtype.itemsize)
     consts = _constants(m, 0, x.dtype)
-    codelets.INPUT[m](x, padding[0], padding[2], v, consts, *tiles, block, rows.start, len(rows))
+    codelets.INPUT[m](x, padding[0], padding[2], v, consts, *tiles, block, 0, x.shape[0] * tiles[0])
 
 
-def output_transform(
-    mm: np.ndarray, bias: np.ndarray, tiles: tuple[int, int], m: int, rows: range, y
-) -> None:
-    """y (N, K, Ho, Wo) on the ``rows`` of tiles from their M (α², tiles, K): Aᵀ M A per tile,
-    plus the bias, cropped.
+def output_transform(mm: np.ndarray, bias: np.ndarray, tiles: tuple[int, int], m: int, y) -> None:
+    """y (N, K, Ho, Wo) from the M (α², tiles, K) of all its tiles: Aᵀ M A per tile, plus the
+    bias, cropped.
 
     Each row of tiles is transformed channel-last into a scratch in cache and written into the
     NCHW output from there, so no NHWC copy of the whole output is made.
     """
     block = _block(m, mm.shape[2], mm.dtype.itemsize)
-    codelets.OUTPUT[m](mm, _constants(m, 1, mm.dtype), bias, *tiles, block, y, rows.start, len(rows))
+    rows = y.shape[0] * tiles[0]
+    codelets.OUTPUT[m](mm, _constants(m, 1, mm.dtype), bias, *tiles, block, y, 0, rows)
 
 
 #: A transform job's scratch rows (α rows of its block of tiles, channel-last) stay within this.
@@ -171,10 +168,9 @@ def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
     alpha2 = (m + 2) ** 2
     v = workspace.scratch("winograd.v", (alpha2 * count * c_in,), x.dtype).reshape(alpha2, count, c_in)
     mm = workspace.scratch("winograd.m", (alpha2 * count * k_out,), x.dtype).reshape(alpha2, count, k_out)
-    rows = range(n_batch * tiles[0])
-    input_transform(x, padding, m, tiles, rows, v)
+    input_transform(x, padding, m, tiles, v)
     _products(v, u, groups, mm)
-    output_transform(mm, bias, tiles, m, rows, y)
+    output_transform(mm, bias, tiles, m, y)
     return y
 
 
