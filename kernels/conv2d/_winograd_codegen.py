@@ -101,30 +101,26 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
         "    used = rows.shape[1] * channels",
         *[f"    x{i} = rows[{i}].reshape(used)" for i in range(alpha)],
         "    half = np.empty_like(rows)",
-        "    # Bᵀ d along the columns of the block: long contiguous loops",
+        *[f"    t{i} = half[{i}].reshape(used)" for i in range(alpha)],
+        "    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once",
+        "    for p in range(used):",
+        *[f"        a{i} = x{i}[p]" for i in range(alpha)],
     ]
-    for xi in range(alpha):
-        lines += [
-            f"    t = half[{xi}].reshape(used)",
-            "    for p in range(used):",
-            f"        t[p] = {_combination(b_t[xi], [f'x{i}[p]' for i in range(alpha)], consts)}",
-        ]
+    terms = [f"a{i}" for i in range(alpha)]
+    lines += [f"        t{xi}[p] = {_combination(b_t[xi], terms, consts)}" for xi in range(alpha)]
     lines += [
-        "    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that",
-        f"    # V is written in {alpha} streams at a time, not {alpha * alpha} (1.3x faster on 64 channels)",
+        "    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ",
+        f"    # outermost, so that V is written in {alpha} streams at a time, not {alpha * alpha}",
         f"    for xi in range({alpha}):",
         "        for tw in range(count):",
         f"            col = tw * {m}",
         "            tile = base + tw",
     ]
     lines += [f"            s{j} = half[xi, col + {j}]" for j in range(alpha)]
-    for nu in range(alpha):
-        expression = _combination(b_t[nu], [f"s{j}[c]" for j in range(alpha)], consts)
-        lines += [
-            f"            d = v[xi * {alpha} + {nu}, tile]",
-            "            for c in range(channels):",
-            f"                d[c] = {expression}",
-        ]
+    lines += [f"            d{nu} = v[xi * {alpha} + {nu}, tile]" for nu in range(alpha)]
+    lines += ["            for c in range(channels):"]
+    lines += [f"                a{j} = s{j}[c]" for j in range(alpha)]
+    lines += [f"                d{nu}[c] = {_combination(b_t[nu], terms, consts)}" for nu in range(alpha)]
     return head + lines
 
 
@@ -144,14 +140,17 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
         "    used = count * k_out",
         f"    out = np.empty(({m}, count * {m}, k_out), dtype=mm.dtype)",
         f"    half = np.empty(({m}, {alpha}, count, k_out), dtype=mm.dtype)",
-        "    # Aᵀ M over the block: long contiguous loops",
+        "    # Aᵀ M over the block: one long contiguous loop per ν, each M read once",
         f"    for nu in range({alpha}):",
         *[f"        m{xi} = mm[{xi * alpha} + nu, base : base + count].reshape(used)" for xi in range(alpha)],
+        *[f"        t{a} = half[{a}, nu].reshape(used)" for a in range(m)],
+        "        for p in range(used):",
+        *[f"            a{xi} = m{xi}[p]" for xi in range(alpha)],
     ]
-    for a in range(m):
-        expression = _combination(a_t[a], [f"m{xi}[p]" for xi in range(alpha)], consts)
-        lines += [f"        t = half[{a}, nu].reshape(used)", "        for p in range(used):"]
-        lines += [f"            t[p] = {expression}"]
+    terms = [f"a{xi}" for xi in range(alpha)]
+    lines += [f"            t{a}[p] = {_combination(a_t[a], terms, consts)}" for a in range(m)]
+    # one loop per output here: computing all m outputs of a tile row in one loop over the
+    # channels was 1.05-1.18x slower (BENCHMARKS.md §23)
     lines += ["    # (Aᵀ M) A tile by tile", "    for tw in range(count):", f"        col = tw * {m}"]
     lines.append(f"        for a in range({m}):")
     lines += [f"            s{nu} = half[a, {nu}, tw]" for nu in range(alpha)]

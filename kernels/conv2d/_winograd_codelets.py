@@ -37,21 +37,22 @@ def input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
     x2 = rows[2].reshape(used)
     x3 = rows[3].reshape(used)
     half = np.empty_like(rows)
-    # Bᵀ d along the columns of the block: long contiguous loops
-    t = half[0].reshape(used)
+    t0 = half[0].reshape(used)
+    t1 = half[1].reshape(used)
+    t2 = half[2].reshape(used)
+    t3 = half[3].reshape(used)
+    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once
     for p in range(used):
-        t[p] = -x0[p] + x2[p]
-    t = half[1].reshape(used)
-    for p in range(used):
-        t[p] = x1[p] + x2[p]
-    t = half[2].reshape(used)
-    for p in range(used):
-        t[p] = -x1[p] + x2[p]
-    t = half[3].reshape(used)
-    for p in range(used):
-        t[p] = -x1[p] + x3[p]
-    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
-    # V is written in 4 streams at a time, not 16 (1.3x faster on 64 channels)
+        a0 = x0[p]
+        a1 = x1[p]
+        a2 = x2[p]
+        a3 = x3[p]
+        t0[p] = -a0 + a2
+        t1[p] = a1 + a2
+        t2[p] = -a1 + a2
+        t3[p] = -a1 + a3
+    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ
+    # outermost, so that V is written in 4 streams at a time, not 16
     for xi in range(4):
         for tw in range(count):
             col = tw * 2
@@ -60,18 +61,19 @@ def input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
             s1 = half[xi, col + 1]
             s2 = half[xi, col + 2]
             s3 = half[xi, col + 3]
-            d = v[xi * 4 + 0, tile]
+            d0 = v[xi * 4 + 0, tile]
+            d1 = v[xi * 4 + 1, tile]
+            d2 = v[xi * 4 + 2, tile]
+            d3 = v[xi * 4 + 3, tile]
             for c in range(channels):
-                d[c] = -s0[c] + s2[c]
-            d = v[xi * 4 + 1, tile]
-            for c in range(channels):
-                d[c] = s1[c] + s2[c]
-            d = v[xi * 4 + 2, tile]
-            for c in range(channels):
-                d[c] = -s1[c] + s2[c]
-            d = v[xi * 4 + 3, tile]
-            for c in range(channels):
-                d[c] = -s1[c] + s3[c]
+                a0 = s0[c]
+                a1 = s1[c]
+                a2 = s2[c]
+                a3 = s3[c]
+                d0[c] = -a0 + a2
+                d1[c] = a1 + a2
+                d2[c] = -a1 + a2
+                d3[c] = -a1 + a3
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -82,18 +84,21 @@ def output_job_2(mm, consts, bias, th_count, y, row, first, count, base):  # pra
     used = count * k_out
     out = np.empty((2, count * 2, k_out), dtype=mm.dtype)
     half = np.empty((2, 4, count, k_out), dtype=mm.dtype)
-    # Aᵀ M over the block: long contiguous loops
+    # Aᵀ M over the block: one long contiguous loop per ν, each M read once
     for nu in range(4):
         m0 = mm[0 + nu, base : base + count].reshape(used)
         m1 = mm[4 + nu, base : base + count].reshape(used)
         m2 = mm[8 + nu, base : base + count].reshape(used)
         m3 = mm[12 + nu, base : base + count].reshape(used)
-        t = half[0, nu].reshape(used)
+        t0 = half[0, nu].reshape(used)
+        t1 = half[1, nu].reshape(used)
         for p in range(used):
-            t[p] = m0[p] + m1[p] + m2[p]
-        t = half[1, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] - m2[p] + m3[p]
+            a0 = m0[p]
+            a1 = m1[p]
+            a2 = m2[p]
+            a3 = m3[p]
+            t0[p] = a0 + a1 + a2
+            t1[p] = a1 - a2 + a3
     # (Aᵀ M) A tile by tile
     for tw in range(count):
         col = tw * 2
@@ -188,27 +193,28 @@ def input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
     x4 = rows[4].reshape(used)
     x5 = rows[5].reshape(used)
     half = np.empty_like(rows)
-    # Bᵀ d along the columns of the block: long contiguous loops
-    t = half[0].reshape(used)
+    t0 = half[0].reshape(used)
+    t1 = half[1].reshape(used)
+    t2 = half[2].reshape(used)
+    t3 = half[3].reshape(used)
+    t4 = half[4].reshape(used)
+    t5 = half[5].reshape(used)
+    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once
     for p in range(used):
-        t[p] = k0 * x0[p] - k1 * x2[p] + x4[p]
-    t = half[1].reshape(used)
-    for p in range(used):
-        t[p] = -k0 * x1[p] - k0 * x2[p] + x3[p] + x4[p]
-    t = half[2].reshape(used)
-    for p in range(used):
-        t[p] = k0 * x1[p] - k0 * x2[p] - x3[p] + x4[p]
-    t = half[3].reshape(used)
-    for p in range(used):
-        t[p] = -k2 * x1[p] - x2[p] + k2 * x3[p] + x4[p]
-    t = half[4].reshape(used)
-    for p in range(used):
-        t[p] = k2 * x1[p] - x2[p] - k2 * x3[p] + x4[p]
-    t = half[5].reshape(used)
-    for p in range(used):
-        t[p] = k0 * x1[p] - k1 * x3[p] + x5[p]
-    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
-    # V is written in 6 streams at a time, not 36 (1.3x faster on 64 channels)
+        a0 = x0[p]
+        a1 = x1[p]
+        a2 = x2[p]
+        a3 = x3[p]
+        a4 = x4[p]
+        a5 = x5[p]
+        t0[p] = k0 * a0 - k1 * a2 + a4
+        t1[p] = -k0 * a1 - k0 * a2 + a3 + a4
+        t2[p] = k0 * a1 - k0 * a2 - a3 + a4
+        t3[p] = -k2 * a1 - a2 + k2 * a3 + a4
+        t4[p] = k2 * a1 - a2 - k2 * a3 + a4
+        t5[p] = k0 * a1 - k1 * a3 + a5
+    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ
+    # outermost, so that V is written in 6 streams at a time, not 36
     for xi in range(6):
         for tw in range(count):
             col = tw * 4
@@ -219,24 +225,25 @@ def input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
             s3 = half[xi, col + 3]
             s4 = half[xi, col + 4]
             s5 = half[xi, col + 5]
-            d = v[xi * 6 + 0, tile]
+            d0 = v[xi * 6 + 0, tile]
+            d1 = v[xi * 6 + 1, tile]
+            d2 = v[xi * 6 + 2, tile]
+            d3 = v[xi * 6 + 3, tile]
+            d4 = v[xi * 6 + 4, tile]
+            d5 = v[xi * 6 + 5, tile]
             for c in range(channels):
-                d[c] = k0 * s0[c] - k1 * s2[c] + s4[c]
-            d = v[xi * 6 + 1, tile]
-            for c in range(channels):
-                d[c] = -k0 * s1[c] - k0 * s2[c] + s3[c] + s4[c]
-            d = v[xi * 6 + 2, tile]
-            for c in range(channels):
-                d[c] = k0 * s1[c] - k0 * s2[c] - s3[c] + s4[c]
-            d = v[xi * 6 + 3, tile]
-            for c in range(channels):
-                d[c] = -k2 * s1[c] - s2[c] + k2 * s3[c] + s4[c]
-            d = v[xi * 6 + 4, tile]
-            for c in range(channels):
-                d[c] = k2 * s1[c] - s2[c] - k2 * s3[c] + s4[c]
-            d = v[xi * 6 + 5, tile]
-            for c in range(channels):
-                d[c] = k0 * s1[c] - k1 * s3[c] + s5[c]
+                a0 = s0[c]
+                a1 = s1[c]
+                a2 = s2[c]
+                a3 = s3[c]
+                a4 = s4[c]
+                a5 = s5[c]
+                d0[c] = k0 * a0 - k1 * a2 + a4
+                d1[c] = -k0 * a1 - k0 * a2 + a3 + a4
+                d2[c] = k0 * a1 - k0 * a2 - a3 + a4
+                d3[c] = -k2 * a1 - a2 + k2 * a3 + a4
+                d4[c] = k2 * a1 - a2 - k2 * a3 + a4
+                d5[c] = k0 * a1 - k1 * a3 + a5
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -250,7 +257,7 @@ def output_job_4(mm, consts, bias, th_count, y, row, first, count, base):  # pra
     used = count * k_out
     out = np.empty((4, count * 4, k_out), dtype=mm.dtype)
     half = np.empty((4, 6, count, k_out), dtype=mm.dtype)
-    # Aᵀ M over the block: long contiguous loops
+    # Aᵀ M over the block: one long contiguous loop per ν, each M read once
     for nu in range(6):
         m0 = mm[0 + nu, base : base + count].reshape(used)
         m1 = mm[6 + nu, base : base + count].reshape(used)
@@ -258,18 +265,21 @@ def output_job_4(mm, consts, bias, th_count, y, row, first, count, base):  # pra
         m3 = mm[18 + nu, base : base + count].reshape(used)
         m4 = mm[24 + nu, base : base + count].reshape(used)
         m5 = mm[30 + nu, base : base + count].reshape(used)
-        t = half[0, nu].reshape(used)
+        t0 = half[0, nu].reshape(used)
+        t1 = half[1, nu].reshape(used)
+        t2 = half[2, nu].reshape(used)
+        t3 = half[3, nu].reshape(used)
         for p in range(used):
-            t[p] = m0[p] + m1[p] + m2[p] + m3[p] + m4[p]
-        t = half[1, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] - m2[p] + k0 * m3[p] - k0 * m4[p]
-        t = half[2, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] + m2[p] + k1 * m3[p] + k1 * m4[p]
-        t = half[3, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] - m2[p] + k2 * m3[p] - k2 * m4[p] + m5[p]
+            a0 = m0[p]
+            a1 = m1[p]
+            a2 = m2[p]
+            a3 = m3[p]
+            a4 = m4[p]
+            a5 = m5[p]
+            t0[p] = a0 + a1 + a2 + a3 + a4
+            t1[p] = a1 - a2 + k0 * a3 - k0 * a4
+            t2[p] = a1 + a2 + k1 * a3 + k1 * a4
+            t3[p] = a1 - a2 + k2 * a3 - k2 * a4 + a5
     # (Aᵀ M) A tile by tile
     for tw in range(count):
         col = tw * 4
@@ -380,33 +390,34 @@ def input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
     x6 = rows[6].reshape(used)
     x7 = rows[7].reshape(used)
     half = np.empty_like(rows)
-    # Bᵀ d along the columns of the block: long contiguous loops
-    t = half[0].reshape(used)
+    t0 = half[0].reshape(used)
+    t1 = half[1].reshape(used)
+    t2 = half[2].reshape(used)
+    t3 = half[3].reshape(used)
+    t4 = half[4].reshape(used)
+    t5 = half[5].reshape(used)
+    t6 = half[6].reshape(used)
+    t7 = half[7].reshape(used)
+    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once
     for p in range(used):
-        t[p] = -x0[p] + k0 * x2[p] - k0 * x4[p] + x6[p]
-    t = half[1].reshape(used)
-    for p in range(used):
-        t[p] = x1[p] + x2[p] - k1 * x3[p] - k1 * x4[p] + x5[p] + x6[p]
-    t = half[2].reshape(used)
-    for p in range(used):
-        t[p] = -x1[p] + x2[p] + k1 * x3[p] - k1 * x4[p] - x5[p] + x6[p]
-    t = half[3].reshape(used)
-    for p in range(used):
-        t[p] = k2 * x1[p] + k3 * x2[p] - k4 * x3[p] - k5 * x4[p] + k6 * x5[p] + x6[p]
-    t = half[4].reshape(used)
-    for p in range(used):
-        t[p] = -k2 * x1[p] + k3 * x2[p] + k4 * x3[p] - k5 * x4[p] - k6 * x5[p] + x6[p]
-    t = half[5].reshape(used)
-    for p in range(used):
-        t[p] = k6 * x1[p] + k7 * x2[p] - k4 * x3[p] - k8 * x4[p] + k2 * x5[p] + x6[p]
-    t = half[6].reshape(used)
-    for p in range(used):
-        t[p] = -k6 * x1[p] + k7 * x2[p] + k4 * x3[p] - k8 * x4[p] - k2 * x5[p] + x6[p]
-    t = half[7].reshape(used)
-    for p in range(used):
-        t[p] = -x1[p] + k0 * x3[p] - k0 * x5[p] + x7[p]
-    # (Bᵀ d) B tile by tile, each output one loop over the channels; rows ξ outermost, so that
-    # V is written in 8 streams at a time, not 64 (1.3x faster on 64 channels)
+        a0 = x0[p]
+        a1 = x1[p]
+        a2 = x2[p]
+        a3 = x3[p]
+        a4 = x4[p]
+        a5 = x5[p]
+        a6 = x6[p]
+        a7 = x7[p]
+        t0[p] = -a0 + k0 * a2 - k0 * a4 + a6
+        t1[p] = a1 + a2 - k1 * a3 - k1 * a4 + a5 + a6
+        t2[p] = -a1 + a2 + k1 * a3 - k1 * a4 - a5 + a6
+        t3[p] = k2 * a1 + k3 * a2 - k4 * a3 - k5 * a4 + k6 * a5 + a6
+        t4[p] = -k2 * a1 + k3 * a2 + k4 * a3 - k5 * a4 - k6 * a5 + a6
+        t5[p] = k6 * a1 + k7 * a2 - k4 * a3 - k8 * a4 + k2 * a5 + a6
+        t6[p] = -k6 * a1 + k7 * a2 + k4 * a3 - k8 * a4 - k2 * a5 + a6
+        t7[p] = -a1 + k0 * a3 - k0 * a5 + a7
+    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ
+    # outermost, so that V is written in 8 streams at a time, not 64
     for xi in range(8):
         for tw in range(count):
             col = tw * 6
@@ -419,30 +430,31 @@ def input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
             s5 = half[xi, col + 5]
             s6 = half[xi, col + 6]
             s7 = half[xi, col + 7]
-            d = v[xi * 8 + 0, tile]
+            d0 = v[xi * 8 + 0, tile]
+            d1 = v[xi * 8 + 1, tile]
+            d2 = v[xi * 8 + 2, tile]
+            d3 = v[xi * 8 + 3, tile]
+            d4 = v[xi * 8 + 4, tile]
+            d5 = v[xi * 8 + 5, tile]
+            d6 = v[xi * 8 + 6, tile]
+            d7 = v[xi * 8 + 7, tile]
             for c in range(channels):
-                d[c] = -s0[c] + k0 * s2[c] - k0 * s4[c] + s6[c]
-            d = v[xi * 8 + 1, tile]
-            for c in range(channels):
-                d[c] = s1[c] + s2[c] - k1 * s3[c] - k1 * s4[c] + s5[c] + s6[c]
-            d = v[xi * 8 + 2, tile]
-            for c in range(channels):
-                d[c] = -s1[c] + s2[c] + k1 * s3[c] - k1 * s4[c] - s5[c] + s6[c]
-            d = v[xi * 8 + 3, tile]
-            for c in range(channels):
-                d[c] = k2 * s1[c] + k3 * s2[c] - k4 * s3[c] - k5 * s4[c] + k6 * s5[c] + s6[c]
-            d = v[xi * 8 + 4, tile]
-            for c in range(channels):
-                d[c] = -k2 * s1[c] + k3 * s2[c] + k4 * s3[c] - k5 * s4[c] - k6 * s5[c] + s6[c]
-            d = v[xi * 8 + 5, tile]
-            for c in range(channels):
-                d[c] = k6 * s1[c] + k7 * s2[c] - k4 * s3[c] - k8 * s4[c] + k2 * s5[c] + s6[c]
-            d = v[xi * 8 + 6, tile]
-            for c in range(channels):
-                d[c] = -k6 * s1[c] + k7 * s2[c] + k4 * s3[c] - k8 * s4[c] - k2 * s5[c] + s6[c]
-            d = v[xi * 8 + 7, tile]
-            for c in range(channels):
-                d[c] = -s1[c] + k0 * s3[c] - k0 * s5[c] + s7[c]
+                a0 = s0[c]
+                a1 = s1[c]
+                a2 = s2[c]
+                a3 = s3[c]
+                a4 = s4[c]
+                a5 = s5[c]
+                a6 = s6[c]
+                a7 = s7[c]
+                d0[c] = -a0 + k0 * a2 - k0 * a4 + a6
+                d1[c] = a1 + a2 - k1 * a3 - k1 * a4 + a5 + a6
+                d2[c] = -a1 + a2 + k1 * a3 - k1 * a4 - a5 + a6
+                d3[c] = k2 * a1 + k3 * a2 - k4 * a3 - k5 * a4 + k6 * a5 + a6
+                d4[c] = -k2 * a1 + k3 * a2 + k4 * a3 - k5 * a4 - k6 * a5 + a6
+                d5[c] = k6 * a1 + k7 * a2 - k4 * a3 - k8 * a4 + k2 * a5 + a6
+                d6[c] = -k6 * a1 + k7 * a2 + k4 * a3 - k8 * a4 - k2 * a5 + a6
+                d7[c] = -a1 + k0 * a3 - k0 * a5 + a7
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -463,7 +475,7 @@ def output_job_6(mm, consts, bias, th_count, y, row, first, count, base):  # pra
     used = count * k_out
     out = np.empty((6, count * 6, k_out), dtype=mm.dtype)
     half = np.empty((6, 8, count, k_out), dtype=mm.dtype)
-    # Aᵀ M over the block: long contiguous loops
+    # Aᵀ M over the block: one long contiguous loop per ν, each M read once
     for nu in range(8):
         m0 = mm[0 + nu, base : base + count].reshape(used)
         m1 = mm[8 + nu, base : base + count].reshape(used)
@@ -473,24 +485,27 @@ def output_job_6(mm, consts, bias, th_count, y, row, first, count, base):  # pra
         m5 = mm[40 + nu, base : base + count].reshape(used)
         m6 = mm[48 + nu, base : base + count].reshape(used)
         m7 = mm[56 + nu, base : base + count].reshape(used)
-        t = half[0, nu].reshape(used)
+        t0 = half[0, nu].reshape(used)
+        t1 = half[1, nu].reshape(used)
+        t2 = half[2, nu].reshape(used)
+        t3 = half[3, nu].reshape(used)
+        t4 = half[4, nu].reshape(used)
+        t5 = half[5, nu].reshape(used)
         for p in range(used):
-            t[p] = m0[p] + m1[p] + m2[p] + m3[p] + m4[p] + m5[p] + m6[p]
-        t = half[1, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] - m2[p] + k0 * m3[p] - k0 * m4[p] + k1 * m5[p] - k1 * m6[p]
-        t = half[2, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] + m2[p] + k2 * m3[p] + k2 * m4[p] + k3 * m5[p] + k3 * m6[p]
-        t = half[3, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] - m2[p] + k4 * m3[p] - k4 * m4[p] + k5 * m5[p] - k5 * m6[p]
-        t = half[4, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] + m2[p] + k6 * m3[p] + k6 * m4[p] + k7 * m5[p] + k7 * m6[p]
-        t = half[5, nu].reshape(used)
-        for p in range(used):
-            t[p] = m1[p] - m2[p] + k8 * m3[p] - k8 * m4[p] + k9 * m5[p] - k9 * m6[p] + m7[p]
+            a0 = m0[p]
+            a1 = m1[p]
+            a2 = m2[p]
+            a3 = m3[p]
+            a4 = m4[p]
+            a5 = m5[p]
+            a6 = m6[p]
+            a7 = m7[p]
+            t0[p] = a0 + a1 + a2 + a3 + a4 + a5 + a6
+            t1[p] = a1 - a2 + k0 * a3 - k0 * a4 + k1 * a5 - k1 * a6
+            t2[p] = a1 + a2 + k2 * a3 + k2 * a4 + k3 * a5 + k3 * a6
+            t3[p] = a1 - a2 + k4 * a3 - k4 * a4 + k5 * a5 - k5 * a6
+            t4[p] = a1 + a2 + k6 * a3 + k6 * a4 + k7 * a5 + k7 * a6
+            t5[p] = a1 - a2 + k8 * a3 - k8 * a4 + k9 * a5 - k9 * a6 + a7
     # (Aᵀ M) A tile by tile
     for tw in range(count):
         col = tw * 6
