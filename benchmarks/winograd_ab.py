@@ -4,9 +4,10 @@
 
 Loads the generated ``kernels/conv2d/_winograd_codelets.py`` and the gather and scatter helpers
 of ``kernels/conv2d/_common.py`` as they were at ``--rev`` beside today's, checks that both give
-the same V and the same output (to float32 rounding), then times the input and the output transform of F(m×m) on
-ResNet-18/VGG-16 layers (all rows of tiles at once) in alternating rounds, the tuner's score per
-round (:mod:`autotune.timing`), and prints the medians and now/then (BENCHMARKS.md §21).
+the same V and the same output (to float32 rounding: fused multiply-adds may round the same sums
+differently), then times the input and the output transform of F(m×m) on ResNet-18/VGG-16 layers
+(all rows of tiles at once) in alternating rounds, the tuner's score per round
+(:mod:`autotune.timing`), and prints the medians and now/then (BENCHMARKS.md §21, §23).
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ Stages (fixed weight, F(4×4), float32): in stages, the whole call, then the inp
 α² GEMMs and the output transform each timed alone (the tuner's score: 20th percentile of the
 clean runs, ms), and the transforms' share of the three; fused (where the tuner offers it), the
 whole call and its GEMMs alone (the same jobs' α² BLAS calls on V blocks already in place), the
-transforms' share being what the GEMMs leave. ``--errors`` prints instead max|y − ref| / max|ref|
-of F(2×2), F(4×4) and F(6×6) against PyTorch in float64 on one random-normal input per layer
-(batch 1). BENCHMARKS.md §18 and §22 have both tables.
+transforms' share being what the GEMMs leave. All of a layer's calls alternate over 7 rounds
+(medians; a share is taken per round, then its median), because calls timed one after the other
+drifted apart by up to 1.4x on a shared machine (BENCHMARKS.md §23). ``--errors`` prints instead
+max|y − ref| / max|ref| of F(2×2), F(4×4) and F(6×6) against PyTorch in float64 on one
+random-normal input per layer (batch 1). BENCHMARKS.md §18, §22 and §23 have both tables.
 """
 
 from __future__ import annotations
@@ -42,15 +44,25 @@ ERROR_LAYERS = {
 PADDING = (1, 1, 1, 1)
 
 
-def p20_ms(call: Callable[[], object], runs: int) -> float:
-    """The tuner's score of ``call`` (20th percentile of the clean runs, at least ``runs``), ms;
-    one call first, so that a kernel compiled on first use is not timed compiling."""
-    call()
-    return timing.measure(call, min_runs=runs, min_time_s=0.0, max_time_s=10.0).score_us / 1e3
+def alternating_ms(calls: list[Callable[[], object]], runs: int, rounds: int) -> np.ndarray:
+    """The tuner's score (20th percentile of the clean runs, at least ``runs``; ms) of each call in
+    each of ``rounds`` rounds (rounds × calls), the calls alternating and their order flipping
+    every round: the shares below are ratios of calls measured side by side, so that the drift of
+    a shared machine between one call's runs and the next call's does not enter them. Each call
+    runs once first, so that a kernel compiled on first use is not timed compiling."""
+    for call in calls:
+        call()
+    found = np.empty((rounds, len(calls)))
+    for r in range(rounds):
+        order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            measured = timing.measure(calls[i], min_runs=runs, min_time_s=0.0, max_time_s=10.0)
+            found[r, i] = measured.score_us / 1e3
+    return found
 
 
-def staged(x: np.ndarray, prepared: W.WinogradFilter, runs: int) -> list[float]:
-    """In stages: the whole call, then each stage alone (ms): total, input, GEMMs, output."""
+def staged(x: np.ndarray, prepared: W.WinogradFilter) -> list[Callable[[], object]]:
+    """In stages: the whole call, then each stage alone: total, input, GEMMs, output."""
     batch, _, size, _ = x.shape
     m, k_out = prepared.tile, prepared.u.shape[2]
     tiles = (-(-size // m), -(-size // m))
@@ -59,54 +71,64 @@ def staged(x: np.ndarray, prepared: W.WinogradFilter, runs: int) -> list[float]:
     mm = np.empty(((m + 2) ** 2, count, k_out), np.float32)
     y, bias = np.empty((batch, k_out, size, size), np.float32), np.zeros(k_out, np.float32)
     return [
-        p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m), runs),
-        p20_ms(lambda: W.input_transform(x, PADDING, m, tiles, v), runs),
-        p20_ms(lambda: pool.matmul(v, prepared.u, out=mm), runs),
-        p20_ms(lambda: W.output_transform(mm, bias, tiles, m, y), runs),
+        lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m),
+        lambda: W.input_transform(x, PADDING, m, tiles, v),
+        lambda: pool.matmul(v, prepared.u, out=mm),
+        lambda: W.output_transform(mm, bias, tiles, m, y),
     ]
 
 
 @numba.njit(parallel=True)
-def _job_gemms(u, count, block, channels):  # pragma: no cover - jitted
-    """The fused call's GEMMs alone: each job's α² products of a (block × C) V by U."""
-    alpha2, k_out = u.shape[0], u.shape[2]
+def _job_gemms(u, count, block, vs, mms):  # pragma: no cover - jitted
+    """The fused call's GEMMs alone: each job's α² products of a (block × C) V by U, on its thread's
+    own V and M (``vs``, ``mms``: threads × α² × block·C or ·K), which stay in that core's cache from
+    one job to the next as a fused job's V and M do (its input transform has just written V)."""
+    alpha2, channels, k_out = u.shape[0], u.shape[1], u.shape[2]
     for job in numba.prange(-(-count // block)):
         rows = min(block, count - job * block)
-        v = np.ones((alpha2, rows, channels), dtype=u.dtype)
-        mm = np.empty((alpha2, rows, k_out), dtype=u.dtype)
+        thread = numba.get_thread_id()
         for i in range(alpha2):
-            np.dot(v[i], u[i], mm[i])
+            v = vs[thread, i, : rows * channels].reshape(rows, channels)
+            mm = mms[thread, i, : rows * k_out].reshape(rows, k_out)
+            np.dot(v, u[i], mm)
 
 
-def fused(x: np.ndarray, prepared: W.WinogradFilter, runs: int) -> list[float]:
-    """Fused: the whole call and its GEMMs alone (ms)."""
+def fused(x: np.ndarray, prepared: W.WinogradFilter) -> list[Callable[[], object]]:
+    """Fused: the whole call and its GEMMs alone."""
     batch, channels, size, _ = x.shape
     m, u = prepared.tile, prepared.u
     count = batch * (-(-size // m)) ** 2
     block = W.fused_block(m, channels, u.shape[2], x.dtype.itemsize, count)
+    threads, alpha2 = numba.get_num_threads(), (m + 2) ** 2
+    vs = np.random.default_rng(1).standard_normal((threads, alpha2, block * channels)).astype(x.dtype)
+    mms = np.empty((threads, alpha2, block * u.shape[2]), x.dtype)
     return [
-        p20_ms(lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m, fused=1), runs),
-        p20_ms(lambda: pool.on_calling_thread(lambda: _job_gemms(u, count, block, channels)), runs),
+        lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m, fused=1),
+        lambda: pool.on_calling_thread(lambda: _job_gemms(u, count, block, vs, mms)),
     ]
 
 
-def stages(batch: int, channels: int, size: int, k_out: int, m: int = 4) -> str:
-    """The stage split of F(m×m) on one layer in stages, and fused if the tuner offers it."""
+def stages(batch: int, channels: int, size: int, k_out: int, m: int = 4, rounds: int = 7) -> str:
+    """The stage split of F(m×m) on one layer in stages, and fused if the tuner offers it: medians
+    over alternating rounds of the times and of each round's transforms' share."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
     prepared = W.prepare(rng.standard_normal((k_out, channels, 3, 3)).astype(np.float32), m)
-    runs = 20 if x.size < 4_000_000 else 6
-    total, t_in, t_gemm, t_out = staged(x, prepared, runs)
-    share = (t_in + t_out) / (t_in + t_gemm + t_out)
+    runs = 10 if x.size < 4_000_000 else 3
+    problem = ConvProblem(x.shape, (k_out, channels, 3, 3), padding=PADDING)
+    offers_fused = {"tile": m, "fused": 1} in W.tile_grid(problem)
+    calls = staged(x, prepared) + (fused(x, prepared) if offers_fused else [])
+    found = alternating_ms(calls, runs, rounds)
+    total, t_in, t_gemm, t_out = np.median(found[:, :4], axis=0)
+    share = np.median((found[:, 1] + found[:, 3]) / found[:, 1:4].sum(axis=1))
     name = f"{batch}x{channels}x{size}->{k_out} F({m}x{m})"
     lines = [
         f"{name} in stages: total {total:.3f} ms = input {t_in:.3f} + GEMMs {t_gemm:.3f} + output "
         f"{t_out:.3f}; transforms {share:.0%}"
     ]
-    problem = ConvProblem(x.shape, (k_out, channels, 3, 3), padding=PADDING)
-    if {"tile": m, "fused": 1} in W.tile_grid(problem):
-        total, t_gemm = fused(x, prepared, runs)
-        share = 1 - t_gemm / total
+    if offers_fused:
+        total, t_gemm = np.median(found[:, 4:], axis=0)
+        share = np.median(1 - found[:, 5] / found[:, 4])
         lines.append(f"{name} fused: total {total:.3f} ms, GEMMs {t_gemm:.3f}; transforms {share:.0%}")
     return "\n".join(lines)
 
