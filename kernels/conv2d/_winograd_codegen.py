@@ -3,10 +3,12 @@
 A general transform loops over the α×α matrix entries, skips zeros at run time and accumulates
 one term per pass over the channels: α³ short loops per tile, most of the time spent in loop
 overhead. The codelets are what NNPACK generates for its transforms, with the SIMD lanes across
-channels here: each output of a pass is one loop over the channels whose body is a single
-expression with the nonzero coefficients of ``Bᵀ`` or ``Aᵀ`` written in (±1 as a plain add or
-subtract). Both transforms are separable; the pass along a row of tiles runs over whole rows
-(long, contiguous loops), the pass across a tile over that tile's channels.
+channels here: each output of a pass is a single expression with the nonzero coefficients of
+``Bᵀ`` or ``Aᵀ`` written in (±1 as a plain add or subtract), and a pass computes all its outputs
+in one loop over the channels, each input loaded once (the output transform's second pass
+excepted: one loop per output measured faster there, BENCHMARKS.md §23). Both transforms are
+separable; the pass along a row of tiles runs over whole rows (long, contiguous loops), the pass
+across a tile over that tile's channels.
 
 Coefficients other than ±1 come from a ``consts`` array of the input's dtype, so float32 stays
 float32 (a Python float literal would promote every expression to float64).
