@@ -67,8 +67,8 @@ def main() -> None:
             x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
             pairs = zip(transforms(old, x, m), transforms(new, x, m), strict=True)
             for stage, (then, now) in zip(("input", "output"), pairs, strict=True):
-                before = then().copy()  # the same sums; fused multiply-adds may round them differently
-                np.testing.assert_allclose(now(), before, rtol=0, atol=1e-6 * np.abs(before).max())
+                expected = then().copy()  # the same sums; fused multiply-adds may round them differently
+                np.testing.assert_allclose(now(), expected, rtol=0, atol=1e-6 * np.abs(expected).max())
                 before, after = alternate(then, now, args.rounds)
                 print(
                     f"F({m}x{m}) {batch}x{channels}x{size}x{size} {stage:6}: {args.rev} {before:8.0f} us, "
