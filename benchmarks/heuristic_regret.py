@@ -12,6 +12,7 @@ accepted candidate's time (1.0 = the best pick). Prints the median and worst reg
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from typing import Any
 
@@ -77,4 +78,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     main()

@@ -10,6 +10,7 @@ normalisation, key construction, one dict lookup, and the torch<->numpy views.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import timeit
@@ -77,4 +78,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     main()

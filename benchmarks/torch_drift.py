@@ -12,7 +12,7 @@ after/before ratio per call (BENCHMARKS.md §17).
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import torch
@@ -38,12 +38,17 @@ def batch(data: list, calls: int = 200) -> list[float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--no-tune", action="store_true", help="import autotune but tune nothing")
+    args = parser.parse_args()
     torch.manual_seed(0)
     data = [(torch.randn(*x), torch.randn(*w), torch.randn(w[0]), s, p) for x, w, s, p in SHAPES]
     before = [batch(data) for _ in range(3)]
     import autotune
 
-    if "--no-tune" not in sys.argv:
+    if not args.no_tune:
         autotune.tune(TUNED)
     after = [batch(data) for _ in range(3)]
     for i, (x, *_rest) in enumerate(data):

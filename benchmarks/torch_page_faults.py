@@ -12,8 +12,8 @@ allocations come from the heap. Prints faults per call and the time (the tuner's
 
 from __future__ import annotations
 
+import argparse
 import resource
-import sys
 
 import numpy as np
 import torch
@@ -36,7 +36,11 @@ def p20_ms(call, calls: int = 100) -> float:
 
 
 if __name__ == "__main__":
-    mode = sys.argv[1] if len(sys.argv) > 1 else "plain"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", nargs="?", choices=("plain", "warm"), default="plain")
+    mode = parser.parse_args().mode
     x, w = torch.randn(1, 64, 56, 56), torch.randn(64, 64, 3, 3)
     with torch.no_grad():
         if mode == "warm":

@@ -15,7 +15,7 @@ random-normal input per layer (batch 1). BENCHMARKS.md §18, §22 and §23 have 
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections.abc import Callable
 
 import numba
@@ -149,7 +149,13 @@ def errors() -> None:
 
 
 if __name__ == "__main__":
-    if "--errors" in sys.argv[1:]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--errors", action="store_true", help="print each tile size's error instead of the stages"
+    )
+    if parser.parse_args().errors:
         errors()
     else:
         for layer in STAGE_LAYERS:
