@@ -42,6 +42,9 @@ VENDOR_MARGIN = 0.30
 #: RACE_ROUNDS alternating rounds that time each leader like RACE_TIMING; a leading vendor races
 #: only those whose fastest run beat it by VENDOR_MARGIN (screened ones: give or take SCREEN_SLACK).
 RACE_MARGIN, RACE_SIZE, RACE_ROUNDS, SCREEN_SLACK = 0.5, 3, 7, 0.25
+#: A leading vendor with this share of its runs preempted measured a loaded machine (quiet: under
+#: 10%; one core busy: 35-50%; BENCHMARKS.md §24), where stretches differ: it races like any leader.
+LOADED_SHARE = 0.25
 RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
 #: Pruning: a candidate estimated PRUNE_FACTOR times slower than what it must beat (the best so
 #: far, the vendor by its margin) is not tried once the best takes PRUNE_MIN_US (below, fixed costs
@@ -228,12 +231,12 @@ def _settle_close_race(search: _Search, verdicts: list[Verdict]) -> None:
     clean runs; their statistics become those of all their race runs (the minimum stays). A leading
     vendor timed in full races only the doubtful and those whose fastest run beat it by
     :data:`VENDOR_MARGIN` (no one else can change the choice), screened ones within
-    :data:`SCREEN_SLACK` of that."""
+    :data:`SCREEN_SLACK` of that; on a loaded machine (:data:`LOADED_SHARE`) like any leader."""
     ranked = sorted((v for v in verdicts if v.ok), key=lambda v: v.time_us)
     if not ranked:
         return
     limit = ranked[0].time_us * (1 + RACE_MARGIN)
-    if ranked[0].kernel == VENDOR:  # kept unless beaten by the margin
+    if ranked[0].kernel == VENDOR and ranked[0].preempted < LOADED_SHARE * max(1, ranked[0].runs):
         limit = ranked[0].time_us / (1 + VENDOR_MARGIN) * (1 + SCREEN_SLACK * search.screen)
     leaders = [ranked[0], *(v for v in ranked[1:RACE_SIZE] if v.min_us <= limit)]
     doubtful = [v for v in ranked if any(v is c for c in search.contaminated)]
@@ -262,25 +265,19 @@ def _vendor_again(search: _Search, verdicts: list[Verdict]) -> None:
 
 
 def _candidates(search: _Search, spec: KernelSpec) -> list[Verdict]:
-    """Every verdict of one kernel (one per parameter setting tried)."""
-    grid = spec.param_grid(search.problem)
-    verdicts = []
-    if spec.search == "first_accurate":
-        for params in grid:
-            verdict, fn = _run_once(search, spec, params)
-            verdicts.append(verdict)
-            if fn is not None and verdict.reason is None:
-                _time(search, verdict, fn)
-                break
-        return verdicts
-    for params in grid:
-        if (pruned := _pruned(search, spec, params)) is not None:
+    """Every verdict of one kernel: one per parameter setting tried (``first_accurate``: settings in
+    order, never pruned, up to the first accurate one, the only one timed)."""
+    verdicts, first = [], spec.search == "first_accurate"
+    for params in spec.param_grid(search.problem):
+        if not first and (pruned := _pruned(search, spec, params)) is not None:
             verdicts.append(pruned)
             continue
         verdict, fn = _run_once(search, spec, params)
-        if fn is not None:
-            _time(search, verdict, fn)
         verdicts.append(verdict)
+        if fn is not None and not (first and verdict.reason is not None):
+            _time(search, verdict, fn)
+            if first:
+                break
     return verdicts
 
 

@@ -205,6 +205,29 @@ def test_close_leaders_are_re_timed_interleaved_before_choosing():
     assert steady_v.runs >= 2 * tuner.RACE_ROUNDS
 
 
+@pytest.mark.parametrize("vendor_preempted", [0, 5])
+def test_a_vendor_timed_on_a_loaded_machine_races_the_leaders(vendor_preempted):
+    """A challenger whose one stretch of timing was slow (1.3 ms) is re-timed against a leading
+    vendor only when the vendor's own runs show load (half preempted): its 0.4 ms then wins."""
+    import time
+
+    def vendor():
+        time.sleep(0.001)
+
+    def challenger():
+        time.sleep(0.0004)
+
+    vendor_v = Verdict(kernel=tuner.VENDOR, median_us=1000.0, min_us=1000.0, rel_err=1e-7, ok=True)
+    vendor_v.runs, vendor_v.preempted = 10, vendor_preempted
+    slow_v = Verdict(kernel="challenger", median_us=1300.0, min_us=1290.0, rel_err=1e-7, ok=True)
+    search = tuner._Search(SMALL, (), np.zeros(1), 1e-4, budget_s=5.0, min_runs=3, min_time_s=0.0)
+    search.timed = {id(vendor_v): vendor, id(slow_v): challenger}
+    tuner._settle_close_race(search, [vendor_v, slow_v])
+    raced = vendor_preempted >= tuner.LOADED_SHARE * 10
+    assert (slow_v.median_us < 1000.0) is raced
+    assert (choose([vendor_v, slow_v], tol=1e-4)[0] is slow_v) is raced
+
+
 def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuning, monkeypatch):
     from autotune import estimate
 
