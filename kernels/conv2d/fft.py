@@ -235,7 +235,7 @@ def _crop(y_tiles: np.ndarray, step: tuple[int, int], bias: np.ndarray, y: np.nd
         else:  # (n, k, tile row, tile col, row, col) -> (n, k, tile row·row, tile col·col): one copy
             side_by_side = tiles[..., : step[0], : step[1]].permute(0, 1, 2, 4, 3, 5)
             valid = side_by_side.reshape(n_batch, k_out, th * step[0], tw * step[1])[:, :, :ho, :wo]
-        torch.add(valid, pool.tensor(bias).view(1, k_out, 1, 1), out=torch.from_numpy(y))
+        torch.add(valid, pool.tensor(bias).reshape(1, k_out, 1, 1), out=torch.from_numpy(y))
 
 
 class FftFilter:
