@@ -6,7 +6,10 @@ In one process, with torch imported first as users do: times ``F.conv2d`` on Res
 and 1x1 layers (20th percentile of clean runs, interleaved rounds) before anything of autotune
 is loaded; then imports autotune and runs each of its Numba kernels once (so Numba's threads
 exist); then times the same ``F.conv2d`` calls again. Prints after/before per layer and the
-geometric mean; the goal is <= 1.03.
+geometric mean; the goal is <= 1.03. PyTorch's own speed can switch within a process (a 140 µs
+1×1 stride-2 call between 139 and 214-227 µs, in either direction, BENCHMARKS.md §24), which this
+before/after cannot tell from the import; ``autotune bench --vs-torch --control imported``, across
+fresh processes, can.
 """
 
 from __future__ import annotations
