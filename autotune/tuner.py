@@ -43,7 +43,7 @@ VENDOR_MARGIN = 0.30
 #: only those whose fastest run beat it by VENDOR_MARGIN (screened ones: give or take SCREEN_SLACK).
 RACE_MARGIN, RACE_SIZE, RACE_ROUNDS, SCREEN_SLACK = 0.5, 3, 7, 0.25
 #: A leading vendor with this share of its runs preempted measured a loaded machine (quiet: under
-#: 10%; one core busy: 35-50%; BENCHMARKS.md §24), where stretches differ: it races like any leader.
+#: 10%; one core busy: 29-58%; BENCHMARKS.md §24), where stretches differ: it races like any leader.
 LOADED_SHARE = 0.25
 RACE_TIMING = {"min_runs": 2, "min_time_s": 0.01, "max_time_s": 0.2}
 #: Pruning: a candidate estimated PRUNE_FACTOR times slower than what it must beat (the best so
