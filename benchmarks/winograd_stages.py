@@ -1,9 +1,9 @@
 """Where Winograd's time goes, and how accurate each tile size is, on ResNet-18/VGG-16 3×3 layers.
 
-    python benchmarks/winograd_stages.py [--errors]
+    python benchmarks/winograd_stages.py [--errors] [--tile 2|4|6] [--layer 1x64x224->64 ...]
 
-Stages (fixed weight, F(4×4), float32): in stages, the whole call, then the input transform, the
-α² GEMMs and the output transform each timed alone (the tuner's score: 20th percentile of the
+Stages (fixed weight, F(4×4) or ``--tile``'s, float32): in stages, the whole call, then the input
+transform, the α² GEMMs and the output transform each timed alone (the tuner's score: 20th percentile of the
 clean runs, ms), and the transforms' share of the three; fused (where the tuner offers it), the
 whole call and its GEMMs alone (the same jobs' α² BLAS calls on V blocks already in place), the
 transforms' share being what the GEMMs leave. All of a layer's calls alternate over 7 rounds
@@ -155,8 +155,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--errors", action="store_true", help="print each tile size's error instead of the stages"
     )
-    if parser.parse_args().errors:
+    parser.add_argument("--tile", type=int, choices=W.TILE_SIZES, default=4, help="m of F(m×m) (default 4)")
+    parser.add_argument("--layer", action="append", help="only this layer, as NxCxH->K (repeatable)")
+    args = parser.parse_args()
+    if args.errors:
         errors()
     else:
         for layer in STAGE_LAYERS:
-            print(stages(*layer), flush=True)
+            if args.layer is None or "{}x{}x{}->{}".format(*layer) in args.layer:
+                print(stages(*layer, m=args.tile), flush=True)
