@@ -16,10 +16,11 @@ from autotune import timing
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def module_at(rev: str, path: str) -> types.ModuleType:
+def module_at(rev: str, path: str, imports: dict[str, types.ModuleType] | None = None) -> types.ModuleType:
     """``path`` (e.g. ``kernels/conv2d/fft.py``) at commit ``rev`` (``git show``), loaded as a
     module of its own, compiled afresh (not from Numba's cache). Kernel registrations in it are
-    skipped, so today's registry is unchanged; its imports resolve to today's modules."""
+    skipped, so today's registry is unchanged; its imports resolve to today's modules, except those
+    named in ``imports`` (module name → the module to use instead, e.g. another one at ``rev``)."""
     source = subprocess.run(
         ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -27,10 +28,17 @@ def module_at(rev: str, path: str) -> types.ModuleType:
     module = types.ModuleType(f"{Path(path).stem}_at_{rev}")
     sys.modules[module.__name__] = module  # dataclasses look their module up there
     register, kernels.registry.register = kernels.registry.register, lambda spec: spec
+    today = {name: sys.modules.get(name) for name in imports or {}}
+    sys.modules.update(imports or {})
     try:
         exec(compile(source, f"{path}@{rev}", "exec"), module.__dict__)  # our own file, at a commit
     finally:
         kernels.registry.register = register
+        for name, found in today.items():
+            if found is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = found
     return module
 
 

@@ -56,11 +56,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tiles", default="4", help="tile sizes m, comma-separated (default: 4)")
     args = parser.parse_args()
-    old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py")
-    helpers = module_at(args.rev, "kernels/conv2d/_common.py")
-    for name in dir(helpers):  # the helpers it calls, bound when Numba compiles it (first call)
-        if name.startswith(("rows_channels_", "QUAD_")) and hasattr(old, name):
-            setattr(old, name, getattr(helpers, name))
+    helpers = module_at(args.rev, "kernels/conv2d/_common.py")  # the gather and scatter it calls
+    old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers})
     rng = np.random.default_rng(0)
     for m in (int(t) for t in args.tiles.split(",")):
         for batch, channels, size in LAYERS:

@@ -293,25 +293,29 @@ def test_winograd_pads_asymmetrically_and_crops_partial_tiles(block_bytes, width
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("col0", [-2, 0, 5])
-def test_four_channel_gather_and_scatter_equal_the_one_channel_ones(col0):
-    """The 4×4-block paths for long rows against the one-channel loops: 7 channels (a remainder
-    of 3), rows and columns beyond the image (zeros when gathering, cropped when scattering)."""
+def test_block_gather_and_scatter_equal_the_one_channel_ones(col0, dtype):
+    """The 8×8-block paths for long rows against the one-channel loops: 19 channels (two blocks
+    and a remainder of 3), rows and columns beyond the image (zeros when gathering, cropped when
+    scattering), and arrays whose last axis is strided (the one-channel loop takes those)."""
     from kernels.conv2d import _common
 
     rng = np.random.default_rng(5)
-    x, bias = rng.standard_normal((2, 7, 6, 45)), rng.standard_normal(7)
-    for cols in (_common.QUAD_MIN_COLUMNS, 43, 50):
-        plain, quads = np.full((4, cols, 7), np.nan), np.full((4, cols, 7), np.nan)
-        _common.rows_channels_last(x, 1, 4, col0, plain)  # rows 4-7 of a 6-row image
-        _common.rows_channels_last_by_quads(x, 1, 4, col0, quads)
-        np.testing.assert_array_equal(quads, plain)
-        assert not np.isnan(plain).any() and (plain[2:] == 0).all()
-        y_plain, y_quads = np.zeros_like(x), np.zeros_like(x)
-        _common.rows_channels_first(plain, bias, y_plain, 1, 3, col0 + 2)  # rows 3-6, cropped
-        _common.rows_channels_first_by_quads(plain, bias, y_quads, 1, 3, col0 + 2)
-        np.testing.assert_array_equal(y_quads, y_plain)
-        assert (y_plain[1, :, 3:, col0 + 2 : col0 + 2 + cols] != 0).all()  # written: values + bias
+    x, bias = rng.standard_normal((2, 19, 6, 90)).astype(dtype), rng.standard_normal(19).astype(dtype)
+    for cut in (np.s_[:45], np.s_[::2]):
+        source = x[..., cut]
+        for cols in (_common.BLOCK_MIN_COLUMNS, 43, 50):
+            plain, blocks = np.full((4, cols, 19), np.nan, dtype), np.full((4, cols, 19), np.nan, dtype)
+            _common.rows_channels_last(source, 1, 4, col0, plain)  # rows 4-7 of a 6-row image
+            _common.rows_channels_last_by_blocks(source, 1, 4, col0, blocks)
+            np.testing.assert_array_equal(blocks, plain)
+            assert not np.isnan(plain).any() and (plain[2:] == 0).all()
+            y_plain, y_blocks = np.zeros_like(x)[..., cut], np.zeros_like(x)[..., cut]
+            _common.rows_channels_first(plain, bias, y_plain, 1, 3, col0 + 2)  # rows 3-6, cropped
+            _common.rows_channels_first_by_blocks(plain, bias, y_blocks, 1, 3, col0 + 2)
+            np.testing.assert_array_equal(y_blocks, y_plain)
+            assert (y_plain[1, :, 3:, col0 + 2 : col0 + 2 + cols] != 0).all()  # written: values + bias
 
 
 def test_f2x2_3x3_is_lavins_up_to_signs_that_cancel():

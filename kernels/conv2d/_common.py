@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from kernels import pool  # noqa: F401  (first: every conv kernel's threads on PyTorch's pool)
+from kernels.simd import LANES, transpose8, transpose8_plus
 
 
 def output_hw(hw: tuple[int, int], khw: tuple[int, int], stride, padding, dilation) -> tuple[int, int]:
@@ -44,12 +45,10 @@ def add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     return y
 
 
-#: Scratch rows at least this long are moved four channels at a time, in 4×4 blocks
-#: (:func:`rows_channels_last_by_quads`, :func:`rows_channels_first_by_quads`; the Winograd codelets
-#: choose). Measured against the one-channel loops: 0.66-0.87x the transform's time where rows are
-#: long (64-256 channels at 56-224 pixels), but 1.15-1.19x on rows of 22 columns (256 channels in
-#: blocks of 5 tiles) (``benchmarks/winograd_ab.py``, BENCHMARKS.md §21).
-QUAD_MIN_COLUMNS = 32
+#: Scratch rows at least this long are moved in 8×8 blocks of channels × columns, transposed in
+#: vector registers (:func:`rows_channels_last_by_blocks`, :func:`rows_channels_first_by_blocks`;
+#: the Winograd codelets choose). Measured against the one-channel loops (BENCHMARKS.md §25).
+BLOCK_MIN_COLUMNS = 16
 
 
 @numba.njit(cache=True)
@@ -106,82 +105,79 @@ def rows_channels_first(rows, bias, y, n, row0, col0):  # pragma: no cover - jit
 
 
 @numba.njit(cache=True)
-def rows_channels_last_by_quads(x, n, row0, col0, rows):  # pragma: no cover - jitted
-    """:func:`rows_channels_last` four channels at a time, in 4×4 blocks: for long rows (see
-    :data:`QUAD_MIN_COLUMNS`)."""
-    height, width = x.shape[2], x.shape[3]
-    channels = x.shape[1]
+def _element_strides(a):  # pragma: no cover - jitted
+    """``a``'s strides in elements, and whether they are whole elements with the last axis unit."""
+    size = a.itemsize
+    whole = a.strides[-1] == size
+    for s in a.strides:
+        whole = whole and s % size == 0
+    return [s // size for s in a.strides], whole
+
+
+@numba.njit(cache=True)
+def rows_channels_last_by_blocks(x, n, row0, col0, rows):  # pragma: no cover - jitted
+    """:func:`rows_channels_last` in 8×8 blocks of channels × columns, each transposed in vector
+    registers (:func:`kernels.simd.transpose8`); the one-channel loop takes the edges, and all of
+    it where either array's last axis is not contiguous."""
+    xs, x_whole = _element_strides(x)
+    rs, r_whole = _element_strides(rows)
+    if not (x_whole and r_whole):
+        rows_channels_last(x, n, row0, col0, rows)
+        return
+    height, width, channels = x.shape[2], x.shape[3], x.shape[1]
     lo, hi = max(0, -col0), max(0, min(rows.shape[1], width - col0))
     span = hi - lo
-    whole, quads = span - span % 4, channels - channels % 4
+    whole, blocks = span - span % LANES, channels - channels % LANES
     for i in range(rows.shape[0]):
         src_row = row0 + i
         if not _zero_outside(rows[i], src_row, height, lo, hi):
             continue
         band = rows[i, lo:hi]
-        for c in range(0, quads, 4):
-            s0 = x[n, c, src_row, col0 + lo : col0 + hi]
-            s1 = x[n, c + 1, src_row, col0 + lo : col0 + hi]
-            s2 = x[n, c + 2, src_row, col0 + lo : col0 + hi]
-            s3 = x[n, c + 3, src_row, col0 + lo : col0 + hi]
-            for j in range(0, whole, 4):
-                d0, d1, d2, d3 = band[j], band[j + 1], band[j + 2], band[j + 3]
-                d0[c], d0[c + 1], d0[c + 2], d0[c + 3] = s0[j], s1[j], s2[j], s3[j]
-                d1[c], d1[c + 1], d1[c + 2], d1[c + 3] = s0[j + 1], s1[j + 1], s2[j + 1], s3[j + 1]
-                d2[c], d2[c + 1], d2[c + 2], d2[c + 3] = s0[j + 2], s1[j + 2], s2[j + 2], s3[j + 2]
-                d3[c], d3[c + 1], d3[c + 2], d3[c + 3] = s0[j + 3], s1[j + 3], s2[j + 3], s3[j + 3]
-            for j in range(whole, span):
-                band[j, c], band[j, c + 1], band[j, c + 2], band[j, c + 3] = s0[j], s1[j], s2[j], s3[j]
-        for c in range(quads, channels):
-            src = x[n, c, src_row, col0 + lo : col0 + hi]
+        for c in range(0, blocks, LANES):
+            src = n * xs[0] + c * xs[1] + src_row * xs[2] + col0 + lo
+            dst = i * rs[0] + lo * rs[1] + c
+            for j in range(0, whole, LANES):
+                transpose8(x, src + j, xs[1], rows, dst + j * rs[1], rs[1])
+            for cc in range(c, c + LANES):
+                tail = x[n, cc, src_row, col0 + lo : col0 + hi]
+                for j in range(whole, span):
+                    band[j, cc] = tail[j]
+        for c in range(blocks, channels):
+            src_c = x[n, c, src_row, col0 + lo : col0 + hi]
             for j in range(span):
-                band[j, c] = src[j]
+                band[j, c] = src_c[j]
 
 
 @numba.njit(cache=True)
-def rows_channels_first_by_quads(rows, bias, y, n, row0, col0):  # pragma: no cover - jitted
-    """:func:`rows_channels_first` four channels at a time, in 4×4 blocks: for long rows (see
-    :data:`QUAD_MIN_COLUMNS`)."""
+def rows_channels_first_by_blocks(rows, bias, y, n, row0, col0):  # pragma: no cover - jitted
+    """:func:`rows_channels_first` in 8×8 blocks of columns × channels, each transposed in vector
+    registers with the bias added (:func:`kernels.simd.transpose8_plus`); the one-channel loop
+    takes the edges, and all of it where an array's last axis is not contiguous."""
+    rs, r_whole = _element_strides(rows)
+    ys, y_whole = _element_strides(y)
+    _, b_whole = _element_strides(bias)
+    if not (r_whole and y_whole and b_whole):
+        rows_channels_first(rows, bias, y, n, row0, col0)
+        return
     height, channels = y.shape[2], y.shape[1]
     cols = max(0, min(rows.shape[1], y.shape[3] - col0))
-    whole, quads = cols - cols % 4, channels - channels % 4
+    whole, blocks = cols - cols % LANES, channels - channels % LANES
     for a in range(rows.shape[0]):
         row = row0 + a
         if row >= height:
             break
         src = rows[a]
-        for k in range(0, quads, 4):
-            d0 = y[n, k, row, col0 : col0 + cols]
-            d1 = y[n, k + 1, row, col0 : col0 + cols]
-            d2 = y[n, k + 2, row, col0 : col0 + cols]
-            d3 = y[n, k + 3, row, col0 : col0 + cols]
-            b0, b1, b2, b3 = bias[k], bias[k + 1], bias[k + 2], bias[k + 3]
-            for j in range(0, whole, 4):
-                s0, s1, s2, s3 = src[j], src[j + 1], src[j + 2], src[j + 3]
-                d0[j], d0[j + 1], d0[j + 2], d0[j + 3] = s0[k] + b0, s1[k] + b0, s2[k] + b0, s3[k] + b0
-                d1[j], d1[j + 1], d1[j + 2], d1[j + 3] = (
-                    s0[k + 1] + b1,
-                    s1[k + 1] + b1,
-                    s2[k + 1] + b1,
-                    s3[k + 1] + b1,
-                )
-                d2[j], d2[j + 1], d2[j + 2], d2[j + 3] = (
-                    s0[k + 2] + b2,
-                    s1[k + 2] + b2,
-                    s2[k + 2] + b2,
-                    s3[k + 2] + b2,
-                )
-                d3[j], d3[j + 1], d3[j + 2], d3[j + 3] = (
-                    s0[k + 3] + b3,
-                    s1[k + 3] + b3,
-                    s2[k + 3] + b3,
-                    s3[k + 3] + b3,
-                )
-            for j in range(whole, cols):
-                s = src[j]
-                d0[j], d1[j], d2[j], d3[j] = s[k] + b0, s[k + 1] + b1, s[k + 2] + b2, s[k + 3] + b3
-        for k in range(quads, channels):
-            dst = y[n, k, row, col0 : col0 + cols]
+        for k in range(0, blocks, LANES):
+            dst = n * ys[0] + k * ys[1] + row * ys[2] + col0
+            for j in range(0, whole, LANES):
+                transpose8_plus(rows, a * rs[0] + j * rs[1] + k, rs[1], y, dst + j, ys[1], bias, k)
+            for kk in range(k, k + LANES):
+                tail = y[n, kk, row, col0 : col0 + cols]
+                b = bias[kk]
+                for j in range(whole, cols):
+                    tail[j] = src[j, kk] + b
+        for k in range(blocks, channels):
+            dst_k = y[n, k, row, col0 : col0 + cols]
             b = bias[k]
             for j in range(cols):
-                dst[j] = src[j, k] + b
+                dst_k[j] = src[j, k] + b

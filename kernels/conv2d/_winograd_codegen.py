@@ -42,11 +42,11 @@ import numba
 import numpy as np
 
 from kernels.conv2d._common import (
-    QUAD_MIN_COLUMNS,
+    BLOCK_MIN_COLUMNS,
     rows_channels_first,
-    rows_channels_first_by_quads,
+    rows_channels_first_by_blocks,
     rows_channels_last,
-    rows_channels_last_by_quads,
+    rows_channels_last_by_blocks,
 )
 '''
 
@@ -96,8 +96,8 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
     lines = [
         f"    rows = np.empty(({alpha}, count * {m} + 2, channels), dtype=x.dtype)",
         f"    top, left = (row % th_count) * {m} - pad_top, first * {m} - pad_left",
-        "    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time",
-        "        rows_channels_last_by_quads(x, row // th_count, top, left, rows)",
+        "    if rows.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers",
+        "        rows_channels_last_by_blocks(x, row // th_count, top, left, rows)",
         "    else:",
         "        rows_channels_last(x, row // th_count, top, left, rows)",
         "    used = rows.shape[1] * channels",
@@ -162,8 +162,8 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
         lines += [f"                d[k] = {expression}"]
     top, left = f"(row % th_count) * {m}", f"first * {m}"
     lines += [
-        "    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time",
-        f"        rows_channels_first_by_quads(out, bias, y, row // th_count, {top}, {left})",
+        "    if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers",
+        f"        rows_channels_first_by_blocks(out, bias, y, row // th_count, {top}, {left})",
         "    else:",
         f"        rows_channels_first(out, bias, y, row // th_count, {top}, {left})",
     ]

@@ -12,11 +12,11 @@ import numba
 import numpy as np
 
 from kernels.conv2d._common import (
-    QUAD_MIN_COLUMNS,
+    BLOCK_MIN_COLUMNS,
     rows_channels_first,
-    rows_channels_first_by_quads,
+    rows_channels_first_by_blocks,
     rows_channels_last,
-    rows_channels_last_by_quads,
+    rows_channels_last_by_blocks,
 )
 
 
@@ -27,8 +27,8 @@ def input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
     channels = x.shape[1]
     rows = np.empty((4, count * 2 + 2, channels), dtype=x.dtype)
     top, left = (row % th_count) * 2 - pad_top, first * 2 - pad_left
-    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-        rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+    if rows.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
+        rows_channels_last_by_blocks(x, row // th_count, top, left, rows)
     else:
         rows_channels_last(x, row // th_count, top, left, rows)
     used = rows.shape[1] * channels
@@ -113,8 +113,8 @@ def output_job_2(mm, consts, bias, th_count, y, row, first, count, base):  # pra
             d = out[a, col + 1]
             for k in range(k_out):
                 d[k] = s1[k] - s2[k] + s3[k]
-    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-        rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
+    if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
+        rows_channels_first_by_blocks(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
     else:
         rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
 
@@ -181,8 +181,8 @@ def input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
     channels = x.shape[1]
     rows = np.empty((6, count * 4 + 2, channels), dtype=x.dtype)
     top, left = (row % th_count) * 4 - pad_top, first * 4 - pad_left
-    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-        rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+    if rows.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
+        rows_channels_last_by_blocks(x, row // th_count, top, left, rows)
     else:
         rows_channels_last(x, row // th_count, top, left, rows)
     used = rows.shape[1] * channels
@@ -302,8 +302,8 @@ def output_job_4(mm, consts, bias, th_count, y, row, first, count, base):  # pra
             d = out[a, col + 3]
             for k in range(k_out):
                 d[k] = s1[k] - s2[k] + k2 * s3[k] - k2 * s4[k] + s5[k]
-    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-        rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
+    if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
+        rows_channels_first_by_blocks(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
     else:
         rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
 
@@ -376,8 +376,8 @@ def input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
     channels = x.shape[1]
     rows = np.empty((8, count * 6 + 2, channels), dtype=x.dtype)
     top, left = (row % th_count) * 6 - pad_top, first * 6 - pad_left
-    if rows.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-        rows_channels_last_by_quads(x, row // th_count, top, left, rows)
+    if rows.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
+        rows_channels_last_by_blocks(x, row // th_count, top, left, rows)
     else:
         rows_channels_last(x, row // th_count, top, left, rows)
     used = rows.shape[1] * channels
@@ -536,8 +536,8 @@ def output_job_6(mm, consts, bias, th_count, y, row, first, count, base):  # pra
             d = out[a, col + 5]
             for k in range(k_out):
                 d[k] = s1[k] - s2[k] + k8 * s3[k] - k8 * s4[k] + k9 * s5[k] - k9 * s6[k] + s7[k]
-    if out.shape[1] >= QUAD_MIN_COLUMNS:  # long rows: four channels at a time
-        rows_channels_first_by_quads(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
+    if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
+        rows_channels_first_by_blocks(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
     else:
         rows_channels_first(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
 

@@ -1,0 +1,117 @@
+"""A block transpose in LLVM's portable vector IR, for Numba code that moves data between layouts.
+
+Numba compiles a transpose written as loops (or as explicit element assignments) to scalar loads
+and stores: LLVM's vectorizers do not turn a strided read and a contiguous write into shuffles.
+The Winograd transforms move every input row from NCHW into channel-last scratch and every output
+row back, and those moves took half of the transforms' time (BENCHMARKS.md §25).
+
+:func:`transpose8` is a Numba intrinsic: it loads eight rows of eight elements as eight vectors,
+transposes them with the three rounds of ``shufflevector`` of the classic 8×8 transpose
+(interleave pairs of elements, then pairs of pairs, then halves) and stores eight vectors.
+``shufflevector`` is target-independent IR: LLVM lowers it to whatever the host's ISA has
+(unpack and permute instructions on AVX2 or AVX-512, others elsewhere), so nothing here assumes an
+instruction set. :func:`transpose8_plus` adds one value per output row on the way (a bias per
+output channel).
+
+The intrinsics read and write through raw pointers: the caller guarantees that every element of
+the block lies inside both arrays. Offsets and strides are in elements, from the arrays' start.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+#: Shuffle masks of the 8×8 transpose (indices into the concatenation of two 8-vectors).
+_PAIRS_LO = (0, 8, 1, 9, 4, 12, 5, 13)  # interleave elements 0,1 and 4,5 of two rows
+_PAIRS_HI = (2, 10, 3, 11, 6, 14, 7, 15)
+_QUADS_LO = (0, 1, 8, 9, 4, 5, 12, 13)  # interleave pairs
+_QUADS_HI = (2, 3, 10, 11, 6, 7, 14, 15)
+_HALVES_LO = (0, 1, 2, 3, 8, 9, 10, 11)  # low halves of two vectors, then high halves
+_HALVES_HI = (4, 5, 6, 7, 12, 13, 14, 15)
+
+#: Rows and columns of the block.
+LANES = 8
+
+
+def _shuffle(builder: ir.IRBuilder, a, b, mask: tuple[int, ...]):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), len(mask)), list(mask)))
+
+
+def _transposed(builder: ir.IRBuilder, rows: list) -> list:
+    """The eight columns of the 8×8 block whose rows are ``rows`` (eight <8 x T> values)."""
+    pairs = []
+    for a, b in zip(rows[0::2], rows[1::2], strict=True):
+        pairs += [_shuffle(builder, a, b, _PAIRS_LO), _shuffle(builder, a, b, _PAIRS_HI)]
+    quads = []
+    for i in (0, 4):  # rows 0-3, then rows 4-7
+        a, b, c, d = pairs[i : i + 4]
+        quads += [
+            _shuffle(builder, a, c, _QUADS_LO),
+            _shuffle(builder, a, c, _QUADS_HI),
+            _shuffle(builder, b, d, _QUADS_LO),
+            _shuffle(builder, b, d, _QUADS_HI),
+        ]
+    low = [_shuffle(builder, quads[i], quads[i + 4], _HALVES_LO) for i in range(4)]
+    high = [_shuffle(builder, quads[i], quads[i + 4], _HALVES_HI) for i in range(4)]
+    return low + high
+
+
+def _vector_at(builder: ir.IRBuilder, data, start, stride, row: int, vector: ir.VectorType):
+    """Pointer to the ``row``-th vector of a block: element ``start + row·stride`` of ``data``."""
+    offset = builder.add(start, builder.mul(stride, ir.Constant(start.type, row)))
+    return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
+
+
+def _codegen(with_addend: bool):
+    def codegen(context, builder, signature, args):
+        src, src_at, src_stride, dst, dst_at, dst_stride = args[:6]
+        src_type, dst_type = signature.args[0], signature.args[3]
+        vector = ir.VectorType(context.get_data_type(src_type.dtype), LANES)
+        align = context.get_abi_sizeof(context.get_data_type(src_type.dtype))
+        src_data = cgutils.create_struct_proxy(src_type)(context, builder, value=src).data
+        dst_data = cgutils.create_struct_proxy(dst_type)(context, builder, value=dst).data
+        pointers = [_vector_at(builder, src_data, src_at, src_stride, i, vector) for i in range(LANES)]
+        columns = _transposed(builder, [builder.load(p, align=align) for p in pointers])
+        if with_addend:
+            add_type = signature.args[6]
+            add_data = cgutils.create_struct_proxy(add_type)(context, builder, value=args[6]).data
+            start = builder.bitcast(builder.gep(add_data, [args[7]]), vector.as_pointer())
+            addends = builder.load(start, align=align)
+            splats = [_shuffle(builder, addends, addends, (q,) * LANES) for q in range(LANES)]
+            columns = [builder.fadd(col, splat) for col, splat in zip(columns, splats, strict=True)]
+        for q, column in enumerate(columns):
+            builder.store(column, _vector_at(builder, dst_data, dst_at, dst_stride, q, vector), align=align)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _typed(arrays, offsets) -> bool:
+    """Arrays of one floating-point dtype (the intrinsics' vectors hold it) and integer offsets
+    (passed as ``intp``, whatever integer type the caller has)."""
+    floats = all(isinstance(a, types.Array) and isinstance(a.dtype, types.Float) for a in arrays)
+    integers = all(isinstance(o, types.Integer) for o in offsets)
+    return floats and integers and len({a.dtype for a in arrays}) == 1
+
+
+@intrinsic
+def transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
+    """``dst[dst_at + q·dst_stride + p] = src[src_at + p·src_stride + q]`` for p, q < 8.
+
+    Element offsets from each array's first element (``arr.strides // itemsize`` for an n-d array);
+    the caller keeps the block inside both arrays.
+    """
+    if not _typed((src, dst), (src_at, src_stride, dst_at, dst_stride)):
+        return None
+    return types.void(src, types.intp, types.intp, dst, types.intp, types.intp), _codegen(False)
+
+
+@intrinsic
+def transpose8_plus(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride, addend, addend_at):
+    """:func:`transpose8`, then ``+ addend[addend_at + q]`` on every element of output row ``q``."""
+    if not _typed((src, dst, addend), (src_at, src_stride, dst_at, dst_stride, addend_at)):
+        return None
+    signature = types.void(src, types.intp, types.intp, dst, types.intp, types.intp, addend, types.intp)
+    return signature, _codegen(True)
