@@ -26,7 +26,8 @@ from a scratch the same way — no padded, NHWC or NHWK copy of a whole tensor. 
 themselves are generated, unrolled code with the matrices' constants written in
 (:mod:`kernels.conv2d._winograd_codelets`; BENCHMARKS.md §18 has what that gained). The input
 transform writes V one row ξ of the α×α outputs at a time, α streams rather than α², and long
-scratch rows are gathered and scattered four channels at a time (§21). The GEMMs are then
+scratch rows are gathered and scattered in 8×8 blocks transposed in vector registers
+(:mod:`kernels.simd`, §25). The GEMMs are then
 ``M[ξ,ν] = V[ξ,ν] (tiles×C) · U[ξ,ν] (C×K)``.
 
 The transform matrices come from the Toom-Cook construction (:mod:`kernels.conv2d.winograd_matrices`)

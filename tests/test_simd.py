@@ -1,0 +1,61 @@
+"""The vector-register block transpose (kernels/simd.py) against numpy's transpose."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.simd import LANES, transpose8, transpose8_plus
+
+
+@numba.njit(cache=True)
+def _transpose(src, src_at, src_stride, dst, dst_at, dst_stride):
+    transpose8(src, src_at, src_stride, dst, dst_at, dst_stride)
+
+
+@numba.njit(cache=True)
+def _transpose_plus(src, src_at, src_stride, dst, dst_at, dst_stride, addend, addend_at):
+    transpose8_plus(src, src_at, src_stride, dst, dst_at, dst_stride, addend, addend_at)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    dtype=st.sampled_from([np.float32, np.float64]),
+    rows=st.integers(LANES, 20),
+    cols=st.integers(LANES, 20),
+    data=st.data(),
+)
+def test_a_block_lands_transposed_and_nothing_else_changes(dtype, rows, cols, data):
+    """Any 8×8 block of a (rows × cols) matrix, written transposed at any place of a (cols × rows)
+    one: the block's elements move, every other element of the destination stays."""
+    i = data.draw(st.integers(0, rows - LANES), label="first row")
+    j = data.draw(st.integers(0, cols - LANES), label="first column")
+    rng = np.random.default_rng(rows * 100 + cols)
+    src = rng.standard_normal((rows, cols)).astype(dtype)
+    dst = np.full((cols, rows), np.nan, dtype)
+    _transpose(src.reshape(-1), i * cols + j, cols, dst.reshape(-1), j * rows + i, rows)
+    want = np.full_like(dst, np.nan)
+    want[j : j + LANES, i : i + LANES] = src[i : i + LANES, j : j + LANES].T
+    np.testing.assert_array_equal(dst, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_addend_of_row_q_goes_to_every_element_of_output_row_q(dtype):
+    rng = np.random.default_rng(3)
+    src, addend = rng.standard_normal((10, 12)).astype(dtype), rng.standard_normal(11).astype(dtype)
+    dst = np.zeros((12, 10), dtype)
+    _transpose_plus(src, 1 * 12 + 3, 12, dst, 3 * 10 + 1, 10, addend, np.int32(2))  # any integer type
+    want = np.zeros_like(dst)
+    want[3:11, 1:9] = src[1:9, 3:11].T + addend[2:10, None]
+    np.testing.assert_array_equal(dst, want)
+
+
+def test_integer_arrays_and_mixed_dtypes_do_not_compile():
+    """The vectors hold one floating-point dtype: anything else is a typing error, not a silent cast."""
+    with pytest.raises(numba.core.errors.TypingError):
+        _transpose(np.zeros(64, np.int64), 0, 8, np.zeros(64, np.int64), 0, 8)
+    with pytest.raises(numba.core.errors.TypingError):
+        _transpose(np.zeros(64, np.float32), 0, 8, np.zeros(64, np.float64), 0, 8)
