@@ -310,7 +310,8 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=7,  # 7: each transform pass one loop for all its outputs (inputs read once);
+        version=8,  # 8: gather and scatter in 8×8 blocks transposed in vector registers;
+        # 7: each transform pass one loop for all its outputs (inputs read once);
         # 6: fused jobs (transform, GEMMs, transform per block of tiles) instead of bands;
         # 5: V written row ξ by row ξ, 4×4 blocks on long rows; 4: bands, contiguous gather;
         # 3: generated transforms on row scratches; 2: channel-last, filter (α², C, K)
