@@ -13,7 +13,8 @@ transposes them with the three rounds of ``shufflevector`` of the classic 8×8 t
 instruction set. :func:`transpose8_plus` adds one value per output row on the way (a bias per
 output channel).
 
-The intrinsics read and write through raw pointers: the caller guarantees that every element of
+:func:`transpose8` moves complex elements too (as integers of their width: 64-bit lanes for
+complex64). The intrinsics read and write through raw pointers: the caller guarantees that every element of
 the block lies inside both arrays. Offsets and strides are in elements, from the arrays' start.
 """
 
@@ -64,19 +65,34 @@ def _vector_at(builder: ir.IRBuilder, data, start, stride, row: int, vector: ir.
     return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
 
 
+def _lane(context, dtype) -> ir.Type:
+    """What a vector lane holds: the dtype itself for real floats; for complex ones (only moved,
+    never computed on) an integer as wide as the element."""
+    if isinstance(dtype, types.Complex):
+        return ir.IntType(dtype.bitwidth)
+    return context.get_data_type(dtype)
+
+
+def _data(context, builder, array_type, array, lane: ir.Type):
+    """The array's data pointer, as a pointer to lanes."""
+    data = cgutils.create_struct_proxy(array_type)(context, builder, value=array).data
+    return builder.bitcast(data, lane.as_pointer())
+
+
 def _codegen(with_addend: bool):
     def codegen(context, builder, signature, args):
         src, src_at, src_stride, dst, dst_at, dst_stride = args[:6]
         src_type, dst_type = signature.args[0], signature.args[3]
-        vector = ir.VectorType(context.get_data_type(src_type.dtype), LANES)
-        align = context.get_abi_sizeof(context.get_data_type(src_type.dtype))
-        src_data = cgutils.create_struct_proxy(src_type)(context, builder, value=src).data
-        dst_data = cgutils.create_struct_proxy(dst_type)(context, builder, value=dst).data
+        lane = _lane(context, src_type.dtype)
+        vector = ir.VectorType(lane, LANES)
+        align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
+        src_data = _data(context, builder, src_type, src, lane)
+        dst_data = _data(context, builder, dst_type, dst, lane)
         pointers = [_vector_at(builder, src_data, src_at, src_stride, i, vector) for i in range(LANES)]
         columns = _transposed(builder, [builder.load(p, align=align) for p in pointers])
         if with_addend:
             add_type = signature.args[6]
-            add_data = cgutils.create_struct_proxy(add_type)(context, builder, value=args[6]).data
+            add_data = _data(context, builder, add_type, args[6], lane)
             start = builder.bitcast(builder.gep(add_data, [args[7]]), vector.as_pointer())
             addends = builder.load(start, align=align)
             splats = [_shuffle(builder, addends, addends, (q,) * LANES) for q in range(LANES)]
@@ -88,22 +104,23 @@ def _codegen(with_addend: bool):
     return codegen
 
 
-def _typed(arrays, offsets) -> bool:
-    """Arrays of one floating-point dtype (the intrinsics' vectors hold it) and integer offsets
+def _typed(arrays, offsets, kinds: tuple[type, ...]) -> bool:
+    """Arrays of one dtype of ``kinds`` (the intrinsics' vectors hold it) and integer offsets
     (passed as ``intp``, whatever integer type the caller has)."""
-    floats = all(isinstance(a, types.Array) and isinstance(a.dtype, types.Float) for a in arrays)
+    dtypes = all(isinstance(a, types.Array) and isinstance(a.dtype, kinds) for a in arrays)
     integers = all(isinstance(o, types.Integer) for o in offsets)
-    return floats and integers and len({a.dtype for a in arrays}) == 1
+    return dtypes and integers and len({a.dtype for a in arrays}) == 1
 
 
 @intrinsic
 def transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
-    """``dst[dst_at + q·dst_stride + p] = src[src_at + p·src_stride + q]`` for p, q < 8.
+    """``dst[dst_at + q·dst_stride + p] = src[src_at + p·src_stride + q]`` for p, q < 8; real or
+    complex elements.
 
     Element offsets from each array's first element (``arr.strides // itemsize`` for an n-d array);
     the caller keeps the block inside both arrays.
     """
-    if not _typed((src, dst), (src_at, src_stride, dst_at, dst_stride)):
+    if not _typed((src, dst), (src_at, src_stride, dst_at, dst_stride), (types.Float, types.Complex)):
         return None
     return types.void(src, types.intp, types.intp, dst, types.intp, types.intp), _codegen(False)
 
@@ -111,7 +128,7 @@ def transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
 @intrinsic
 def transpose8_plus(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride, addend, addend_at):
     """:func:`transpose8`, then ``+ addend[addend_at + q]`` on every element of output row ``q``."""
-    if not _typed((src, dst, addend), (src_at, src_stride, dst_at, dst_stride, addend_at)):
+    if not _typed((src, dst, addend), (src_at, src_stride, dst_at, dst_stride, addend_at), (types.Float,)):
         return None
     signature = types.void(src, types.intp, types.intp, dst, types.intp, types.intp, addend, types.intp)
     return signature, _codegen(True)

@@ -23,18 +23,21 @@ def _transpose_plus(src, src_at, src_stride, dst, dst_at, dst_stride, addend, ad
 
 @settings(max_examples=30, deadline=None)
 @given(
-    dtype=st.sampled_from([np.float32, np.float64]),
+    dtype=st.sampled_from([np.float32, np.float64, np.complex64, np.complex128]),
     rows=st.integers(LANES, 20),
     cols=st.integers(LANES, 20),
     data=st.data(),
 )
 def test_a_block_lands_transposed_and_nothing_else_changes(dtype, rows, cols, data):
     """Any 8×8 block of a (rows × cols) matrix, written transposed at any place of a (cols × rows)
-    one: the block's elements move, every other element of the destination stays."""
+    one: the block's elements move, every other element of the destination stays (complex
+    elements move as integers of their width, real and imaginary parts together)."""
     i = data.draw(st.integers(0, rows - LANES), label="first row")
     j = data.draw(st.integers(0, cols - LANES), label="first column")
     rng = np.random.default_rng(rows * 100 + cols)
     src = rng.standard_normal((rows, cols)).astype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        src += 1j * rng.standard_normal((rows, cols))
     dst = np.full((cols, rows), np.nan, dtype)
     _transpose(src.reshape(-1), i * cols + j, cols, dst.reshape(-1), j * rows + i, rows)
     want = np.full_like(dst, np.nan)
@@ -53,9 +56,13 @@ def test_the_addend_of_row_q_goes_to_every_element_of_output_row_q(dtype):
     np.testing.assert_array_equal(dst, want)
 
 
-def test_integer_arrays_and_mixed_dtypes_do_not_compile():
-    """The vectors hold one floating-point dtype: anything else is a typing error, not a silent cast."""
+def test_integer_arrays_mixed_dtypes_and_complex_addends_do_not_compile():
+    """The vectors hold one floating-point dtype (complex only for moving): anything else is a
+    typing error, not a silent cast."""
     with pytest.raises(numba.core.errors.TypingError):
         _transpose(np.zeros(64, np.int64), 0, 8, np.zeros(64, np.int64), 0, 8)
     with pytest.raises(numba.core.errors.TypingError):
         _transpose(np.zeros(64, np.float32), 0, 8, np.zeros(64, np.float64), 0, 8)
+    with pytest.raises(numba.core.errors.TypingError):
+        plane = np.zeros(64, np.complex64)
+        _transpose_plus(plane, 0, 8, plane.copy(), 0, 8, np.zeros(8, np.complex64), 0)

@@ -16,7 +16,8 @@
 3. per frequency, ``Y[k] = Σ_c X[c] · conj(W[k, c])`` over the group's channels, one of two ways
    (:func:`contract`): with few rows (batch × tiles) a Numba loop whose SIMD lanes run across the
    frequencies, in the transforms' own layout, no re-layout; with many, a batched complex GEMM per
-   frequency (:func:`kernels.pool.matmul`, MKL cgemm/zgemm) between blocked transposes;
+   frequency (:func:`kernels.pool.matmul`, MKL cgemm/zgemm) between transposes in 8×8 blocks
+   (:mod:`kernels.simd`: in vector registers);
 4. inverse real FFT, then the valid outputs are cropped (stride 1: one PyTorch addition of the
    bias over a strided view) or gathered (every stride-th, one Numba pass), adding the bias.
 
@@ -36,6 +37,7 @@ import torch
 from kernels import pool
 from kernels.conv2d._common import output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
+from kernels.simd import LANES, transpose8
 
 
 class Geometry(NamedTuple):
@@ -134,14 +136,34 @@ def _contract_lanes(x_hat, w_hat, groups, y_hat):  # pragma: no cover - jitted
 
 @numba.njit(cache=True, parallel=True)
 def _transpose(src, dst):  # pragma: no cover - jitted
-    """dst[b, q, p] = src[b, p, q] (any strides), in 8×8 blocks so both sides stream cache lines."""
+    """dst[b, q, p] = src[b, p, q] (any strides), in 8×8 blocks: transposed in vector registers
+    (:func:`kernels.simd.transpose8`) where both arrays' last axes are contiguous, else element
+    by element in the same blocks, so both sides stream cache lines."""
     n_batch, n_p, n_q = src.shape
-    blocks = (n_p + 7) // 8
+    size = src.itemsize
+    vectors = src.strides[2] == size and dst.strides[2] == size
+    for s in src.strides + dst.strides:
+        vectors = vectors and s % size == 0
+    blocks = (n_p + LANES - 1) // LANES
     for job in numba.prange(n_batch * blocks):
-        b, p0 = job // blocks, (job % blocks) * 8
-        p1 = min(n_p, p0 + 8)
-        for q0 in range(0, n_q, 8):
-            for q in range(q0, min(n_q, q0 + 8)):
+        b, p0 = job // blocks, (job % blocks) * LANES
+        p1 = min(n_p, p0 + LANES)
+        q0 = 0
+        if vectors and p1 - p0 == LANES:
+            src_at = b * (src.strides[0] // size) + p0 * (src.strides[1] // size)
+            dst_at = b * (dst.strides[0] // size) + p0
+            while q0 + LANES <= n_q:
+                transpose8(
+                    src,
+                    src_at + q0,
+                    src.strides[1] // size,
+                    dst,
+                    dst_at + q0 * (dst.strides[1] // size),
+                    dst.strides[1] // size,
+                )
+                q0 += LANES
+        for q_block in range(q0, n_q, LANES):
+            for q in range(q_block, min(n_q, q_block + LANES)):
                 for p in range(p0, p1):
                     dst[b, q, p] = src[b, p, q]
 
@@ -337,8 +359,8 @@ register(
         "and keeps 1/stride² of them)",
         workspace=workspace,
         param_grid=tile_grid,
-        version=6,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run;
+        version=7,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run;
         # 5: unpadded whole-image transform, Numba contraction for few rows, Numba re-layouts;
-        # 6: stride-1 outputs cropped by one PyTorch addition
+        # 6: stride-1 outputs cropped by one PyTorch addition; 7: re-layouts in vector registers
     )
 )
