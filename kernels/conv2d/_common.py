@@ -105,8 +105,9 @@ def rows_channels_first(rows, bias, y, n, row0, col0):  # pragma: no cover - jit
 
 
 @numba.njit(cache=True)
-def _element_strides(a):  # pragma: no cover - jitted
-    """``a``'s strides in elements, and whether they are whole elements with the last axis unit."""
+def element_strides(a):  # pragma: no cover - jitted
+    """``a``'s strides in elements, and whether they are whole elements with the last axis unit
+    (what :mod:`kernels.simd`'s element offsets need)."""
     size = a.itemsize
     whole = a.strides[-1] == size
     for s in a.strides:
@@ -119,8 +120,8 @@ def rows_channels_last_by_blocks(x, n, row0, col0, rows):  # pragma: no cover - 
     """:func:`rows_channels_last` in 8×8 blocks of channels × columns, each transposed in vector
     registers (:func:`kernels.simd.transpose8`); the one-channel loop takes the edges, and all of
     it where either array's last axis is not contiguous."""
-    xs, x_whole = _element_strides(x)
-    rs, r_whole = _element_strides(rows)
+    xs, x_whole = element_strides(x)
+    rs, r_whole = element_strides(rows)
     if not (x_whole and r_whole):
         rows_channels_last(x, n, row0, col0, rows)
         return
@@ -153,9 +154,9 @@ def rows_channels_first_by_blocks(rows, bias, y, n, row0, col0):  # pragma: no c
     """:func:`rows_channels_first` in 8×8 blocks of columns × channels, each transposed in vector
     registers with the bias added (:func:`kernels.simd.transpose8_plus`); the one-channel loop
     takes the edges, and all of it where an array's last axis is not contiguous."""
-    rs, r_whole = _element_strides(rows)
-    ys, y_whole = _element_strides(y)
-    _, b_whole = _element_strides(bias)
+    rs, r_whole = element_strides(rows)
+    ys, y_whole = element_strides(y)
+    _, b_whole = element_strides(bias)
     if not (r_whole and y_whole and b_whole):
         rows_channels_first(rows, bias, y, n, row0, col0)
         return

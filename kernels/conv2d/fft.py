@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from kernels import pool
-from kernels.conv2d._common import output_hw, pad_nchw
+from kernels.conv2d._common import element_strides, output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
 from kernels.simd import LANES, transpose8
 
@@ -140,27 +140,18 @@ def _transpose(src, dst):  # pragma: no cover - jitted
     (:func:`kernels.simd.transpose8`) where both arrays' last axes are contiguous, else element
     by element in the same blocks, so both sides stream cache lines."""
     n_batch, n_p, n_q = src.shape
-    size = src.itemsize
-    vectors = src.strides[2] == size and dst.strides[2] == size
-    for s in src.strides + dst.strides:
-        vectors = vectors and s % size == 0
+    src_strides, src_whole = element_strides(src)
+    dst_strides, dst_whole = element_strides(dst)
+    src_b, src_p, dst_b, dst_q = src_strides[0], src_strides[1], dst_strides[0], dst_strides[1]
     blocks = (n_p + LANES - 1) // LANES
     for job in numba.prange(n_batch * blocks):
         b, p0 = job // blocks, (job % blocks) * LANES
         p1 = min(n_p, p0 + LANES)
         q0 = 0
-        if vectors and p1 - p0 == LANES:
-            src_at = b * (src.strides[0] // size) + p0 * (src.strides[1] // size)
-            dst_at = b * (dst.strides[0] // size) + p0
+        if src_whole and dst_whole and p1 - p0 == LANES:
+            src_at, dst_at = b * src_b + p0 * src_p, b * dst_b + p0
             while q0 + LANES <= n_q:
-                transpose8(
-                    src,
-                    src_at + q0,
-                    src.strides[1] // size,
-                    dst,
-                    dst_at + q0 * (dst.strides[1] // size),
-                    dst.strides[1] // size,
-                )
+                transpose8(src, src_at + q0, src_p, dst, dst_at + q0 * dst_q, dst_q)
                 q0 += LANES
         for q_block in range(q0, n_q, LANES):
             for q in range(q_block, min(n_q, q_block + LANES)):
