@@ -89,17 +89,6 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
-def permuted(a: np.ndarray, axes: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
-    """``np.transpose(a, axes)`` as a C-contiguous copy made by PyTorch's threads, into ``out``
-    (a C-contiguous array of that shape) if given."""
-    with torch.no_grad():
-        view = tensor(a).permute(*axes)
-        if out is None:
-            return view.contiguous().numpy()
-        torch.from_numpy(out).copy_(view)
-    return out
-
-
 def rfft2(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Real 2-D FFT over the last two axes, zero-padded to ``shape`` (complex64 for float32)."""
     with torch.no_grad():

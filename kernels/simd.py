@@ -11,7 +11,7 @@ transposes them with the three rounds of ``shufflevector`` of the classic 8×8 t
 ``shufflevector`` is target-independent IR: LLVM lowers it to whatever the host's ISA has
 (unpack and permute instructions on AVX2 or AVX-512, others elsewhere), so nothing here assumes an
 instruction set. :func:`transpose8_plus` adds one value per output row on the way (a bias per
-output channel).
+output channel). :func:`transpose_batch` transposes whole matrices with it, in parallel.
 
 :func:`transpose8` moves complex elements too (as integers of their width: 64-bit lanes for
 complex64). The intrinsics read and write through raw pointers: the caller guarantees that every element of
@@ -20,9 +20,12 @@ the block lies inside both arrays. Offsets and strides are in elements, from the
 
 from __future__ import annotations
 
+import numba
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
+
+from kernels import pool  # noqa: F401  (first: transpose_batch's threads on PyTorch's pool)
 
 #: Shuffle masks of the 8×8 transpose (indices into the concatenation of two 8-vectors).
 _PAIRS_LO = (0, 8, 1, 9, 4, 12, 5, 13)  # interleave elements 0,1 and 4,5 of two rows
@@ -132,3 +135,39 @@ def transpose8_plus(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride,
         return None
     signature = types.void(src, types.intp, types.intp, dst, types.intp, types.intp, addend, types.intp)
     return signature, _codegen(True)
+
+
+@numba.njit(cache=True)
+def element_strides(a):  # pragma: no cover - jitted
+    """``a``'s strides in elements, and whether they are whole elements with the last axis unit
+    (what the intrinsics' element offsets need)."""
+    size = a.itemsize
+    whole = a.strides[-1] == size
+    for s in a.strides:
+        whole = whole and s % size == 0
+    return [s // size for s in a.strides], whole
+
+
+@numba.njit(cache=True, parallel=True)
+def transpose_batch(src, dst):  # pragma: no cover - jitted
+    """dst[b, q, p] = src[b, p, q] (any strides), in 8×8 blocks: :func:`transpose8` where both
+    arrays' last axes are contiguous, else element by element in the same blocks, so both sides
+    stream cache lines. Parallel over (matrix, block of 8 rows p)."""
+    n_batch, n_p, n_q = src.shape
+    src_strides, src_whole = element_strides(src)
+    dst_strides, dst_whole = element_strides(dst)
+    src_b, src_p, dst_b, dst_q = src_strides[0], src_strides[1], dst_strides[0], dst_strides[1]
+    blocks = (n_p + LANES - 1) // LANES
+    for job in numba.prange(n_batch * blocks):
+        b, p0 = job // blocks, (job % blocks) * LANES
+        p1 = min(n_p, p0 + LANES)
+        q0 = 0
+        if src_whole and dst_whole and p1 - p0 == LANES:
+            src_at, dst_at = b * src_b + p0 * src_p, b * dst_b + p0
+            while q0 + LANES <= n_q:
+                transpose8(src, src_at + q0, src_p, dst, dst_at + q0 * dst_q, dst_q)
+                q0 += LANES
+        for q_block in range(q0, n_q, LANES):
+            for q in range(q_block, min(n_q, q_block + LANES)):
+                for p in range(p0, p1):
+                    dst[b, q, p] = src[b, p, q]

@@ -172,22 +172,6 @@ def test_fft_on_many_channels_in_groups(dtype, tile, lanes_max):
         fft.LANES_MAX = saved
 
 
-@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
-def test_fft_relayout_equals_numpys_transpose_for_any_strides(dtype):
-    """The GEMM path's transpose: 8×8 register blocks where both last axes are contiguous (with
-    partial blocks at the edges), element by element where a destination's last axis is strided."""
-    from kernels.conv2d import fft
-
-    rng = np.random.default_rng(2)
-    src = (rng.standard_normal((3, 19, 37)) + 1j * rng.standard_normal((3, 19, 37))).astype(dtype)
-    contiguous = np.empty((3, 37, 19), dtype)
-    strided = np.empty((37, 19, 2, 3), dtype)[:, :, 1, :].transpose(2, 0, 1)  # last axis strided
-    interleaved = np.empty((37, 3, 2, 19), dtype)[:, :, 0, :].transpose(1, 0, 2)  # as contract's
-    for dst in (contiguous, strided, interleaved):
-        fft._transpose(src, dst)
-        np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
-
-
 @given(problem=conv_problems(), seed=st.integers(0, 2**16))
 def test_tiled_fft_with_a_prepared_weight_equals_the_raw_call(problem, seed):
     """A fixed weight's spectra are kept per tile size: same result as the raw weight."""

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.simd import LANES, transpose8, transpose8_plus
+from kernels.simd import LANES, transpose8, transpose8_plus, transpose_batch
 
 
 @numba.njit(cache=True)
@@ -66,3 +66,20 @@ def test_integer_arrays_mixed_dtypes_and_complex_addends_do_not_compile():
     with pytest.raises(numba.core.errors.TypingError):
         plane = np.zeros(64, np.complex64)
         _transpose_plus(plane, 0, 8, plane.copy(), 0, 8, np.zeros(8, np.complex64), 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+def test_batch_transpose_equals_numpys_for_any_strides(dtype):
+    """Whole matrices: register blocks where both last axes are contiguous (partial blocks at the
+    edges), element by element where a destination's last axis is strided (the FFT's GEMM layout
+    and the Winograd weight's channel-last copy use it)."""
+    rng = np.random.default_rng(2)
+    src = rng.standard_normal((3, 19, 37)).astype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        src += 1j * rng.standard_normal((3, 19, 37))
+    contiguous = np.empty((3, 37, 19), dtype)
+    strided = np.empty((37, 19, 2, 3), dtype)[:, :, 1, :].transpose(2, 0, 1)  # last axis strided
+    interleaved = np.empty((37, 3, 2, 19), dtype)[:, :, 0, :].transpose(1, 0, 2)  # as the FFT's
+    for dst in (contiguous, strided, interleaved):
+        transpose_batch(src, dst)
+        np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from kernels import pool  # noqa: F401  (first: every conv kernel's threads on PyTorch's pool)
-from kernels.simd import LANES, transpose8, transpose8_plus
+from kernels.simd import LANES, element_strides, transpose8, transpose8_plus
 
 
 def output_hw(hw: tuple[int, int], khw: tuple[int, int], stride, padding, dilation) -> tuple[int, int]:
@@ -102,17 +102,6 @@ def rows_channels_first(rows, bias, y, n, row0, col0):  # pragma: no cover - jit
             b = bias[k]
             for j in range(cols):
                 dst[j] = src[j, k] + b
-
-
-@numba.njit(cache=True)
-def element_strides(a):  # pragma: no cover - jitted
-    """``a``'s strides in elements, and whether they are whole elements with the last axis unit
-    (what :mod:`kernels.simd`'s element offsets need)."""
-    size = a.itemsize
-    whole = a.strides[-1] == size
-    for s in a.strides:
-        whole = whole and s % size == 0
-    return [s // size for s in a.strides], whole
 
 
 @numba.njit(cache=True)

@@ -17,7 +17,7 @@
    (:func:`contract`): with few rows (batch × tiles) a Numba loop whose SIMD lanes run across the
    frequencies, in the transforms' own layout, no re-layout; with many, a batched complex GEMM per
    frequency (:func:`kernels.pool.matmul`, MKL cgemm/zgemm) between transposes in 8×8 blocks
-   (:mod:`kernels.simd`: in vector registers);
+   (:func:`kernels.simd.transpose_batch`: in vector registers);
 4. inverse real FFT, then the valid outputs are cropped (stride 1: one PyTorch addition of the
    bias over a strided view) or gathered (every stride-th, one Numba pass), adding the bias.
 
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from kernels import pool
-from kernels.conv2d._common import element_strides, output_hw, pad_nchw
+from kernels.conv2d._common import output_hw, pad_nchw
 from kernels.registry import KernelSpec, register
-from kernels.simd import LANES, transpose8
+from kernels.simd import transpose_batch
 
 
 class Geometry(NamedTuple):
@@ -97,7 +97,7 @@ def transform_filter(w: np.ndarray, dilation, where: Geometry, lanes: bool) -> n
         return spectrum
     flat = spectrum.reshape(1, k_out * c_per_group, -1)
     out = np.empty((1, flat.shape[2], flat.shape[1]), dtype=flat.dtype)
-    _transpose(flat, out)
+    transpose_batch(flat, out)
     return out.reshape(-1, k_out, c_per_group)
 
 
@@ -134,31 +134,6 @@ def _contract_lanes(x_hat, w_hat, groups, y_hat):  # pragma: no cover - jitted
                 acc[f] += xv[f] * wv[f]
 
 
-@numba.njit(cache=True, parallel=True)
-def _transpose(src, dst):  # pragma: no cover - jitted
-    """dst[b, q, p] = src[b, p, q] (any strides), in 8×8 blocks: transposed in vector registers
-    (:func:`kernels.simd.transpose8`) where both arrays' last axes are contiguous, else element
-    by element in the same blocks, so both sides stream cache lines."""
-    n_batch, n_p, n_q = src.shape
-    src_strides, src_whole = element_strides(src)
-    dst_strides, dst_whole = element_strides(dst)
-    src_b, src_p, dst_b, dst_q = src_strides[0], src_strides[1], dst_strides[0], dst_strides[1]
-    blocks = (n_p + LANES - 1) // LANES
-    for job in numba.prange(n_batch * blocks):
-        b, p0 = job // blocks, (job % blocks) * LANES
-        p1 = min(n_p, p0 + LANES)
-        q0 = 0
-        if src_whole and dst_whole and p1 - p0 == LANES:
-            src_at, dst_at = b * src_b + p0 * src_p, b * dst_b + p0
-            while q0 + LANES <= n_q:
-                transpose8(src, src_at + q0, src_p, dst, dst_at + q0 * dst_q, dst_q)
-                q0 += LANES
-        for q_block in range(q0, n_q, LANES):
-            for q in range(q_block, min(n_q, q_block + LANES)):
-                for p in range(p0, p1):
-                    dst[b, q, p] = src[b, p, q]
-
-
 def contract(x_hat: np.ndarray, w_hat: np.ndarray, groups: int, lanes: bool) -> np.ndarray:
     """Y (N, K, T, F) from X (N, C, T, F) and a spectrum from :func:`transform_filter`."""
     n_batch, c_in, n_tiles, n_freq = x_hat.shape
@@ -169,7 +144,7 @@ def contract(x_hat: np.ndarray, w_hat: np.ndarray, groups: int, lanes: bool) -> 
     k_out, c_per_group = w_hat.shape[1], w_hat.shape[2]
     by_freq = np.empty((n_freq, c_in, n_batch, n_tiles), dtype=x_hat.dtype)  # X_f: C × (N·T) per f
     for n in range(n_batch):
-        _transpose(x_hat[n], by_freq[:, :, n, :].transpose(1, 0, 2))
+        transpose_batch(x_hat[n], by_freq[:, :, n, :].transpose(1, 0, 2))
     out = np.empty((n_freq, k_out, n_batch, n_tiles), dtype=x_hat.dtype)  # Wᵀ_f (K × C) · X_f
     k_per_group = k_out // groups
     for g in range(groups):
@@ -178,7 +153,7 @@ def contract(x_hat: np.ndarray, w_hat: np.ndarray, groups: int, lanes: bool) -> 
         pool.matmul(w_hat[:, ks, :], x_f, out=out[:, ks].reshape(n_freq, k_per_group, -1))
     y_hat = np.empty((n_batch, k_out, n_tiles, n_freq), dtype=x_hat.dtype)
     for n in range(n_batch):
-        _transpose(out[:, :, n, :].transpose(1, 0, 2), y_hat[n])
+        transpose_batch(out[:, :, n, :].transpose(1, 0, 2), y_hat[n])
     return y_hat
 
 
