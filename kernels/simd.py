@@ -14,8 +14,9 @@ instruction set. :func:`transpose8_plus` adds one value per output row on the wa
 output channel). :func:`transpose_batch` transposes whole matrices with it, in parallel.
 
 :func:`transpose8` moves complex elements too (as integers of their width: 64-bit lanes for
-complex64). The intrinsics read and write through raw pointers: the caller guarantees that every element of
-the block lies inside both arrays. Offsets and strides are in elements, from the arrays' start.
+complex64). The intrinsics read and write through raw pointers: the caller guarantees that every
+element of the block lies inside both arrays. Offsets and strides are in elements, from the
+arrays' start (:func:`element_strides`).
 """
 
 from __future__ import annotations
