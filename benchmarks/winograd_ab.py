@@ -1,6 +1,6 @@
 """The Winograd transforms against their own version at an earlier commit, alternating in one process.
 
-    python benchmarks/winograd_ab.py --rev 3ddc639 [--rounds 7] [--tiles 2,4,6]
+    python benchmarks/winograd_ab.py --rev 3ddc639 [--rounds 7] [--tiles 2,4,6] [--filter]
 
 Loads the generated ``kernels/conv2d/_winograd_codelets.py`` and the gather and scatter helpers
 of ``kernels/conv2d/_common.py`` as they were at ``--rev`` beside today's, checks that both give
@@ -8,6 +8,8 @@ the same V and the same output (to float32 rounding: fused multiply-adds may rou
 differently), then times the input and the output transform of F(m×m) on ResNet-18/VGG-16 layers
 (all rows of tiles at once) in alternating rounds, the tuner's score per round
 (:mod:`autotune.timing`), and prints the medians and now/then (BENCHMARKS.md §21, §23).
+``--filter`` compares the filter transform instead (``winograd.transform_filter`` at ``--rev``;
+a one-off weight pays it on every call), on the layers' weight shapes (§26).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from _at_commit import alternate, module_at
 
 from kernels.conv2d import _winograd_codelets as new
 from kernels.conv2d import winograd as W
+
+#: (output channels, input channels) of the ResNet-18/VGG-16 3×3 weights.
+WEIGHTS = [(64, 64), (128, 64), (128, 128), (256, 128), (256, 256), (512, 256), (512, 512)]
 
 #: (batch, channels, image size): the 64-channel layers with many tiles first.
 LAYERS = [(8, 64, 56), (1, 64, 224), (1, 64, 56), (1, 128, 112), (8, 128, 28), (1, 256, 56), (1, 512, 14)]
@@ -49,13 +54,41 @@ def transforms(codelets, x: np.ndarray, m: int) -> tuple[Callable[[], np.ndarray
     return forward, backward
 
 
+def compare_filter_transforms(rev: str, tiles: list[int], rounds: int) -> None:
+    """Today's ``transform_filter`` against ``rev``'s on every weight shape; both must agree bit for bit."""
+    old = module_at(rev, "kernels/conv2d/winograd.py")
+    rng = np.random.default_rng(0)
+    for m in tiles:
+        for k_out, c_in in WEIGHTS:
+            w = rng.standard_normal((k_out, c_in, 3, 3), dtype=np.float32)
+            u_then, u_now = (np.empty(((m + 2) ** 2, c_in, k_out), np.float32) for _ in range(2))
+
+            def then(w=w, m=m, u=u_then) -> np.ndarray:
+                return old.transform_filter(w, m, out=u)
+
+            def now(w=w, m=m, u=u_now) -> np.ndarray:
+                return W.transform_filter(w, m, out=u)
+
+            np.testing.assert_array_equal(now(), then())
+            before, after = alternate(then, now, rounds)
+            print(
+                f"F({m}x{m}) filter {k_out}x{c_in}x3x3: {rev} {before:8.0f} us, now {after:8.0f} us, "
+                f"now/then {after / before:.2f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--rev", required=True, help="the commit to compare with")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tiles", default="4", help="tile sizes m, comma-separated (default: 4)")
+    parser.add_argument("--filter", action="store_true", help="compare the filter transform instead")
     args = parser.parse_args()
+    if args.filter:
+        compare_filter_transforms(args.rev, [int(t) for t in args.tiles.split(",")], args.rounds)
+        return
     helpers = module_at(args.rev, "kernels/conv2d/_common.py")  # the gather and scatter it calls
     old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers})
     rng = np.random.default_rng(0)

@@ -265,6 +265,26 @@ def test_winograd_matrices_are_exact_in_rationals(tile):
     assert y == [sum(d[i + k] * g[k] for k in range(3)) for i in range(tile)]
 
 
+@pytest.mark.parametrize("tile", TILE_SIZES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("k_out", "c_in"), [(3, 5), (8, 8), (20, 13), (17, 64), (64, 9)])
+def test_winograd_filter_transform_is_g_w_gt_in_float64_rounded_once(tile, dtype, k_out, c_in):
+    """U = G w Gᵀ per (filter, channel), computed in float64 by numpy and rounded once: channel
+    blocks of eight and their edges, output channels not a multiple of eight, a strided weight."""
+    from kernels.conv2d.winograd import transform_filter, winograd_matrices
+
+    _, g, _ = winograd_matrices(tile)
+    rng = np.random.default_rng(k_out * c_in + tile)
+    w = rng.standard_normal((k_out, 2 * c_in, 3, 3)).astype(dtype)[:, ::2]  # not contiguous
+    expected = np.einsum("xi,kcij,yj->xyck", g, w.astype(np.float64), g).reshape(-1, c_in, k_out)
+    u = transform_filter(w, tile)
+    assert u.shape == ((tile + 2) ** 2, c_in, k_out) and u.dtype == dtype
+    scale = np.abs(expected).max()  # sums in another order: cancellations differ by float64 ulps
+    np.testing.assert_allclose(
+        u, expected, rtol=np.finfo(dtype).eps, atol=4 * np.finfo(np.float64).eps * scale
+    )
+
+
 def test_the_generated_winograd_transforms_are_current():
     """The committed codelets are what the generator writes from today's matrices."""
     from kernels.conv2d import _winograd_codegen

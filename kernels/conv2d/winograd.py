@@ -54,35 +54,60 @@ from kernels.conv2d.winograd_matrices import (  # noqa: F401  (re-exported: the 
     winograd_matrices_exact,
 )
 from kernels.registry import KernelSpec, register
-from kernels.simd import transpose_batch
+from kernels.simd import LANES, transpose8
+
+
+@numba.njit(cache=True)
+def _channel_last(flat, c0, count, taps):  # pragma: no cover - jitted
+    """taps[q, k] = flat[k, c0·9 + q] for q < count·9: a block of input channels' weights moved
+    channel-last, in 8×8 blocks transposed in vector registers, the edges element by element."""
+    k_out, width = flat.shape
+    cols = count * 9
+    k_whole, q_whole = k_out - k_out % LANES, cols - cols % LANES
+    for k0 in range(0, k_whole, LANES):
+        for q0 in range(0, q_whole, LANES):
+            transpose8(flat, k0 * width + c0 * 9 + q0, width, taps, q0 * k_out + k0, k_out)
+    for q in range(q_whole, cols):
+        for k in range(k_whole):
+            taps[q, k] = flat[k, c0 * 9 + q]
+    for k in range(k_whole, k_out):
+        for q in range(cols):
+            taps[q, k] = flat[k, c0 * 9 + q]
 
 
 @numba.njit(cache=True, parallel=True)
-def _filter_transform(wt, g, u):  # pragma: no cover - jitted
-    """u[ξ·α + ν, c, :] = Σ_ij G[ξ, i] G[ν, j] wt[c, i, j, :], in float64, rounded once to u's dtype.
+def _filter_transform(flat, g, u):  # pragma: no cover - jitted
+    """u[ξ·α + ν, c, :] = Σ_ij G[ξ, i] G[ν, j] w[:, c, i, j], in float64, rounded once to u's dtype.
 
-    ``wt`` is the weight channel-last (C/groups, 3, 3, K) in its own dtype (each tap is widened as
-    it is read), so every innermost loop runs over the output channels, contiguous: SIMD lanes
-    across filters, one job per input channel. Each output row is one three-term expression over
-    rows already in cache (G has three columns): no accumulator row re-read and re-written per
-    term, 0.5–0.8x the time of accumulating term by term, bit for bit the same (BENCHMARKS.md §26).
+    ``flat`` is the weight as (K, C/groups·9), C-contiguous. A job takes eight input channels:
+    their weights moved channel-last into a scratch in cache (:func:`_channel_last`), then every
+    innermost loop runs over the output channels, contiguous (SIMD lanes across filters; each
+    tap widened as it is read). Each output row is one three-term expression over rows already in
+    cache (G has three columns). Against a whole-weight transpose first and term-by-term sums:
+    0.32–0.50x the time on the ResNet/VGG weights, bit for bit the same (BENCHMARKS.md §26).
     """
-    c_per_group, k_out = wt.shape[0], wt.shape[3]
+    k_out, c_per_group = flat.shape[0], flat.shape[1] // 9
     alpha = g.shape[0]
-    for c in numba.prange(c_per_group):
-        half = np.empty((alpha, 3, k_out))  # G g for every filter of this input channel
-        for xi in range(alpha):
-            g0, g1, g2 = g[xi, 0], g[xi, 1], g[xi, 2]
-            for j in range(3):
-                s0, s1, s2, dst = wt[c, 0, j], wt[c, 1, j], wt[c, 2, j], half[xi, j]
-                for k in range(k_out):
-                    dst[k] = g0 * s0[k] + g1 * s1[k] + g2 * s2[k]
-        for xi in range(alpha):
-            h0, h1, h2 = half[xi, 0], half[xi, 1], half[xi, 2]
-            for nu in range(alpha):
-                a0, a1, a2, dst = g[nu, 0], g[nu, 1], g[nu, 2], u[xi * alpha + nu, c]
-                for k in range(k_out):
-                    dst[k] = a0 * h0[k] + a1 * h1[k] + a2 * h2[k]
+    for job in numba.prange((c_per_group + LANES - 1) // LANES):
+        c0 = job * LANES
+        count = min(LANES, c_per_group - c0)
+        taps = np.empty((count * 9, k_out), dtype=flat.dtype)  # row c·9 + i·3 + j: tap (i, j) of c
+        _channel_last(flat, c0, count, taps)
+        half = np.empty((alpha, 3, k_out))  # G g for every filter of one input channel
+        for c in range(count):
+            row = c * 9
+            for xi in range(alpha):
+                g0, g1, g2 = g[xi, 0], g[xi, 1], g[xi, 2]
+                for j in range(3):
+                    s0, s1, s2, dst = taps[row + j], taps[row + 3 + j], taps[row + 6 + j], half[xi, j]
+                    for k in range(k_out):
+                        dst[k] = g0 * s0[k] + g1 * s1[k] + g2 * s2[k]
+            for xi in range(alpha):
+                h0, h1, h2 = half[xi, 0], half[xi, 1], half[xi, 2]
+                for nu in range(alpha):
+                    a0, a1, a2, dst = g[nu, 0], g[nu, 1], g[nu, 2], u[xi * alpha + nu, c0 + c]
+                    for k in range(k_out):
+                        dst[k] = a0 * h0[k] + a1 * h1[k] + a2 * h2[k]
 
 
 def transform_filter(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -90,17 +115,13 @@ def transform_filter(w: np.ndarray, m: int, out: np.ndarray | None = None) -> np
     ``out`` if given (a one-off weight's U in scratch memory: 38 MB for 512×512 filters and F(4×4),
     which fresh from the OS took longer to fault in than to compute, BENCHMARKS.md §22).
 
-    Accumulated in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight. The weight
-    is first moved channel-last, (C/groups, 3, 3, K), by a register-block transpose: 0.2–0.6x the
-    time of PyTorch's permuted copy on 64–512 channels (BENCHMARKS.md §25).
+    Accumulated in float64 and rounded once to ``w.dtype``; reuse it for a fixed weight.
     """
     _, g, _ = winograd_matrices(m)
     alpha = m + 2
     k_out, c_per_group = w.shape[:2]
     u = np.empty((alpha * alpha, c_per_group, k_out), dtype=w.dtype) if out is None else out
-    wt = workspace.scratch("winograd.wt", (c_per_group, 3, 3, k_out), w.dtype)
-    transpose_batch(w.reshape(1, k_out, c_per_group * 9), wt.reshape(1, c_per_group * 9, k_out))
-    _filter_transform(wt, g, u)
+    _filter_transform(np.ascontiguousarray(w).reshape(k_out, c_per_group * 9), g, u)
     return u
 
 
@@ -310,7 +331,7 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=9,  # 9: filter transform one expression per row;
+        version=9,  # 9: filter transform in blocks of 8 channels, one expression per row;
         # 8: gather, scatter and the weight's re-layout in 8×8 register blocks;
         # 7: each transform pass one loop for all its outputs (inputs read once);
         # 6: fused jobs (transform, GEMMs, transform per block of tiles) instead of bands;
