@@ -38,7 +38,8 @@ def choose_conv(problem: ConvProblem) -> tuple[str, dict[str, Any]]:
     unit = problem.stride == (1, 1) and problem.dilation == (1, 1)
     cheap_spectrum = problem.weight is not None or c_per_group * k_out <= FFT_ONE_OFF_MAX_CHANNEL_PAIRS
     if min(kh, kw) >= 7 and unit and (cheap_spectrum or kh * kw >= TILED_FFT_MIN_TAPS):
-        tiles = registry.get("conv2d", "fft").param_grid(problem)[1:]  # smallest first
+        grid = registry.get("conv2d", "fft").param_grid(problem)
+        tiles = [p for p in grid if "tile" in p]  # smallest first
         return "fft", tiles[0] if tiles and not cheap_spectrum else {}
     out_bytes = math.prod(problem.out_shape) * (4 if problem.dtype == "float32" else 8)
     if unit and c_per_group * kh * kw < FIRST_LAYER_TAPS and out_bytes > FAULTING_OUTPUT_BYTES:

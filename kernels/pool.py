@@ -101,16 +101,22 @@ def irfft2(x_hat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return torch.fft.irfft2(tensor(x_hat), s=shape).numpy()
 
 
-def next_fast_len(n: int) -> int:
-    """The smallest even m >= n whose prime factors are all 2, 3, 5 or 7 (fast FFT sizes).
+def next_fast_len(n: int, largest_prime: int = 7) -> int:
+    """The smallest even m >= n whose prime factors are all at most ``largest_prime`` (2, 3, 5 or
+    7: fast FFT sizes).
 
     Even: a real FFT of odd length is much slower (``torch.fft``, 16-32 planes, forward and
     inverse: 63×63 1.8-2.4x the time of 64×64, 75×75 about 1.6x that of 80×80; BENCHMARKS.md §20).
+    Among even sizes the fastest is not always the smallest (72×72 took less than 70×70 on an Intel
+    Xeon, §26): the FFT kernel offers ``largest_prime`` 3 to the tuner as well.
     """
+    if largest_prime not in (2, 3, 5, 7):
+        raise ValueError(f"next_fast_len: largest_prime must be 2, 3, 5 or 7, got {largest_prime!r}")
+    primes = [p for p in (2, 3, 5, 7) if p <= largest_prime]
     m = max(2, int(n) + int(n) % 2)
     while True:
         rest = m
-        for p in (2, 3, 5, 7):
+        for p in primes:
             while rest % p == 0:
                 rest //= p
         if rest == 1:

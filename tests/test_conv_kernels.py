@@ -139,6 +139,13 @@ def test_tiled_fft_matches_oracles(tile, dtype, problem, seed, with_bias):
     check_against_oracles("fft", {"tile": tile}, problem, dtype, seed, with_bias)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(problem=conv_problems(), seed=st.integers(0, 2**16), with_bias=st.booleans())
+def test_fft_at_sizes_of_factors_2_and_3_matches_oracles(dtype, problem, seed, with_bias):
+    """The whole-image transform at the next size of factors 2 and 3 (larger, other shifts)."""
+    check_against_oracles("fft", {"smooth": 3}, problem, dtype, seed, with_bias)
+
+
 @pytest.mark.parametrize("lanes_max", [-1, 10**12])  # the complex GEMMs; the Numba loop
 @pytest.mark.parametrize("tile", [0, 12])
 @given(problem=conv_problems(), seed=st.integers(0, 2**16), with_bias=st.booleans())
@@ -192,6 +199,8 @@ def test_tiled_fft_with_a_prepared_weight_equals_the_raw_call(problem, seed):
         ("fft(tile=4)", 7, "at least the \\(dilated\\) filter's extent 7"),
         ("fft(tile=-8)", 3, "tile must be 0"),
         ("fft(tile=9.5)", 3, "tile must be 0"),
+        ("fft(smooth=11)", 7, "smooth \\(the FFT size's largest prime factor\\) must be 3, 5 or 7"),
+        ("fft(tile=16,smooth=3)", 7, "smooth applies to the whole-image transform"),
         ("winograd(fused=2)", 3, "fused must be 0 \\(in stages\\) or 1"),
         ("winograd(tile=4,fused=0.5)", 3, "fused must be 0"),
     ],
@@ -209,9 +218,11 @@ def test_fft_offers_tiles_only_where_they_are_smaller_than_the_image_and_twice_t
     from kernels.conv2d.fft import tile_grid
 
     large = ConvProblem((1, 16, 112, 112), (16, 16, 15, 15), padding=(7, 7, 7, 7))
-    assert tile_grid(large) == [{}, {"tile": 32}, {"tile": 64}]
+    assert tile_grid(large) == [{}, {"smooth": 3}, {"tile": 32}, {"tile": 64}]  # 120 and 128
     small = ConvProblem((1, 16, 24, 24), (16, 16, 3, 3), padding=(1, 1, 1, 1))
-    assert tile_grid(small) == [{}, {"tile": 20}]
+    assert tile_grid(small) == [{}, {"smooth": 3}, {"tile": 20}]  # 28 and 32
+    same = ConvProblem((1, 16, 61, 61), (16, 16, 7, 7), padding=(3, 3, 3, 3))
+    assert tile_grid(same) == [{}, {"tile": 20}, {"tile": 32}, {"tile": 64}]  # 64 either way
 
 
 def test_winograd_offers_fused_only_with_one_group_and_a_u_that_fits_the_cap():

@@ -136,6 +136,19 @@ def test_next_fast_len(n, expected):
     assert pool.next_fast_len(n) == expected
 
 
+@pytest.mark.parametrize(
+    ("n", "largest_prime", "expected"),
+    [(59, 3, 64), (68, 3, 72), (68, 5, 72), (68, 7, 70), (121, 5, 128), (5, 2, 8)],
+)
+def test_next_fast_len_with_fewer_primes(n, largest_prime, expected):
+    assert pool.next_fast_len(n, largest_prime) == expected
+
+
+def test_next_fast_len_names_a_bad_prime():
+    with pytest.raises(ValueError, match="largest_prime must be 2, 3, 5 or 7"):
+        pool.next_fast_len(10, 11)
+
+
 @linux_only
 @pytest.mark.parametrize("first", ["torch", "autotune"])
 def test_one_pool_whichever_is_imported_first(first):

@@ -242,7 +242,7 @@ def test_estimate_from_earlier_measurements_prunes_hopeless_candidates(fast_tuni
     slow = {**known, ("fft", kind): 1e4}
     assert estimate.estimate_us(small, "fft", slow, 10.0) == pytest.approx(1e5)
     result = tuner.tune_problem(small, relative=slow)
-    fft = next(v for v in result.candidates if v.kernel == "fft")
+    fft = next(v for v in result.candidates if v.label == "fft")  # the setting estimated slow
     assert not fft.ok and fft.reason.startswith("not tried: estimated") and fft.runs == 0
     assert next(
         v for v in result.candidates if v.kernel == "torch"

@@ -3,7 +3,8 @@
 1. transform the input (real 2-D FFT, ``torch.fft``), in one of two geometries:
 
    * **whole image** (``tile`` 0): the unpadded input at a size ``F ≥ H + max(top, bottom)``
-     (and ≥ the filter's extent and the dense output; per axis, prime factors 2, 3, 5, 7 only).
+     (and ≥ the filter's extent and the dense output; per axis, even, prime factors 2, 3, 5, 7
+     only, or 2 and 3 only with ``smooth=3``, which the tuner tries too where the size differs).
      The conv padding becomes a circular shift of the filter: tap ``u`` sits at
      ``(d·u − top) mod F``, so the outputs start at index 0 and every index the correlation
      reads outside the image falls on the transform's zero padding. No padded copy, and a
@@ -55,14 +56,17 @@ def extent(dilation, khw) -> tuple[int, int]:
     return (dilation[0] * (khw[0] - 1) + 1, dilation[1] * (khw[1] - 1) + 1)
 
 
-def geometry(hw: tuple[int, int], padding, footprint: tuple[int, int], tile: int) -> Geometry:
-    """The transforms' geometry for an ``hw`` input; ``tile`` 0 is the whole image (module docstring)."""
+def geometry(
+    hw: tuple[int, int], padding, footprint: tuple[int, int], tile: int, smooth: int = 7
+) -> Geometry:
+    """The transforms' geometry for an ``hw`` input; ``tile`` 0 is the whole image (module
+    docstring), whose FFT size has no prime factor above ``smooth``."""
     pt, pb, pl, pr = padding
     dense = (hw[0] + pt + pb - footprint[0] + 1, hw[1] + pl + pr - footprint[1] + 1)
     if tile == 0:
         sizes = (  # reads outside the image land on zeros, taps and outputs have distinct indices
-            pool.next_fast_len(max(hw[0] + max(pt, pb), footprint[0], dense[0])),
-            pool.next_fast_len(max(hw[1] + max(pl, pr), footprint[1], dense[1])),
+            pool.next_fast_len(max(hw[0] + max(pt, pb), footprint[0], dense[0]), smooth),
+            pool.next_fast_len(max(hw[1] + max(pl, pr), footprint[1], dense[1]), smooth),
         )
         return Geometry(sizes, sizes, (1, 1), (pt, pl), False)
     step = [min(tile - e + 1, d) for e, d in zip(footprint, dense, strict=True)]
@@ -245,28 +249,43 @@ class FftFilter:
         return found
 
 
-def prepare(w: np.ndarray, tile: int = 0) -> FftFilter:
-    """The once-per-weight part of :func:`fft`: filter spectra, kept per geometry. ``tile`` is
-    the call's parameter (its FFT size is known only with the input's size: computed then)."""
-    del tile  # every setting shares one FftFilter; without the parameter, fixed-weight tiles failed
+def prepare(w: np.ndarray, tile: int = 0, smooth: int = 7) -> FftFilter:
+    """The once-per-weight part of :func:`fft`: filter spectra, kept per geometry. ``tile`` and
+    ``smooth`` are the call's parameters (the FFT size is known only with the input's size:
+    computed then)."""
+    del tile, smooth  # every setting shares one FftFilter; without them, fixed-weight tiles failed
     return FftFilter(w)
 
 
-def fft(x, w, b, stride, padding, dilation, groups, tile=0):
-    """FFT convolution (torch.fft), channels summed per frequency; any geometry.
-
-    ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`. ``tile`` 0 transforms
-    the whole image; a size (e.g. 32) cuts the padded input into overlapping tiles of that FFT size.
-    """
-    raw = w.w if isinstance(w, FftFilter) else w
-    footprint = extent(dilation, raw.shape[2:])
+def _check_parameters(tile, smooth, footprint: tuple[int, int]) -> None:
+    """ValueError naming ``tile`` or ``smooth`` unless they describe a transform :func:`fft` makes."""
     integral = isinstance(tile, (int, np.integer)) and not isinstance(tile, bool)
     if not integral or (tile != 0 and tile < max(footprint)):
         raise ValueError(
             f"fft: tile must be 0 (the whole image) or an FFT size of at least the (dilated) filter's "
             f"extent {max(footprint)}, got {tile!r}"
         )
-    where = geometry(x.shape[2:], padding, footprint, tile)
+    if isinstance(smooth, bool) or smooth not in (3, 5, 7):
+        raise ValueError(
+            f"fft: smooth (the FFT size's largest prime factor) must be 3, 5 or 7, got {smooth!r}"
+        )
+    if tile != 0 and smooth != 7:
+        raise ValueError(
+            f"fft: smooth applies to the whole-image transform (tile 0); tile {tile} is the FFT size"
+        )
+
+
+def fft(x, w, b, stride, padding, dilation, groups, tile=0, smooth=7):
+    """FFT convolution (torch.fft), channels summed per frequency; any geometry.
+
+    ``w`` is the raw weight or an :class:`FftFilter` from :func:`prepare`. ``tile`` 0 transforms
+    the whole image, at the smallest even size ≥ what it needs with no prime factor above
+    ``smooth``; a size (e.g. 32) cuts the padded input into overlapping tiles of that FFT size.
+    """
+    raw = w.w if isinstance(w, FftFilter) else w
+    footprint = extent(dilation, raw.shape[2:])
+    _check_parameters(tile, smooth, footprint)
+    where = geometry(x.shape[2:], padding, footprint, tile, smooth)
     rows = x.shape[0] * where.tiles[0] * where.tiles[1]
     lanes = uses_lanes(rows, raw.shape[1], raw.shape[0] // groups)
     if isinstance(w, FftFilter):
@@ -281,13 +300,17 @@ TILES = (20, 32, 64)
 
 
 def tile_grid(problem) -> list[dict[str, int]]:
-    """The whole image, then each tile size at least twice the filter's extent and smaller than
-    the padded input (a tile as large as the image is the whole-image transform)."""
+    """The whole image; again at a size of factors 2 and 3 only where that is another size (the
+    smallest size is not always the fastest transform: 72×72 took less than 70×70, 64×64 than
+    60×60, BENCHMARKS.md §26); then each tile size at least twice the filter's extent and smaller
+    than the padded input (a tile as large as the image is the whole-image transform)."""
     _, _, h, w = problem.x_shape
     pt, pb, pl, pr = problem.padding
-    largest = max(extent(problem.dilation, problem.w_shape[2:]))
+    footprint = extent(problem.dilation, problem.w_shape[2:])
+    sizes = [geometry((h, w), problem.padding, footprint, 0, smooth).fft for smooth in (7, 3)]
+    smooth = [{"smooth": 3}] if sizes[1] != sizes[0] else []
     smaller = min(h + pt + pb, w + pl + pr)
-    return [{}] + [{"tile": t} for t in TILES if 2 * largest <= t < smaller]
+    return [{}] + smooth + [{"tile": t} for t in TILES if 2 * max(footprint) <= t < smaller]
 
 
 def workspace(problem) -> int:
@@ -297,7 +320,8 @@ def workspace(problem) -> int:
     the kernel's largest."""
     n_batch, c_in, h, w = problem.x_shape
     k_out, c_per_group, _, _ = problem.w_shape
-    fh, fw = geometry((h, w), problem.padding, extent(problem.dilation, problem.w_shape[2:]), 0).fft
+    footprint = extent(problem.dilation, problem.w_shape[2:])
+    fh, fw = geometry((h, w), problem.padding, footprint, 0, smooth=3).fft  # the largest whole-image size
     n_freq = fh * (fw // 2 + 1)
     real = np.dtype(problem.dtype).itemsize
     complex_values = 2 * n_freq * c_per_group * k_out + 2 * n_freq * n_batch * (c_in + k_out)
@@ -325,8 +349,9 @@ register(
         "and keeps 1/stride² of them)",
         workspace=workspace,
         param_grid=tile_grid,
-        version=7,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run;
+        version=8,  # 2: contiguous GEMM operand; 3: overlap-save tiles; 4: fixed-weight tiles run;
         # 5: unpadded whole-image transform, Numba contraction for few rows, Numba re-layouts;
-        # 6: stride-1 outputs cropped by one PyTorch addition; 7: re-layouts in vector registers
+        # 6: stride-1 outputs cropped by one PyTorch addition; 7: re-layouts in vector registers;
+        # 8: whole-image sizes of factors 2 and 3 offered (smooth=3)
     )
 )
