@@ -217,7 +217,7 @@ def _fast_conv_call(
             xa = np.ascontiguousarray(x.numpy())
         except RuntimeError:
             xa = np.ascontiguousarray(x.detach().numpy())
-        if exact is not None and not _all_finite(xa, wa):  # as in conv2d: NaN/Inf to the exact kernel
+        if exact is not None and not (_all_finite(xa) and _weight_finite(w, wa, fixed)):  # as in conv2d
             return torch.from_numpy(exact(xa, wa, ba, stride, pad, dilation, groups))
         weight = _weight_for_call(fn, w, wa, None) if fixed else wa
         return torch.from_numpy(fn(xa, weight, ba, stride, pad, dilation, groups))
@@ -305,7 +305,8 @@ def conv2d(
     if fast_key is not None and x.dim() == 4 and (ba is None or b.dtype == x.dtype):
         STATE.bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
     spec = getattr(fn, "spec", None)
-    if spec is not None and spec.finite_only and method is None and not _all_finite(xa, wa):
+    checked = spec is not None and spec.finite_only and method is None
+    if checked and not (_all_finite(xa) and _weight_finite(w, wa, fixed)):
         fn = exact_default(ConvProblem)  # its NaN/Inf pattern is the reference's
     weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
     y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
@@ -319,6 +320,12 @@ def conv2d(
 def _all_finite(*arrays: np.ndarray) -> bool:
     """No NaN/Inf in any array: one vectorised pass each (measured faster than summing)."""
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
+
+
+def _weight_finite(w: Any, wa: np.ndarray, fixed: str | None) -> bool:
+    """:func:`_all_finite` of a weight (conv2d's w, matmul's B); a fixed one (Weight, module
+    parameter) is checked once per content, like its prepared forms (:class:`weights.WeightState`)."""
+    return weights.state_of(w, wa).finite(wa) if fixed else _all_finite(wa)
 
 
 def _bind(key: tuple, problem: Problem, method: str | None, inputs: tuple | None = None) -> Callable:
@@ -454,7 +461,9 @@ def matmul(
         problem = MatmulProblem(a.shape, b.shape, dtype, rank_a, rank_b, tol_value, weight)
         fn = _bind(key, problem, method, None if weight is None else (a_arg, np.ascontiguousarray(b)))
     spec = getattr(fn, "spec", None)
-    if spec is not None and spec.finite_only and method is None and not _all_finite(a_arg, b):  # type: ignore[arg-type]
+    checked = spec is not None and spec.finite_only and method is None
+    fixed = "fixed" if isinstance(B, (Weight, torch.nn.Parameter)) else None
+    if checked and not (_all_finite(a_arg) and _weight_finite(B, b, fixed)):  # type: ignore[arg-type]
         fn = exact_default(MatmulProblem)
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
     verifier = STATE.verifiers.get(key)

@@ -1,15 +1,13 @@
-"""The one table writer: fixed-width text, GitHub markdown and CSV, plus number formats.
+"""The one table writer: fixed-width text and GitHub markdown.
 
 Used by the CLI (``tune``, ``show``, ``explain``), ``bench``, ``tune --model`` and the studies,
-so every table the project prints or writes looks the same.
+so every table the project prints or writes looks the same (the studies' CSV files and number
+format: :mod:`studies._tables`).
 """
 
 from __future__ import annotations
 
-import csv
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -34,28 +32,3 @@ def markdown(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Seque
     align = ["---:" if i in right else "---" for i in range(len(headers))]
     lines = [headers, align, *rows]
     return "\n".join("| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in lines)
-
-
-def write_csv(rows: Iterable[Mapping[str, Any]], path: Path, fields: Sequence[str]) -> Path:
-    """One CSV row per mapping, columns ``fields`` in order; None becomes an empty cell."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV written by :func:`write_csv`, as strings."""
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def sci(value: float | None, digits: int = 1) -> str:
-    """``1.2e-04`` style; ``0`` for an exact zero, ``—`` for missing or nan."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}e}"

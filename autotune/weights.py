@@ -78,7 +78,15 @@ class WeightState:
 
     def __init__(self, known_digest: str | None = None) -> None:
         self._digest = known_digest
+        self._finite: bool | None = None
         self._prepared: dict[tuple[Any, ...], Any] = {}
+
+    def finite(self, array: np.ndarray) -> bool:
+        """No NaN/Inf in ``array`` (checked on first use: a pass over a 512×512×3×3 filter took
+        0.5-1 ms, a third of some calls, when made on every call; BENCHMARKS.md §26)."""
+        if self._finite is None:
+            self._finite = bool(np.isfinite(array).all())
+        return self._finite
 
     def digest(self, array: np.ndarray) -> str:
         """The content digest (computed from ``array`` on first use)."""

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from autotune.evaluate import rel_max_error
-from autotune.tables import markdown, sci
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
 from kernels.conv2d.winograd import winograd_matrices
+from studies._tables import markdown, sci
 from studies.lowprec.float_conv import direct_lowprec, winograd_lowprec
 from studies.lowprec.rounding import FLOAT16, FLOAT32
 

@@ -54,12 +54,12 @@ import torch
 from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 
-from autotune import tables
 from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels.matmul import lns
 from kernels.matmul.logdomain import log_matmul
 from kernels.matmul.reference import matmul_reference
 from studies import _plots
+from studies import _tables as tables
 from studies.data import Dataset, load_digits
 from studies.lowprec.float_matmul import matmul_lowprec
 from studies.lowprec.rounding import FLOAT16, FLOAT32

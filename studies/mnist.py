@@ -57,8 +57,9 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from autotune import nn as atnn
-from autotune import state, tables, timing
+from autotune import state, timing
 from kernels.matmul.lowrank import LowRank
+from studies import _tables as tables
 from studies.data import N_CLASSES, Dataset, load_dataset
 
 NAME = "mnist"

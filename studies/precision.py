@@ -43,13 +43,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from autotune import tables
 from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels import registry
 from kernels.conv2d.reference import conv2d_reference
 from kernels.matmul.reference import matmul_reference
 from kernels.registry import label as kernel_label
 from studies import _plots, literature, sensitivity
+from studies import _tables as tables
 from studies.lowprec import integer
 from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec
 from studies.lowprec.float_fft import fft_lowprec

@@ -40,10 +40,11 @@ from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from autotune import tables, timing
+from autotune import timing
 from autotune.evaluate import rel_l2_error, rel_max_error
 from kernels.matmul.lowrank import LowRank
 from studies import _plots
+from studies import _tables as tables
 
 NAME = "svd-rank"
 HIDDEN = (256, 128)

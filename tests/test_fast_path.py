@@ -95,6 +95,33 @@ def test_repeat_calls_route_non_finite_input_to_the_exact_kernel(method, monkeyp
     assert any(key[0] == "conv2d-fast" for key in state.STATE.bound)
 
 
+@pytest.mark.parametrize("method", ["winograd", "fft"])
+def test_a_fixed_weight_is_checked_for_nan_once_per_content(method, monkeypatch):
+    """A module parameter's finiteness is kept with its state: a clean weight is not re-read on
+    every call, and a NaN written into it (its version bumps) still reaches the exact kernel."""
+    spec = registry.get("conv2d", method)
+    monkeypatch.setattr(dispatch, "resolve", lambda problem, inputs=None: spec.bind(spec.defaults))
+    passes = []
+    real_isfinite = np.isfinite
+    monkeypatch.setattr(np, "isfinite", lambda a: passes.append(a.shape) or real_isfinite(a))
+    w = torch.nn.Parameter(torch.randn(4, 3, 3, 3), requires_grad=False)
+    x = torch.randn(1, 3, 12, 12)
+    for _ in range(4):
+        y = autotune.conv2d(x, w, padding=1)
+        assert max_error(y, oracle(x, w.detach(), padding=1)) < 1e-4
+    assert passes.count((4, 3, 3, 3)) == 1 and passes.count((1, 3, 12, 12)) == 4
+    with torch.no_grad():
+        w[1, 2, 0, 0] = float("nan")
+    for _ in range(2):
+        y = autotune.conv2d(x, w, padding=1)
+        assert torch.equal(torch.isfinite(y), torch.isfinite(oracle(x, w.detach(), padding=1)))
+    handle = autotune.Weight(w.detach().numpy())
+    xa = x.numpy()
+    for _ in range(2):
+        ya = autotune.conv2d(xa, handle, padding=1)
+        assert np.array_equal(np.isfinite(ya), np.isfinite(oracle(x, w.detach(), padding=1).numpy()))
+
+
 def test_unhashable_geometry_takes_the_full_path_and_is_right_every_time():
     """A list stride or padding cannot key the repeat-call map: each call is validated in full."""
     x, w = torch.randn(1, 2, 9, 9), torch.randn(3, 2, 3, 3)

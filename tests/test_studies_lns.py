@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import studies
-from autotune import tables
 from kernels.matmul import lns
+from studies import _tables as tables
 from studies import lns as study
 
 

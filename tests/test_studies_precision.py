@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 import studies
-from autotune import tables
 from autotune.evaluate import rel_max_error
 from kernels.conv2d.reference import conv2d_reference
+from studies import _tables as tables
 from studies import literature, precision, sensitivity
 from studies.lowprec import integer
 from studies.lowprec.float_conv import direct_lowprec, im2col_lowprec, winograd_lowprec

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import studies
-from autotune import tables
 from kernels.matmul.lowrank import LowRank
+from studies import _tables as tables
 from studies import svd_rank
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import studies
-from autotune import state, tables
+from autotune import state
+from studies import _tables as tables
 from studies import mnist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
