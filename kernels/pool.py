@@ -38,6 +38,8 @@ import numba
 import numpy as np
 import torch
 
+from kernels import workspace
+
 T = TypeVar("T")
 
 #: Numba threading layers in order of preference: ``omp`` shares PyTorch's OpenMP threads.
@@ -152,3 +154,4 @@ def on_calling_thread(call: Callable[[], T]) -> T:
 
 
 configure()
+workspace.warm_allocator()

@@ -43,6 +43,24 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buffer[:nbytes].view(dtype).reshape(shape)
 
 
+#: What :func:`warm_allocator` allocates: under glibc's largest adaptive mmap threshold (32 MiB).
+WARM_BYTES = 30 << 20
+
+
+def warm_allocator() -> None:
+    """Allocate and free one 30 MiB block, as any process has done once it freed a large array.
+
+    glibc then serves allocations up to that size from its heap and keeps up to twice that much
+    free heap before returning memory to the OS (its adaptive mmap and trim thresholds). Without
+    it the kernels' temporaries left the heap to be trimmed and grown again on every forward pass
+    of a model, and the PyTorch layers in it page-faulted: ResNet-18 at batch 1 took 2,200 faults
+    and 25.5 ms per forward pass, none and 22.3 ms once warmed (BENCHMARKS.md §26). The block is
+    never touched, so this costs microseconds. Called once, on import of :mod:`kernels.pool`.
+    """
+    block = np.empty(WARM_BYTES, dtype=np.uint8)
+    del block
+
+
 def release() -> None:
     """Free this thread's buffers (they are allocated again on the next request)."""
     _local.__dict__.pop("buffers", None)

@@ -180,6 +180,28 @@ print(pool.report()["numba_layer"], bool(n) and n <= t, set(cpu_ticks()) == thre
     assert out.split()[:3] == ["omp", "True", "True"], out
 
 
+@linux_only
+@pytest.mark.parametrize("warmed", [False, True])
+def test_importing_the_kernels_warms_the_allocator(warmed):
+    """After ``import kernels.pool`` a 3 MB array freed and allocated again reuses heap pages (no
+    page faults the second time); a process that has not freed a large block gets fresh ones."""
+    code = f"""
+import resource, numpy as np
+if {warmed}:
+    import kernels.pool
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = np.empty(3 << 20, np.uint8)
+    block[::4096] = 1
+    del block
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(faults[1])
+"""
+    faults = int(in_a_fresh_process(code).split()[0])
+    assert (faults < 50) if warmed else (faults > 500), faults
+
+
 def test_scratch_memory_is_reused_per_thread_and_never_returned():
     """Same memory for a name on one thread, other memory on another; results are not views of it."""
     import threading
