@@ -217,9 +217,10 @@ def _fast_conv_call(
             xa = np.ascontiguousarray(x.numpy())
         except RuntimeError:
             xa = np.ascontiguousarray(x.detach().numpy())
-        if exact is not None and not (_all_finite(xa) and _weight_finite(w, wa, fixed)):  # as in conv2d
+        state = weights.state_of(w, wa) if fixed else None  # looked up once per call
+        if exact is not None and not (_all_finite(xa) and _weight_finite(wa, state)):  # as in conv2d
             return torch.from_numpy(exact(xa, wa, ba, stride, pad, dilation, groups))
-        weight = _weight_for_call(fn, w, wa, None) if fixed else wa
+        weight = _weight_for_call(fn, w, wa, state) if fixed else wa
         return torch.from_numpy(fn(xa, weight, ba, stride, pad, dilation, groups))
 
     return call
@@ -306,9 +307,10 @@ def conv2d(
         STATE.bound[fast_key] = _fast_conv_call(fn, fixed, stride_hw, pad, dilation_hw, groups)
     spec = getattr(fn, "spec", None)
     checked = spec is not None and spec.finite_only and method is None
-    if checked and not (_all_finite(xa) and _weight_finite(w, wa, fixed)):
+    state = weights.state_of(w, wa) if fixed else None
+    if checked and not (_all_finite(xa) and _weight_finite(wa, state)):
         fn = exact_default(ConvProblem)  # its NaN/Inf pattern is the reference's
-    weight = _weight_for_call(fn, w, wa, None) if fixed else np.ascontiguousarray(wa)
+    weight = _weight_for_call(fn, w, wa, state) if fixed else np.ascontiguousarray(wa)
     y = fn(np.ascontiguousarray(xa), weight, ba, stride_hw, pad, dilation_hw, groups)
     if seed_form:
         y = y[0, 0]
@@ -322,10 +324,10 @@ def _all_finite(*arrays: np.ndarray) -> bool:
     return all(bool(np.isfinite(arr).all()) for arr in arrays)
 
 
-def _weight_finite(w: Any, wa: np.ndarray, fixed: str | None) -> bool:
-    """:func:`_all_finite` of a weight (conv2d's w, matmul's B); a fixed one (Weight, module
-    parameter) is checked once per content, like its prepared forms (:class:`weights.WeightState`)."""
-    return weights.state_of(w, wa).finite(wa) if fixed else _all_finite(wa)
+def _weight_finite(wa: np.ndarray, state: weights.WeightState | None) -> bool:
+    """:func:`_all_finite` of a weight (conv2d's w, matmul's B); a fixed one's (Weight, module
+    parameter: it has a ``state``) is kept per content, like its prepared forms."""
+    return state.finite(wa) if state is not None else _all_finite(wa)
 
 
 def _bind(key: tuple, problem: Problem, method: str | None, inputs: tuple | None = None) -> Callable:
@@ -462,8 +464,9 @@ def matmul(
         fn = _bind(key, problem, method, None if weight is None else (a_arg, np.ascontiguousarray(b)))
     spec = getattr(fn, "spec", None)
     checked = spec is not None and spec.finite_only and method is None
-    fixed = "fixed" if isinstance(B, (Weight, torch.nn.Parameter)) else None
-    if checked and not (_all_finite(a_arg) and _weight_finite(B, b, fixed)):  # type: ignore[arg-type]
+    if isinstance(B, (Weight, torch.nn.Parameter)) and not isinstance(b, LowRank):
+        state = state or weights.state_of(B, b)
+    if checked and not (_all_finite(a_arg) and _weight_finite(b, state)):  # type: ignore[arg-type]
         fn = exact_default(MatmulProblem)
     c = fn(a_arg, _weight_for_call(fn, B, b, state))
     verifier = STATE.verifiers.get(key)
