@@ -172,3 +172,67 @@ def transpose_batch(src, dst):  # pragma: no cover - jitted
             for q in range(q_block, min(n_q, q_block + LANES)):
                 for p in range(p0, p1):
                     dst[b, q, p] = src[b, p, q]
+
+
+@intrinsic
+def stack_array(typingctx, like, size):
+    """A 1-D array of ``size`` (a literal) elements of ``like``'s dtype on the stack, uninitialised.
+
+    LLVM knows that memory it allocated itself cannot alias any array passed in, so a loop that
+    reads an argument and writes this buffer (or the reverse) needs no runtime alias checks;
+    with those checks (one per pair of streams) LLVM leaves the FFT codelets' short loops over
+    8 lanes scalar. Allocated once in the function's entry block, 64-byte aligned.
+    """
+    if not isinstance(size, types.IntegerLiteral) or not isinstance(like, types.Array):
+        return None
+    count = size.literal_value
+    array_type = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(like.dtype)
+        data = cgutils.alloca_once(builder, element, size=count)
+        data.align = 64
+        array = context.make_array(array_type)(context, builder)
+        intp = context.get_value_type(types.intp)
+        itemsize = ir.Constant(intp, context.get_abi_sizeof(element))
+        context.populate_array(
+            array,
+            data=data,
+            shape=[ir.Constant(intp, count)],
+            strides=[itemsize],
+            itemsize=itemsize,
+            meminfo=None,
+        )
+        return array._getvalue()
+
+    return array_type(like, size), codegen
+
+
+def _move_codegen(context, builder, signature, args):
+    src, src_at, dst, dst_at = args
+    src_type, dst_type = signature.args[0], signature.args[2]
+    lane = _lane(context, src_type.dtype)
+    vector = ir.VectorType(lane, LANES)
+    align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
+    source = builder.bitcast(
+        builder.gep(_data(context, builder, src_type, src, lane), [src_at]), vector.as_pointer()
+    )
+    target = builder.bitcast(
+        builder.gep(_data(context, builder, dst_type, dst, lane), [dst_at]), vector.as_pointer()
+    )
+    builder.store(builder.load(source, align=align), target, align=align)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def move8(typingctx, src, src_at, dst, dst_at):
+    """``dst[dst_at + q] = src[src_at + q]`` for q < 8: one vector load and one vector store.
+
+    Element offsets from each array's first element (C-contiguous arrays); the caller keeps the
+    eight elements inside both. Unlike an indexed loop, no negative-index wrap-around and no
+    aliasing question reach LLVM: the FFT codelets move their operands between the arrays and
+    stack buffers (:func:`stack_array`) with it and compute on the buffers only.
+    """
+    if not _typed((src, dst), (src_at, dst_at), (types.Float,)):
+        return None
+    return types.void(src, types.intp, dst, types.intp), _move_codegen

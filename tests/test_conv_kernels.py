@@ -241,7 +241,8 @@ def test_winograd_offers_fused_only_with_one_group_and_a_u_that_fits_the_cap():
 
 
 def test_every_registered_conv_kernel_is_covered():
-    assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd", "pointwise"}
+    """Each kernel has its oracle tests: here, and fft_tiles in tests/test_fft_tiles.py."""
+    assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd", "pointwise", "fft_tiles"}
 
 
 def test_pointwise_declares_its_geometry():

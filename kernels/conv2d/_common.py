@@ -171,3 +171,66 @@ def rows_channels_first_by_blocks(rows, bias, y, n, row0, col0):  # pragma: no c
             b = bias[k]
             for j in range(cols):
                 dst_k[j] = src[j, k] + b
+
+
+@numba.njit(cache=True)
+def rows_lane_blocks(x, n, row0, col0, rows):  # pragma: no cover - jitted
+    """rows[cb, j, i, l] = x[n, cb·8 + l, row0 + i, col0 + j]; zero outside ``x`` and beyond its
+    channels.
+
+    The lane-blocked scratch of the FFT tile codelets: every vector of 8 channels of a (row,
+    column) sits at a constant offset from its neighbours' (``(j·rows + i)·8``), so a codelet's
+    loads and stores each have one base and LLVM vectorises them without runtime alias checks
+    per stream. Whole 8×8 blocks of channels × columns are transposed in vector registers.
+    """
+    rows[:] = 0
+    xs, x_whole = element_strides(x)
+    height, width, channels = x.shape[2], x.shape[3], x.shape[1]
+    blocks, span, depth = rows.shape[0], rows.shape[1], rows.shape[2]
+    lo, hi = max(0, -col0), max(0, min(span, width - col0))
+    flat = rows.reshape(rows.size)
+    for i in range(depth):
+        src_row = row0 + i
+        if src_row < 0 or src_row >= height:
+            continue
+        for cb in range(blocks):
+            lanes = min(LANES, channels - cb * LANES)
+            j = lo
+            if x_whole and lanes == LANES:
+                src = n * xs[0] + cb * LANES * xs[1] + src_row * xs[2] + col0
+                while j + LANES <= hi:
+                    transpose8(x, src + j, xs[1], flat, ((cb * span + j) * depth + i) * LANES, depth * LANES)
+                    j += LANES
+            for jj in range(j, hi):
+                for lane in range(lanes):
+                    rows[cb, jj, i, lane] = x[n, cb * LANES + lane, src_row, col0 + jj]
+
+
+@numba.njit(cache=True)
+def lane_blocks_channels_first(out, bias, y, n, row0, col0):  # pragma: no cover - jitted
+    """y[n, kb·8 + l, row0 + i, col0 + j] = out[kb, j, i, l] + bias[kb·8 + l], cropped to ``y``.
+
+    The inverse of :func:`rows_lane_blocks` for output rows, with the bias fused; whole 8×8
+    blocks of columns × channels transposed in vector registers."""
+    ys, y_whole = element_strides(y)
+    height, width, channels = y.shape[2], y.shape[3], y.shape[1]
+    blocks, span, depth = out.shape[0], out.shape[1], out.shape[2]
+    cols = max(0, min(span, width - col0))
+    flat = out.reshape(out.size)
+    for i in range(depth):
+        row = row0 + i
+        if row >= height:
+            break
+        for kb in range(blocks):
+            lanes = min(LANES, channels - kb * LANES)
+            j = 0
+            if y_whole and lanes == LANES:
+                dst = n * ys[0] + kb * LANES * ys[1] + row * ys[2] + col0
+                while j + LANES <= cols:
+                    src = ((kb * span + j) * depth + i) * LANES
+                    transpose8_plus(flat, src, depth * LANES, y, dst + j, ys[1], bias, kb * LANES)
+                    j += LANES
+            for jj in range(j, cols):
+                for lane in range(lanes):
+                    k = kb * LANES + lane
+                    y[n, k, row, col0 + jj] = out[kb, jj, i, lane] + bias[k]
