@@ -156,5 +156,7 @@ def test_registry_offers_it_where_it_applies_and_says_why_not():
     assert not spec.applies(ConvProblem((1, 8, 56, 56), (8, 8, 3, 3)))  # Winograd's
     assert not spec.applies(ConvProblem((1, 8, 56, 56), (8, 8, 15, 15)))  # the whole-image FFT's
     assert not spec.applies(ConvProblem((1, 8, 56, 56), (8, 8, 7, 7), stride=(2, 2)))
-    assert not spec.worth_tuning(ConvProblem((1, 4, 56, 56), (4, 4, 7, 7)))
-    assert "extent" in spec.needs and "channel pairs" in spec.declines
+    assert not spec.worth_tuning(ConvProblem((1, 4, 56, 56), (16, 4, 7, 7)))  # 4 input channels
+    assert not spec.worth_tuning(ConvProblem((1, 64, 56, 56), (64, 64, 5, 5)))
+    assert spec.worth_tuning(ConvProblem((1, 64, 56, 56), (64, 64, 3, 3), dilation=(3, 3)))  # extent 7
+    assert "extent" in spec.needs and "channels" in spec.declines

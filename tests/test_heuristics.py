@@ -42,7 +42,9 @@ def test_rules_pick_an_applicable_kernel(c, k, hw, kernel, stride, dtype, fixed)
         (ConvProblem((1, 64, 56, 56), (64, 64, 3, 3), padding=(1, 1, 1, 1)), "torch"),
         (ConvProblem((1, 64, 56, 56), (64, 64, 3, 3), padding=(1, 1, 1, 1), dtype="float64"), "im2col"),
         (ConvProblem((1, 3, 224, 224), (64, 3, 7, 7), stride=(2, 2), padding=(3, 3, 3, 3)), "torch"),
-        (ConvProblem((1, 16, 64, 64), (16, 16, 11, 11), weight="fixed"), "fft"),
+        (ConvProblem((1, 16, 64, 64), (16, 16, 11, 11), weight="fixed"), "fft_tiles"),
+        (ConvProblem((1, 16, 28, 28), (16, 16, 11, 11)), "fft"),  # one-off, few outputs: the whole image
+        (ConvProblem((1, 64, 14, 14), (64, 64, 7, 7), padding=(3, 3, 3, 3)), "torch"),
         (ConvProblem((1, 1, 256, 256), (1, 1, 31, 31)), "fft"),
     ],
 )
@@ -150,7 +152,9 @@ def test_heuristic_mode_dispatches_the_learned_pick(isolated_cache, fast_tuning,
         # large filters: whole-image FFT when the spectrum is cheap, tiled when only the taps are many
         (ConvProblem((1, 8, 64, 64), (8, 8, 21, 21), padding=(10, 10, 10, 10)), ("fft", {})),
         (ConvProblem((1, 16, 112, 112), (16, 16, 15, 15), padding=(7, 7, 7, 7)), ("fft", {"tile": 32})),
-        (ConvProblem((1, 32, 56, 56), (32, 32, 7, 7), padding=(3, 3, 3, 3)), ("torch", {})),
+        (ConvProblem((1, 32, 56, 56), (32, 32, 7, 7), padding=(3, 3, 3, 3)), ("fft_tiles", {})),
+        (ConvProblem((1, 3, 224, 224), (64, 3, 7, 7), padding=(3, 3, 3, 3)), ("torch", {})),  # 3 channels
+        (ConvProblem((1, 64, 28, 28), (64, 64, 5, 5), padding=(2, 2, 2, 2)), ("torch", {})),  # 5×5
     ],
 )
 def test_rules(problem, pick):

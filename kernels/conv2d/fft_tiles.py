@@ -121,7 +121,7 @@ def prepare(w: np.ndarray, block: int = 0) -> TileFilter:
     return TileFilter(np.array(w, order="C", copy=True))
 
 
-#: A fused job's V and M (128 slots × windows × 2(C + K)) stay within this. Larger blocks make
+#: A fused job's V and M (128 slots × 2 rows a window × (C + 2K)) stay within this. Larger blocks make
 #: the slot GEMMs' M dimension larger, which pays more than keeping V and M in L2: on 64 channels
 #: of 56×56 (36 windows), 18 windows a job took 0.76x the time of 9 and 0.6x that of 6.
 FUSED_BYTES = 4 << 20
@@ -131,7 +131,7 @@ def default_block(channels: int, k_out: int, itemsize: int, windows: int) -> int
     """Windows per fused job: V and M within :data:`FUSED_BYTES`, and a number of jobs that is a
     multiple of the threads (so that they finish together)."""
     threads = numba.get_num_threads()
-    largest = max(1, FUSED_BYTES // (SLOTS * 2 * (channels + k_out) * itemsize))
+    largest = max(1, FUSED_BYTES // (SLOTS * 2 * (channels + 2 * k_out) * itemsize))
     jobs = threads * -(-windows // (threads * largest))
     return -(-windows // jobs)
 
@@ -179,21 +179,30 @@ def applies(problem) -> bool:
 
 
 def promising(problem) -> bool:
-    """At least :data:`MIN_CHANNEL_PAIRS` channel pairs: the slot GEMMs must repay the transforms."""
-    return problem.w_shape[0] * problem.w_shape[1] >= MIN_CHANNEL_PAIRS
+    """A filter extent of at least :data:`MIN_EXTENT` and :data:`MIN_CHANNELS` channels each
+    side: the slot GEMMs must repay the transforms."""
+    k_out, c_in = problem.w_shape[:2]
+    footprint = extent(problem.dilation, problem.w_shape[2:])
+    return max(footprint) >= MIN_EXTENT and min(c_in, k_out) >= MIN_CHANNELS
 
 
-#: Below this many channel pairs (C·K) the tuner does not try the kernel (as Winograd's bound).
-MIN_CHANNEL_PAIRS = 64
+#: Not tuned below these: on 5×5 filters it measured 0.5-1.0x PyTorch's speed with a fixed weight
+#: (64-256 channels, 14×14-28×28 images), on a 3-channel 224×224 input 0.4x (lanes of 8 channels
+#: mostly empty, slot GEMMs 3 deep), BENCHMARKS.md §27; and every first call compiles codelets.
+MIN_EXTENT, MIN_CHANNELS = 6, 8
 
 
 def workspace_bytes(problem) -> int:
-    """Beyond x and y: the slot matrices (one-off weights) and each job's V and M."""
-    k_out, channels = problem.w_shape[:2]
+    """Beyond x and y: a one-off weight's slot matrices (128 × C × 2K) and the filters' padded
+    taps, each thread's job scratch (V and M within :data:`FUSED_BYTES`) and its gathered rows."""
+    c_in, w = problem.x_shape[1], problem.x_shape[3]
+    k_out, _, kh, kw = problem.w_shape
     itemsize = np.dtype(problem.dtype).itemsize
-    u = SLOTS * 4 * channels * k_out * itemsize
-    jobs = numba.get_num_threads() * FUSED_BYTES
-    return u + 2 * SLOTS * k_out * channels * itemsize + jobs
+    slot_matrices = SLOTS * c_in * 2 * k_out * itemsize
+    taps = c_in * k_out * kh * problem.dilation[0] * (kw * problem.dilation[1] + 8) * itemsize
+    lanes = -(-max(c_in, k_out) // 8) * 8
+    rows = 2 * lanes * (w + 2 * SIZE) * SIZE * itemsize  # a row of windows, gathered and half-transformed
+    return slot_matrices + taps + numba.get_num_threads() * (FUSED_BYTES + rows)
 
 
 register(
@@ -204,8 +213,8 @@ register(
         applies=applies,
         needs="stride 1, one group, a (dilated) filter extent of 4 to 13",
         worth_tuning=promising,
-        declines=f"fewer than {MIN_CHANNEL_PAIRS} channel pairs (C × K): the slot GEMMs are too small to "
-        "repay the transforms",
+        declines=f"filter extents under {MIN_EXTENT} or fewer than {MIN_CHANNELS} channels in or out: the "
+        "slot GEMMs do not repay the transforms",
         prepare=prepare,
         finite_only=True,
         workspace=workspace_bytes,
