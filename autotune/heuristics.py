@@ -26,10 +26,9 @@ TINY_MAX_CHANNEL_PAIRS = 16
 #: FFT without a kept spectrum pays C·K filter FFTs per call; below this many pairs they are cheap,
 #: and with this many taps a tile's worth of each is.
 FFT_ONE_OFF_MAX_CHANNEL_PAIRS, TILED_FFT_MIN_TAPS = 64, 121
-#: FFT on 16×16 windows (``fft_tiles``): filter extents it wins on, the channels each side needs,
-#: and the outputs (batch × Ho × Wo) that repay a fixed and a one-off weight's slot matrices.
-TILE_FFT_EXTENTS, TILE_FFT_MIN_CHANNELS = (7, 13), 16
-TILE_FFT_MIN_OUTPUTS, TILE_FFT_ONE_OFF_MIN_OUTPUTS = 28 * 28, 56 * 56
+#: ``fft_tiles``: the filter extents it wins on, channels needed each side, and outputs (N·Ho·Wo)
+#: that repay a fixed and a one-off weight's slot matrices (BENCHMARKS.md §27).
+TILE_FFT_EXTENTS, TILE_FFT_MIN_CHANNELS, TILE_FFT_MIN_OUTPUTS = (7, 13), 16, (28 * 28, 56 * 56)
 #: A first layer's work per output element, and glibc's largest mmap threshold (see the rules).
 FIRST_LAYER_TAPS, FAULTING_OUTPUT_BYTES = 64, 32 * 2**20
 
@@ -40,7 +39,10 @@ def choose_conv(problem: ConvProblem) -> tuple[str, dict[str, Any]]:
     if problem.flops < TINY_FLOPS and c_per_group * k_out <= TINY_MAX_CHANNEL_PAIRS:
         return "direct", {}
     unit = problem.stride == (1, 1) and problem.dilation == (1, 1)
-    if unit and problem.groups == 1 and _tile_fft_wins(problem):
+    outputs = problem.out_shape[0] * problem.out_shape[2] * problem.out_shape[3]
+    tile_fft = TILE_FFT_EXTENTS[0] <= max(kh, kw) <= TILE_FFT_EXTENTS[1] and problem.groups == 1
+    tile_fft &= min(c_per_group, k_out) >= TILE_FFT_MIN_CHANNELS  # else 0.4-1.1x PyTorch (§27)
+    if unit and tile_fft and outputs >= TILE_FFT_MIN_OUTPUTS[problem.weight is None]:
         return "fft_tiles", {}
     cheap_spectrum = problem.weight is not None or c_per_group * k_out <= FFT_ONE_OFF_MAX_CHANNEL_PAIRS
     if min(kh, kw) >= 7 and unit and (cheap_spectrum or kh * kw >= TILED_FFT_MIN_TAPS):
@@ -53,17 +55,6 @@ def choose_conv(problem: ConvProblem) -> tuple[str, dict[str, Any]]:
     if problem.dtype == "float64":
         return "im2col", {}
     return "torch", {}
-
-
-def _tile_fft_wins(problem: ConvProblem) -> bool:
-    """Filters of 7×7 to 13×13 on at least 16 channels each side, with enough outputs to repay the
-    slot matrices (a one-off weight pays them every call): 2.0-3.5x PyTorch there, 0.4-1.1x on
-    5×5 filters, 3-channel inputs and 14×14 images (BENCHMARKS.md §27)."""
-    k_out, c_in, kh, kw = problem.w_shape
-    outputs = problem.out_shape[0] * problem.out_shape[2] * problem.out_shape[3]
-    least = TILE_FFT_MIN_OUTPUTS if problem.weight is not None else TILE_FFT_ONE_OFF_MIN_OUTPUTS
-    low, high = TILE_FFT_EXTENTS
-    return low <= max(kh, kw) <= high and min(c_in, k_out) >= TILE_FFT_MIN_CHANNELS and outputs >= least
 
 
 def choose_matmul(problem: MatmulProblem) -> tuple[str, dict[str, Any]]:
