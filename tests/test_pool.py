@@ -307,3 +307,36 @@ print("max error", float(np.abs(y - ref.numpy()).max() / np.abs(ref.numpy()).max
     out = in_a_fresh_process(code)
     assert "max error" in out and float(out.split("max error")[1].split()[0]) < 1e-4, out
     assert "OpenBLAS" not in out, out
+
+
+def _openblas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [info["num_threads"] for info in threadpool_info() if info["internal_api"] == "openblas"]
+
+
+def test_on_calling_thread_limits_openblas_while_any_caller_runs_and_restores_it():
+    """One thread for every OpenBLAS inside the call, nested or from two Python threads at once;
+    the count the process had before once the last caller is out."""
+    import threading
+
+    pool.on_calling_thread(lambda: None)  # scipy's OpenBLAS (Numba's np.dot) loaded, as in a kernel
+    before = _openblas_threads()
+    assert len(before) >= 2
+    inside: list[list[int]] = []
+    release, entered = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(10)
+        inside.append(_openblas_threads())
+
+    other = threading.Thread(target=lambda: pool.on_calling_thread(hold))
+    other.start()
+    entered.wait(10)
+    inside.append(pool.on_calling_thread(lambda: pool.on_calling_thread(_openblas_threads)))
+    inside.append(_openblas_threads())  # the other thread's call is still running
+    release.set()
+    other.join(10)
+    assert all(counts == [1] * len(before) for counts in inside)
+    assert _openblas_threads() == before
