@@ -24,9 +24,9 @@ Run ``python -m kernels.conv2d._fft_codegen`` after changing this file;
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
+
+from kernels.conv2d._winograd_codegen import formatted
 
 TARGET = Path(__file__).with_name("_fft_codelets.py")
 
@@ -604,15 +604,7 @@ def render() -> str:
         "#: Outputs per window and axis → the fused driver.\n"
         "FUSED = {" + ", ".join(f"{m}: fused_{m}" for m in OUTPUTS) + "}\n"
     )
-    source = "\n\n".join(parts)
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(TARGET), "-"],
-        input=source,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
+    return formatted("\n\n".join(parts), TARGET)
 
 
 if __name__ == "__main__":

@@ -247,9 +247,13 @@ def render() -> str:
         "OUTPUT = {" + ", ".join(f"{m}: output_{m}" for m in TILE_SIZES) + "}\n"
         "FUSED = {" + ", ".join(f"{m}: fused_{m}" for m in TILE_SIZES) + "}\n"
     )
-    source = "\n\n".join(parts)
+    return formatted("\n\n".join(parts), TARGET)
+
+
+def formatted(source: str, target: Path) -> str:
+    """``source`` as ``ruff format`` leaves it (as the repository's files are), named ``target``."""
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(TARGET), "-"],
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(target), "-"],
         input=source,
         capture_output=True,
         text=True,
