@@ -361,7 +361,7 @@ def _rows_forward(consts: dict[float, int], filters: bool = False) -> str:
         if filters:
             stores.append((f"out[{(2 * SIZE + v) * LANES} + lane]", g.neg(spectrum[v][1])))
     f.add([f"        for u in range(1, {HALF}):", f"            for j in range({SIZE}):"])
-    f.add([f"                move8(src, base + j * {VECTOR} + u * {LANES}, ins, j * {LANES})"])
+    f.add([f"                move8(src, base + j * {VECTOR} + u * LANES, ins, j * LANES)"])
     imaginary_row = f"base + j * {VECTOR} + {HALF * LANES} + u * LANES"  # row 8 + u of column j
     f.add([f"                move8(src, {imaginary_row}, ins, {VECTOR} + j * LANES)"])
     f.add([f"            for lane in range({LANES}):"])
@@ -466,7 +466,7 @@ def _rows_inverse(m: int, consts: dict[float, int]) -> str:
         f.add(_products(v))
     f.add(emit(g, stores, "                ", consts))
     f.add([f"            for j in range({m}):"])
-    f.add([f"                move8(out, j * {2 * LANES}, dst, base + j * {VECTOR} + u * {LANES})"])
+    f.add([f"                move8(out, j * {2 * LANES}, dst, base + j * {VECTOR} + u * LANES)"])
     imaginary_row = f"base + j * {VECTOR} + {HALF * LANES} + u * LANES"  # row 8 + u of column j
     f.add([f"                move8(out, j * {2 * LANES} + LANES, dst, {imaginary_row})"])
     g = Graph()

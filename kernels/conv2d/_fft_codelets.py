@@ -172,7 +172,7 @@ def rows_forward(half, col, v, tile, consts):  # pragma: no cover
         base = (cb * span + col) * 128
         for u in range(1, 8):
             for j in range(16):
-                move8(src, base + j * 128 + u * 8, ins, j * 8)
+                move8(src, base + j * 128 + u * LANES, ins, j * LANES)
                 move8(src, base + j * 128 + 64 + u * LANES, ins, 128 + j * LANES)
             for lane in range(8):
                 a0 = ins[0 + lane]
@@ -580,7 +580,7 @@ def rows_forward_filter(half, col, v, tile, consts):  # pragma: no cover
         base = (cb * span + col) * 128
         for u in range(1, 8):
             for j in range(16):
-                move8(src, base + j * 128 + u * 8, ins, j * 8)
+                move8(src, base + j * 128 + u * LANES, ins, j * LANES)
                 move8(src, base + j * 128 + 64 + u * LANES, ins, 128 + j * LANES)
             for lane in range(8):
                 a0 = ins[0 + lane]
@@ -1233,7 +1233,7 @@ def rows_inverse_4(mm, tile, half, col, consts):  # pragma: no cover
                 out[48 + lane] = t186
                 out[56 + lane] = t187
             for j in range(4):
-                move8(out, j * 16, dst, base + j * 128 + u * 8)
+                move8(out, j * 16, dst, base + j * 128 + u * LANES)
                 move8(out, j * 16 + LANES, dst, base + j * 128 + 64 + u * LANES)
         for h in range(2):  # the real rows u = 0 and u = 8 (vv = 0: the pair slot)
             for vv in range(8):
@@ -1732,7 +1732,7 @@ def rows_inverse_6(mm, tile, half, col, consts):  # pragma: no cover
                 out[80 + lane] = t204
                 out[88 + lane] = t205
             for j in range(6):
-                move8(out, j * 16, dst, base + j * 128 + u * 8)
+                move8(out, j * 16, dst, base + j * 128 + u * LANES)
                 move8(out, j * 16 + LANES, dst, base + j * 128 + 64 + u * LANES)
         for h in range(2):  # the real rows u = 0 and u = 8 (vv = 0: the pair slot)
             for vv in range(8):
@@ -2285,7 +2285,7 @@ def rows_inverse_8(mm, tile, half, col, consts):  # pragma: no cover
                 out[112 + lane] = t229
                 out[120 + lane] = t230
             for j in range(8):
-                move8(out, j * 16, dst, base + j * 128 + u * 8)
+                move8(out, j * 16, dst, base + j * 128 + u * LANES)
                 move8(out, j * 16 + LANES, dst, base + j * 128 + 64 + u * LANES)
         for h in range(2):  # the real rows u = 0 and u = 8 (vv = 0: the pair slot)
             for vv in range(8):
@@ -2876,7 +2876,7 @@ def rows_inverse_10(mm, tile, half, col, consts):  # pragma: no cover
                 out[144 + lane] = t170
                 out[152 + lane] = t171
             for j in range(10):
-                move8(out, j * 16, dst, base + j * 128 + u * 8)
+                move8(out, j * 16, dst, base + j * 128 + u * LANES)
                 move8(out, j * 16 + LANES, dst, base + j * 128 + 64 + u * LANES)
         for h in range(2):  # the real rows u = 0 and u = 8 (vv = 0: the pair slot)
             for vv in range(8):
@@ -3483,7 +3483,7 @@ def rows_inverse_12(mm, tile, half, col, consts):  # pragma: no cover
                 out[176 + lane] = t188
                 out[184 + lane] = t189
             for j in range(12):
-                move8(out, j * 16, dst, base + j * 128 + u * 8)
+                move8(out, j * 16, dst, base + j * 128 + u * LANES)
                 move8(out, j * 16 + LANES, dst, base + j * 128 + 64 + u * LANES)
         for h in range(2):  # the real rows u = 0 and u = 8 (vv = 0: the pair slot)
             for vv in range(8):
