@@ -13,9 +13,12 @@ intermediate value, built by running a radix-2 FFT on symbolic values:
 * only what the stored outputs need is emitted (the inverse transforms keep the first m rows and
   columns of each tile: the valid outputs of an overlap-save window).
 
-Each codelet is one loop over the channels (or, for a pass over whole rows, over columns ×
-channels) that loads its inputs, computes and stores its outputs: LLVM vectorises it across the
-loop. Constants come from a ``consts`` array of the input's dtype, as in the Winograd codelets.
+The scratch is lane-blocked — (block of 8 channels, column, row, 8 lanes) — and each codelet is
+a loop over the 8 lanes that reads its inputs from one stack buffer and writes its outputs to
+another (``kernels.simd.stack_array``), the operands moved in and out a vector at a time
+(``kernels.simd.move8``): LLVM then vectorises the loop without a runtime alias check per stream
+(with 16-32 streams it had left the loops scalar; docs/architecture.md). Constants come from a
+``consts`` array of the input's dtype, as in the Winograd codelets.
 
 Run ``python -m kernels.conv2d._fft_codegen`` after changing this file;
 ``tests/test_fft_tiles.py`` checks that the committed module is what this writes.

@@ -11,16 +11,19 @@ frequency — the work that runs at BLAS speed.
 * **Spectra as real GEMM operands.** The 16×16 real DFT has 256 real degrees of freedom, kept as
   128 *slots*, each a complex value: X[u, v] for u = 1..7 and all v (112), the real rows u = 0
   and u = 8 at v = 1..7 (14), and two slots pairing the four real frequencies ((0,0) with (0,8),
-  (8,0) with (8,8)). A slot of a window is a row (Re of the C channels | Im of them), so per slot
-  ``M = V (windows × 2C) · U (2C × 2K)`` with ``U = [[Re W, −Im W], [Im W, Re W]] / 256``
-  computes Σ_c X·conj(W) (a correlation) with the inverse DFT's 1/256 folded in; the pair slots'
-  U is block-diagonal.
+  (8,0) with (8,8)). A block's V for one slot is a real matrix, Re X of its windows' C channels
+  as rows, then Im X; one GEMM per slot multiplies it by ``U = (Re W | −Im W) / 256`` (C × 2K:
+  the inverse DFT's 1/256 folded in), giving P = Re X·U above and Q = Im X·U below, and the
+  inverse transform reads Σ_c X·conj(W) (a correlation) as Re = P_re − Q_im, Im = P_im + Q_re
+  (a pair slot's two real frequencies as P_re and −Q_im). Against one (2C × 2K) matrix per slot
+  it is the same arithmetic with half the filter's memory.
 * **Transforms** are generated straight-line FFTs (:mod:`kernels.conv2d._fft_codegen`): a real
   DFT down the 16 gathered rows of a row of windows, over every column at once (shared by the
   overlapping windows), then a DFT along each window's half-spectrum rows into its slots. The
   inverse runs the other way and keeps only the first m rows and columns. SIMD lanes run across
-  channels, as in the Winograd transforms, and the same gather and scatter move NCHW rows to
-  channel-last scratch and back (padding and bias fused).
+  channels, 8 a vector, in a lane-blocked scratch gathered from NCHW by 8×8 register transposes
+  (:func:`kernels.conv2d._common.rows_lane_blocks`; the scatter back adds the bias); operands
+  pass through stack buffers so that LLVM vectorises the codelets (docs/architecture.md).
 * **Fused**: a job takes a block of windows through transform, 128 GEMMs (BLAS on its own
   thread, through Numba's ``np.dot``) and inverse transform while its V and M are in cache.
 
@@ -44,8 +47,6 @@ from kernels.registry import KernelSpec, register
 
 #: The FFT size of a window, and its frequency slots (see the module docstring).
 SIZE, SLOTS = 16, 128
-#: First of the two slots pairing the real frequencies.
-PAIR_SLOTS = 126
 #: Outputs per window and axis the inverse codelets exist for.
 OUTPUTS = tuple(sorted(codelets.FUSED))
 
