@@ -167,3 +167,27 @@ def test_registry_offers_it_where_it_applies_and_says_why_not():
     assert not spec.worth_tuning(ConvProblem((1, 64, 56, 56), (64, 64, 5, 5)))
     assert spec.worth_tuning(ConvProblem((1, 64, 56, 56), (64, 64, 3, 3), dilation=(3, 3)))  # extent 7
     assert "extent" in spec.needs and "channels" in spec.declines
+
+
+def test_the_tuner_times_it_and_the_dispatcher_calls_it_with_a_fixed_weight(fast_tuning):
+    """Through the library: a 16-channel 7×7 problem has it among the timed, checked candidates
+    (a fixed and a one-off weight alike), and ``autotune.conv2d`` with a module parameter calls
+    it on torch tensors, matching PyTorch in float64."""
+    import torch
+
+    import autotune
+    from autotune import tuner
+
+    for weight in (None, "fixed"):
+        problem = ConvProblem((1, 16, 20, 20), (16, 16, 7, 7), padding=(3, 3, 3, 3), weight=weight)
+        verdicts = {v.label: v for v in tuner.tune_problem(problem).candidates}
+        assert verdicts["fft_tiles"].ok and verdicts["fft_tiles"].runs >= 1
+        assert verdicts["fft_tiles"].rel_err <= 1e-6
+    x = torch.randn(2, 16, 20, 19)
+    w = torch.nn.Parameter(torch.randn(16, 16, 7, 7), requires_grad=False)
+    b = torch.randn(16)
+    with torch.no_grad():
+        y = autotune.conv2d(x, w, b, padding=3, method="fft_tiles")
+        ref = torch.nn.functional.conv2d(x.double(), w.double(), b.double(), padding=3)
+    assert isinstance(y, torch.Tensor) and y.shape == ref.shape
+    assert (y.double() - ref).abs().max() <= 1e-5 * ref.abs().max()
