@@ -65,7 +65,13 @@ def _transposed(builder: ir.IRBuilder, rows: list) -> list:
 
 def _vector_at(builder: ir.IRBuilder, data, start, stride, row: int, vector: ir.VectorType):
     """Pointer to the ``row``-th vector of a block: element ``start + row·stride`` of ``data``."""
-    offset = builder.add(start, builder.mul(stride, ir.Constant(start.type, row)))
+    return _vector_pointer(
+        builder, data, builder.add(start, builder.mul(stride, ir.Constant(start.type, row))), vector
+    )
+
+
+def _vector_pointer(builder: ir.IRBuilder, data, offset, vector: ir.VectorType):
+    """``data`` (a pointer to lanes) + ``offset`` elements, as a pointer to a vector."""
     return builder.bitcast(builder.gep(data, [offset]), vector.as_pointer())
 
 
@@ -97,7 +103,7 @@ def _codegen(with_addend: bool):
         if with_addend:
             add_type = signature.args[6]
             add_data = _data(context, builder, add_type, args[6], lane)
-            start = builder.bitcast(builder.gep(add_data, [args[7]]), vector.as_pointer())
+            start = _vector_pointer(builder, add_data, args[7], vector)
             addends = builder.load(start, align=align)
             splats = [_shuffle(builder, addends, addends, (q,) * LANES) for q in range(LANES)]
             columns = [builder.fadd(col, splat) for col, splat in zip(columns, splats, strict=True)]
@@ -214,12 +220,8 @@ def _move_codegen(context, builder, signature, args):
     lane = _lane(context, src_type.dtype)
     vector = ir.VectorType(lane, LANES)
     align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
-    source = builder.bitcast(
-        builder.gep(_data(context, builder, src_type, src, lane), [src_at]), vector.as_pointer()
-    )
-    target = builder.bitcast(
-        builder.gep(_data(context, builder, dst_type, dst, lane), [dst_at]), vector.as_pointer()
-    )
+    source = _vector_pointer(builder, _data(context, builder, src_type, src, lane), src_at, vector)
+    target = _vector_pointer(builder, _data(context, builder, dst_type, dst, lane), dst_at, vector)
     builder.store(builder.load(source, align=align), target, align=align)
     return context.get_dummy_value()
 
