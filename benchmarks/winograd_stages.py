@@ -79,13 +79,14 @@ def staged(x: np.ndarray, prepared: W.WinogradFilter) -> list[Callable[[], objec
 
 
 @numba.njit(parallel=True)
-def _job_gemms(u, count, block, vs, mms):  # pragma: no cover - jitted
-    """The fused call's GEMMs alone: each job's α² products of a (block × C) V by U, on its thread's
-    own V and M (``vs``, ``mms``: threads × α² × block·C or ·K), which stay in that core's cache from
-    one job to the next as a fused job's V and M do (its input transform has just written V)."""
+def _job_gemms(u, counts, vs, mms):  # pragma: no cover - jitted
+    """The fused call's GEMMs alone: each job's α² products of a (count × C) V by U, on its thread's
+    own V and M (``vs``, ``mms``: threads × α² × largest count·C or ·K), which stay in that core's
+    cache from one job to the next as a fused job's V and M do (its input transform has just
+    written V)."""
     alpha2, channels, k_out = u.shape[0], u.shape[1], u.shape[2]
-    for job in numba.prange(-(-count // block)):
-        rows = min(block, count - job * block)
+    for job in numba.prange(counts.size):
+        rows = counts[job]
         thread = numba.get_thread_id()
         for i in range(alpha2):
             v = vs[thread, i, : rows * channels].reshape(rows, channels)
@@ -93,18 +94,27 @@ def _job_gemms(u, count, block, vs, mms):  # pragma: no cover - jitted
             np.dot(v, u[i], mm)
 
 
+def job_sizes(m: int, x: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Tiles in each of the fused call's jobs (:func:`kernels.conv2d.winograd.fused_jobs`)."""
+    batch, channels, size, _ = x.shape
+    tiles = -(-size // m)
+    per_job, pieces = W.fused_jobs(m, channels, u.shape[2], x.dtype.itemsize, batch * tiles, tiles)
+    piece = -(-tiles // pieces)
+    rows = [min(per_job, batch * tiles - r) for r in range(0, batch * tiles, per_job)]
+    parts = [min(piece, tiles - first) for first in range(0, tiles, piece)]
+    return np.array([r * p for r in rows for p in parts], dtype=np.int64)
+
+
 def fused(x: np.ndarray, prepared: W.WinogradFilter) -> list[Callable[[], object]]:
     """Fused: the whole call and its GEMMs alone."""
-    batch, channels, size, _ = x.shape
     m, u = prepared.tile, prepared.u
-    count = batch * (-(-size // m)) ** 2
-    block = W.fused_block(m, channels, u.shape[2], x.dtype.itemsize, count)
-    threads, alpha2 = numba.get_num_threads(), (m + 2) ** 2
-    vs = np.random.default_rng(1).standard_normal((threads, alpha2, block * channels)).astype(x.dtype)
-    mms = np.empty((threads, alpha2, block * u.shape[2]), x.dtype)
+    counts = job_sizes(m, x, u)
+    threads, alpha2, largest = numba.get_num_threads(), (m + 2) ** 2, int(counts.max())
+    vs = np.random.default_rng(1).standard_normal((threads, alpha2, largest * u.shape[1])).astype(x.dtype)
+    mms = np.empty((threads, alpha2, largest * u.shape[2]), x.dtype)
     return [
         lambda: W.winograd(x, prepared, None, (1, 1), PADDING, (1, 1), 1, tile=m, fused=1),
-        lambda: pool.on_calling_thread(lambda: _job_gemms(u, count, block, vs, mms)),
+        lambda: pool.on_calling_thread(lambda: _job_gemms(u, counts, vs, mms)),
     ]
 
 

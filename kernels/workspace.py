@@ -16,6 +16,8 @@ get fresh memory, whose faults are then a small share of such a call's time.
 from __future__ import annotations
 
 import threading
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -64,3 +66,29 @@ def warm_allocator() -> None:
 def release() -> None:
     """Free this thread's buffers (they are allocated again on the next request)."""
     _local.__dict__.pop("buffers", None)
+
+
+#: What :func:`core_cache_bytes` assumes where the OS does not say.
+DEFAULT_CORE_CACHE_BYTES = 1 << 20
+
+
+@cache
+def core_cache_bytes() -> int:
+    """The size of one core's level-2 cache (Linux's ``/sys/devices/system/cpu/cpu0/cache``), or
+    :data:`DEFAULT_CORE_CACHE_BYTES` where that is not to be read: what a job may keep in cache
+    from one step to the next (the fused Winograd's choice of job size uses it)."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                return _size_bytes((index / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return DEFAULT_CORE_CACHE_BYTES
+
+
+def _size_bytes(text: str) -> int:
+    """``2048K`` → 2097152 (the kernel's notation: a number with an optional K, M or G)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)

@@ -240,6 +240,69 @@ def test_winograd_offers_fused_only_with_one_group_and_a_u_that_fits_the_cap():
     assert fused_tiles(64, 56, groups=2) == []
 
 
+@pytest.mark.parametrize(
+    ("channels", "rows", "tiles_w"),
+    [
+        (64, 14, 14),
+        (64, 112, 14),
+        (128, 7, 7),
+        (256, 4, 4),
+        (256, 112, 14),
+        (64, 1, 10),
+        (256, 2, 15),
+        (8, 1, 1),
+    ],
+)
+def test_fused_jobs_cover_every_tile_once_within_the_budget(channels, rows, tiles_w):
+    """The fused call's jobs (whole rows, or equal pieces of each row): every tile in exactly one
+    non-empty job, a job's V and M within FUSED_BYTES where one row's fit, and at least as many
+    jobs as threads where there are tiles enough."""
+    import numba
+
+    from kernels.conv2d.winograd import FUSED_BYTES, fused_jobs
+
+    per_job, pieces = fused_jobs(4, channels, channels, 4, rows, tiles_w)
+    assert per_job == 1 or pieces == 1
+    piece = -(-tiles_w // pieces)
+    jobs = []
+    for job in range(-(-rows // per_job) * pieces):  # as the generated fused driver splits them
+        row0, first = (job // pieces) * per_job, (job % pieces) * piece
+        jobs.append(
+            [
+                (r, t)
+                for r in range(row0, min(rows, row0 + per_job))
+                for t in range(first, min(tiles_w, first + piece))
+            ]
+        )
+    assert all(jobs)
+    assert sorted(tile for job in jobs for tile in job) == [
+        (r, t) for r in range(rows) for t in range(tiles_w)
+    ]
+    tile_bytes = 36 * 2 * channels * 4
+    if tiles_w * tile_bytes <= FUSED_BYTES:
+        assert max(len(job) for job in jobs) * tile_bytes <= FUSED_BYTES
+    assert len(jobs) >= min(numba.get_num_threads(), rows * tiles_w)
+
+
+@pytest.mark.parametrize(("channels", "k_out", "height", "width"), [(8, 16, 4, 40), (160, 160, 6, 100)])
+def test_fused_winograd_with_rows_cut_into_pieces(channels, k_out, height, width):
+    """The fused call where rows of tiles are cut into pieces: one row of ten F(4×4) tiles (fewer
+    rows than threads), and rows of 25 tiles whose V and M (1.15 MB) exceed FUSED_BYTES."""
+    import numba
+
+    from kernels.conv2d import winograd
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, channels, height, width)).astype(np.float32)
+    w = rng.standard_normal((k_out, channels, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(k_out).astype(np.float32)
+    pieces = winograd.fused_jobs(4, channels, k_out, 4, -(-height // 4), -(-width // 4))[1]
+    assert pieces > 1 or numba.get_num_threads() == 1  # one row cannot keep two threads busy
+    want = torch_f64(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    got = winograd.winograd(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, tile=4, fused=1)
+    assert rel_max_error(got, want) < DEFAULT_TOL["float32"]
+
+
 def test_every_registered_conv_kernel_is_covered():
     """Each kernel has its oracle tests: here, and fft_tiles in tests/test_fft_tiles.py."""
     assert set(registry.names("conv2d")) == {*GENERAL_KERNELS, "winograd", "pointwise", "fft_tiles"}

@@ -143,32 +143,27 @@ def output_2(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
 
 @numba.njit(cache=True, parallel=True)
 def fused_2(
-    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, rows_per_job, pieces, y
 ):  # pragma: no cover
-    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
-    rows of tiles): their V in the job's own scratch, the 16 GEMMs V·U (BLAS, on the calling
-    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    """The whole convolution in one parallel region. A job is ``rows_per_job`` whole rows of tiles,
+    or one of ``pieces`` equal pieces of a row: their V in the job's own scratch, the 16
+    GEMMs V·U (BLAS, on the calling thread), then Aᵀ M A into ``y``, while V and M are still in
+    the core's cache."""
     channels, k_out = x.shape[1], u.shape[2]
-    total = x.shape[0] * th_count * tw_count
-    for job in numba.prange(-(-total // block)):
-        start = job * block
-        count = min(block, total - start)
+    rows = x.shape[0] * th_count
+    piece = -(-tw_count // pieces)
+    for job in numba.prange(-(-rows // rows_per_job) * pieces):
+        row0, first = (job // pieces) * rows_per_job, (job % pieces) * piece
+        row_count, part = min(rows_per_job, rows - row0), min(piece, tw_count - first)
+        count = row_count * part
         v = np.empty((16, count, channels), dtype=x.dtype)
         mm = np.empty((16, count, k_out), dtype=x.dtype)
-        done = 0
-        while done < count:  # one row of tiles at a time
-            row, first = (start + done) // tw_count, (start + done) % tw_count
-            part = min(count - done, tw_count - first)
-            input_job_2(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
-            done += part
+        for r in range(row_count):
+            input_job_2(x, pad_top, pad_left, v, in_consts, th_count, row0 + r, first, part, r * part)
         for i in range(16):
             np.dot(v[i], u[i], mm[i])
-        done = 0
-        while done < count:
-            row, first = (start + done) // tw_count, (start + done) % tw_count
-            part = min(count - done, tw_count - first)
-            output_job_2(mm, out_consts, bias, th_count, y, row, first, part, done)
-            done += part
+        for r in range(row_count):
+            output_job_2(mm, out_consts, bias, th_count, y, row0 + r, first, part, r * part)
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -332,32 +327,27 @@ def output_4(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
 
 @numba.njit(cache=True, parallel=True)
 def fused_4(
-    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, rows_per_job, pieces, y
 ):  # pragma: no cover
-    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
-    rows of tiles): their V in the job's own scratch, the 36 GEMMs V·U (BLAS, on the calling
-    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    """The whole convolution in one parallel region. A job is ``rows_per_job`` whole rows of tiles,
+    or one of ``pieces`` equal pieces of a row: their V in the job's own scratch, the 36
+    GEMMs V·U (BLAS, on the calling thread), then Aᵀ M A into ``y``, while V and M are still in
+    the core's cache."""
     channels, k_out = x.shape[1], u.shape[2]
-    total = x.shape[0] * th_count * tw_count
-    for job in numba.prange(-(-total // block)):
-        start = job * block
-        count = min(block, total - start)
+    rows = x.shape[0] * th_count
+    piece = -(-tw_count // pieces)
+    for job in numba.prange(-(-rows // rows_per_job) * pieces):
+        row0, first = (job // pieces) * rows_per_job, (job % pieces) * piece
+        row_count, part = min(rows_per_job, rows - row0), min(piece, tw_count - first)
+        count = row_count * part
         v = np.empty((36, count, channels), dtype=x.dtype)
         mm = np.empty((36, count, k_out), dtype=x.dtype)
-        done = 0
-        while done < count:  # one row of tiles at a time
-            row, first = (start + done) // tw_count, (start + done) % tw_count
-            part = min(count - done, tw_count - first)
-            input_job_4(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
-            done += part
+        for r in range(row_count):
+            input_job_4(x, pad_top, pad_left, v, in_consts, th_count, row0 + r, first, part, r * part)
         for i in range(36):
             np.dot(v[i], u[i], mm[i])
-        done = 0
-        while done < count:
-            row, first = (start + done) // tw_count, (start + done) % tw_count
-            part = min(count - done, tw_count - first)
-            output_job_4(mm, out_consts, bias, th_count, y, row, first, part, done)
-            done += part
+        for r in range(row_count):
+            output_job_4(mm, out_consts, bias, th_count, y, row0 + r, first, part, r * part)
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -566,32 +556,27 @@ def output_6(mm, consts, bias, th_count, tw_count, block, y, row0, row_count):  
 
 @numba.njit(cache=True, parallel=True)
 def fused_6(
-    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, block, y
+    x, pad_top, pad_left, u, bias, in_consts, out_consts, th_count, tw_count, rows_per_job, pieces, y
 ):  # pragma: no cover
-    """The whole convolution in one parallel region. A job is ``block`` consecutive tiles (across
-    rows of tiles): their V in the job's own scratch, the 64 GEMMs V·U (BLAS, on the calling
-    thread), then Aᵀ M A into ``y``, while V and M are still in the core's cache."""
+    """The whole convolution in one parallel region. A job is ``rows_per_job`` whole rows of tiles,
+    or one of ``pieces`` equal pieces of a row: their V in the job's own scratch, the 64
+    GEMMs V·U (BLAS, on the calling thread), then Aᵀ M A into ``y``, while V and M are still in
+    the core's cache."""
     channels, k_out = x.shape[1], u.shape[2]
-    total = x.shape[0] * th_count * tw_count
-    for job in numba.prange(-(-total // block)):
-        start = job * block
-        count = min(block, total - start)
+    rows = x.shape[0] * th_count
+    piece = -(-tw_count // pieces)
+    for job in numba.prange(-(-rows // rows_per_job) * pieces):
+        row0, first = (job // pieces) * rows_per_job, (job % pieces) * piece
+        row_count, part = min(rows_per_job, rows - row0), min(piece, tw_count - first)
+        count = row_count * part
         v = np.empty((64, count, channels), dtype=x.dtype)
         mm = np.empty((64, count, k_out), dtype=x.dtype)
-        done = 0
-        while done < count:  # one row of tiles at a time
-            row, first = (start + done) // tw_count, (start + done) % tw_count
-            part = min(count - done, tw_count - first)
-            input_job_6(x, pad_top, pad_left, v, in_consts, th_count, row, first, part, done)
-            done += part
+        for r in range(row_count):
+            input_job_6(x, pad_top, pad_left, v, in_consts, th_count, row0 + r, first, part, r * part)
         for i in range(64):
             np.dot(v[i], u[i], mm[i])
-        done = 0
-        while done < count:
-            row, first = (start + done) // tw_count, (start + done) % tw_count
-            part = min(count - done, tw_count - first)
-            output_job_6(mm, out_consts, bias, th_count, y, row, first, part, done)
-            done += part
+        for r in range(row_count):
+            output_job_6(mm, out_consts, bias, th_count, y, row0 + r, first, part, r * part)
 
 
 #: tile size → (input constants, output constants), each a tuple for the ``consts`` array.

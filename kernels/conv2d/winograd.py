@@ -202,24 +202,44 @@ def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
 #: 1.04-1.95x the time of 1 MiB; 128 KiB 1.1-1.4x slower everywhere.
 FUSED_BYTES = 1 << 20
 
-#: Fused jobs per thread at least (smaller blocks on small layers), so that the threads finish together.
-FUSED_JOBS_PER_THREAD = 4
 
+def fused_jobs(m: int, channels: int, k_out: int, itemsize: int, rows: int, tiles_w: int) -> tuple[int, int]:
+    """How the fused call splits its ``rows`` rows of ``tiles_w`` tiles into jobs: ``(rows per
+    job, pieces per row)``, one of them 1.
 
-def fused_block(m: int, channels: int, k_out: int, itemsize: int, tiles: int) -> int:
-    """Tiles per fused job: V and M within :data:`FUSED_BYTES`, and at least
-    :data:`FUSED_JOBS_PER_THREAD` jobs per thread."""
-    block = FUSED_BYTES // ((m + 2) ** 2 * (channels + k_out) * itemsize)
-    return max(1, min(block, -(-tiles // (FUSED_JOBS_PER_THREAD * numba.get_num_threads()))))
+    A job never straddles two rows of tiles (a job that started mid-row gathered and scattered
+    short runs of columns: 1×64×56×56 took 1.2x the time of whole rows, BENCHMARKS.md §28). Rows
+    whose V and M exceed :data:`FUSED_BYTES` are cut into equal pieces, as are rows too few for
+    the threads. Otherwise the job size minimises the time of the busiest thread, modelled in
+    bytes: jobs per thread × (the job's V and M + all of U if U does not stay in the core's L2
+    beside them, since every job reads all of U); ties go to fewer jobs. Against four jobs per
+    thread at least (the rule before): 1×128×28×28 0.63x, 1×256×14×14 0.46x the time.
+    """
+    threads = numba.get_num_threads()
+    tile_bytes = (m + 2) ** 2 * (channels + k_out) * itemsize
+    u_bytes = (m + 2) ** 2 * channels * k_out * itemsize
+    row_bytes = tiles_w * tile_bytes
+    if row_bytes > FUSED_BYTES or rows < threads:
+        pieces = max(-(-row_bytes // FUSED_BYTES), min(tiles_w, -(-threads // rows)))
+        return 1, -(-tiles_w // -(-tiles_w // pieces))  # no empty last piece
+
+    def busiest(per_job: int) -> tuple[int, int]:
+        jobs = -(-rows // per_job)
+        job_bytes = per_job * row_bytes
+        streamed = u_bytes if u_bytes + job_bytes > workspace.core_cache_bytes() else 0
+        return -(-jobs // threads) * (job_bytes + streamed), jobs
+
+    return min(range(1, min(rows, FUSED_BYTES // row_bytes) + 1), key=busiest), 1
 
 
 def _fused(x, u, bias, padding, m, tiles, y):
     """The fused call (``codelets.FUSED``): one parallel region, whose jobs call BLAS on their own
     thread (OpenBLAS limited to it, so that none of its workers wakes inside PyTorch's pool)."""
-    block = fused_block(m, u.shape[1], u.shape[2], x.dtype.itemsize, x.shape[0] * tiles[0] * tiles[1])
+    rows = x.shape[0] * tiles[0]
+    split = fused_jobs(m, u.shape[1], u.shape[2], x.dtype.itemsize, rows, tiles[1])
     consts = _constants(m, 0, x.dtype), _constants(m, 1, x.dtype)
     fused = codelets.FUSED[m]
-    pool.on_calling_thread(lambda: fused(x, padding[0], padding[2], u, bias, *consts, *tiles, block, y))
+    pool.on_calling_thread(lambda: fused(x, padding[0], padding[2], u, bias, *consts, *tiles, *split, y))
     return y
 
 
@@ -331,7 +351,8 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=9,  # 9: filter transform in blocks of 8 channels, one expression per row;
+        version=10,  # 10: fused jobs of whole rows of tiles, sized by the busiest thread;
+        # 9: filter transform in blocks of 8 channels, one expression per row;
         # 8: gather, scatter and the weight's re-layout in 8×8 register blocks;
         # 7: each transform pass one loop for all its outputs (inputs read once);
         # 6: fused jobs (transform, GEMMs, transform per block of tiles) instead of bands;
