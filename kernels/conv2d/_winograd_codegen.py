@@ -25,6 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from kernels.conv2d.winograd_matrices import TILE_SIZES, winograd_matrices_exact
+from kernels.simd import matrix_text
 
 TARGET = Path(__file__).with_name("_winograd_codelets.py")
 
@@ -48,6 +49,7 @@ from kernels.conv2d._common import (
     rows_channels_last,
     rows_channels_last_by_blocks,
 )
+from kernels.simd import LANES, sandwich8
 '''
 
 
@@ -80,8 +82,25 @@ def _combination(coefs: list[Fraction], terms: list[str], consts: _Constants) ->
     return text[2:] if text.startswith("+ ") else "-" + text[2:]
 
 
+def _sandwich_tail(matrix, load: str, store: str, consts: _Constants, indent: str) -> list[str]:
+    """One channel's ``T d Tᵀ`` as scalar expressions (the channels beyond the last eight):
+    ``load.format(i=, j=)`` reads d[i, j], ``store.format(a=, e=)`` is where the output goes."""
+    size = len(matrix[0])
+    lines = [f"{indent}d{i}_{j} = {load.format(i=i, j=j)}" for i in range(size) for j in range(size)]
+    for a, row in enumerate(matrix):
+        for j in range(size):
+            lines.append(
+                f"{indent}t{a}_{j} = {_combination(row, [f'd{i}_{j}' for i in range(size)], consts)}"
+            )
+    for a in range(len(matrix)):
+        for e, row in enumerate(matrix):
+            expression = _combination(row, [f"t{a}_{j}" for j in range(size)], consts)
+            lines.append(f"{indent}{store.format(a=a, e=e)} = {expression}")
+    return lines
+
+
 def _input_codelet(m: int, consts: _Constants) -> list[str]:
-    """V for one row of tiles from its α input rows, already channel-last in ``rows``."""
+    """V for one row of tiles from its α input rows, gathered channel-last into ``rows``."""
     _, _, b_t = winograd_matrices_exact(m)
     alpha = m + 2
     head = [
@@ -100,34 +119,23 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
         "        rows_channels_last_by_blocks(x, row // th_count, top, left, rows)",
         "    else:",
         "        rows_channels_last(x, row // th_count, top, left, rows)",
-        "    used = rows.shape[1] * channels",
-        *[f"    x{i} = rows[{i}].reshape(used)" for i in range(alpha)],
-        "    half = np.empty_like(rows)",
-        *[f"    t{i} = half[{i}].reshape(used)" for i in range(alpha)],
-        "    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once",
-        "    for p in range(used):",
-        *[f"        a{i} = x{i}[p]" for i in range(alpha)],
+        "    src, dst = rows.reshape(rows.size), v.reshape(v.size)",
+        "    line, slot = rows.shape[1] * channels, v.shape[1] * channels",
+        "    whole = channels - channels % LANES",
+        "    for tw in range(count):",
+        f"        at, to = tw * {m} * channels, (base + tw) * channels",
+        "        for c in range(0, whole, LANES):  # eight channels at a time, in vector registers",
+        f"            sandwich8(src, at + c, line, channels, dst, to + c, {alpha} * slot, slot, "
+        f'"{matrix_text(b_t)}")',
+        "        for c in range(whole, channels):",
     ]
-    terms = [f"a{i}" for i in range(alpha)]
-    lines += [f"        t{xi}[p] = {_combination(b_t[xi], terms, consts)}" for xi in range(alpha)]
-    lines += [
-        "    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ",
-        f"    # outermost, so that V is written in {alpha} streams at a time, not {alpha * alpha}",
-        f"    for xi in range({alpha}):",
-        "        for tw in range(count):",
-        f"            col = tw * {m}",
-        "            tile = base + tw",
-    ]
-    lines += [f"            s{j} = half[xi, col + {j}]" for j in range(alpha)]
-    lines += [f"            d{nu} = v[xi * {alpha} + {nu}, tile]" for nu in range(alpha)]
-    lines += ["            for c in range(channels):"]
-    lines += [f"                a{j} = s{j}[c]" for j in range(alpha)]
-    lines += [f"                d{nu}[c] = {_combination(b_t[nu], terms, consts)}" for nu in range(alpha)]
-    return head + lines
+    load = "src[at + {i} * line + {j} * channels + c]"
+    store = "dst[to + ({a} * ALPHA + {e}) * slot + c]".replace("ALPHA", str(alpha))
+    return head + lines + _sandwich_tail(b_t, load, store, consts, " " * 12)
 
 
 def _output_codelet(m: int, consts: _Constants) -> list[str]:
-    """Channel-last output rows ``out`` (m, tiles·m, K) of one row of tiles from M."""
+    """Channel-last output rows ``out`` (m, tiles·m, K) of one row of tiles from M, then NCHW."""
     a_t, _, _ = winograd_matrices_exact(m)
     alpha = m + 2
     head = [
@@ -139,27 +147,20 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
         "    k_out = mm.shape[2]",
     ]
     lines = [
-        "    used = count * k_out",
         f"    out = np.empty(({m}, count * {m}, k_out), dtype=mm.dtype)",
-        f"    half = np.empty(({m}, {alpha}, count, k_out), dtype=mm.dtype)",
-        "    # Aᵀ M over the block: one long contiguous loop per ν, each M read once",
-        f"    for nu in range({alpha}):",
-        *[f"        m{xi} = mm[{xi * alpha} + nu, base : base + count].reshape(used)" for xi in range(alpha)],
-        *[f"        t{a} = half[{a}, nu].reshape(used)" for a in range(m)],
-        "        for p in range(used):",
-        *[f"            a{xi} = m{xi}[p]" for xi in range(alpha)],
+        "    src, dst = mm.reshape(mm.size), out.reshape(out.size)",
+        f"    slot, line = mm.shape[1] * k_out, count * {m} * k_out",
+        "    whole = k_out - k_out % LANES",
+        "    for tw in range(count):",
+        f"        at, to = (base + tw) * k_out, tw * {m} * k_out",
+        "        for k in range(0, whole, LANES):  # eight channels at a time, in vector registers",
+        f"            sandwich8(src, at + k, {alpha} * slot, slot, dst, to + k, line, k_out, "
+        f'"{matrix_text(a_t)}")',
+        "        for k in range(whole, k_out):",
     ]
-    terms = [f"a{xi}" for xi in range(alpha)]
-    lines += [f"            t{a}[p] = {_combination(a_t[a], terms, consts)}" for a in range(m)]
-    # one loop per output here: computing all m outputs of a tile row in one loop over the
-    # channels was 1.05-1.18x slower (BENCHMARKS.md §23)
-    lines += ["    # (Aᵀ M) A tile by tile", "    for tw in range(count):", f"        col = tw * {m}"]
-    lines.append(f"        for a in range({m}):")
-    lines += [f"            s{nu} = half[a, {nu}, tw]" for nu in range(alpha)]
-    for e in range(m):
-        expression = _combination(a_t[e], [f"s{nu}[k]" for nu in range(alpha)], consts)
-        lines += [f"            d = out[a, col + {e}]", "            for k in range(k_out):"]
-        lines += [f"                d[k] = {expression}"]
+    load = "src[at + ({i} * ALPHA + {j}) * slot + k]".replace("ALPHA", str(alpha))
+    store = "dst[to + {a} * line + {e} * k_out + k]"
+    lines += _sandwich_tail(a_t, load, store, consts, " " * 12)
     top, left = f"(row % th_count) * {m}", f"first * {m}"
     lines += [
         "    if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers",

@@ -18,6 +18,7 @@ from kernels.conv2d._common import (
     rows_channels_last,
     rows_channels_last_by_blocks,
 )
+from kernels.simd import LANES, sandwich8
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -31,49 +32,64 @@ def input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
         rows_channels_last_by_blocks(x, row // th_count, top, left, rows)
     else:
         rows_channels_last(x, row // th_count, top, left, rows)
-    used = rows.shape[1] * channels
-    x0 = rows[0].reshape(used)
-    x1 = rows[1].reshape(used)
-    x2 = rows[2].reshape(used)
-    x3 = rows[3].reshape(used)
-    half = np.empty_like(rows)
-    t0 = half[0].reshape(used)
-    t1 = half[1].reshape(used)
-    t2 = half[2].reshape(used)
-    t3 = half[3].reshape(used)
-    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once
-    for p in range(used):
-        a0 = x0[p]
-        a1 = x1[p]
-        a2 = x2[p]
-        a3 = x3[p]
-        t0[p] = -a0 + a2
-        t1[p] = a1 + a2
-        t2[p] = -a1 + a2
-        t3[p] = -a1 + a3
-    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ
-    # outermost, so that V is written in 4 streams at a time, not 16
-    for xi in range(4):
-        for tw in range(count):
-            col = tw * 2
-            tile = base + tw
-            s0 = half[xi, col + 0]
-            s1 = half[xi, col + 1]
-            s2 = half[xi, col + 2]
-            s3 = half[xi, col + 3]
-            d0 = v[xi * 4 + 0, tile]
-            d1 = v[xi * 4 + 1, tile]
-            d2 = v[xi * 4 + 2, tile]
-            d3 = v[xi * 4 + 3, tile]
-            for c in range(channels):
-                a0 = s0[c]
-                a1 = s1[c]
-                a2 = s2[c]
-                a3 = s3[c]
-                d0[c] = -a0 + a2
-                d1[c] = a1 + a2
-                d2[c] = -a1 + a2
-                d3[c] = -a1 + a3
+    src, dst = rows.reshape(rows.size), v.reshape(v.size)
+    line, slot = rows.shape[1] * channels, v.shape[1] * channels
+    whole = channels - channels % LANES
+    for tw in range(count):
+        at, to = tw * 2 * channels, (base + tw) * channels
+        for c in range(0, whole, LANES):  # eight channels at a time, in vector registers
+            sandwich8(
+                src, at + c, line, channels, dst, to + c, 4 * slot, slot, "-1,0,1,0;0,1,1,0;0,-1,1,0;0,-1,0,1"
+            )
+        for c in range(whole, channels):
+            d0_0 = src[at + 0 * line + 0 * channels + c]
+            d0_1 = src[at + 0 * line + 1 * channels + c]
+            d0_2 = src[at + 0 * line + 2 * channels + c]
+            d0_3 = src[at + 0 * line + 3 * channels + c]
+            d1_0 = src[at + 1 * line + 0 * channels + c]
+            d1_1 = src[at + 1 * line + 1 * channels + c]
+            d1_2 = src[at + 1 * line + 2 * channels + c]
+            d1_3 = src[at + 1 * line + 3 * channels + c]
+            d2_0 = src[at + 2 * line + 0 * channels + c]
+            d2_1 = src[at + 2 * line + 1 * channels + c]
+            d2_2 = src[at + 2 * line + 2 * channels + c]
+            d2_3 = src[at + 2 * line + 3 * channels + c]
+            d3_0 = src[at + 3 * line + 0 * channels + c]
+            d3_1 = src[at + 3 * line + 1 * channels + c]
+            d3_2 = src[at + 3 * line + 2 * channels + c]
+            d3_3 = src[at + 3 * line + 3 * channels + c]
+            t0_0 = -d0_0 + d2_0
+            t0_1 = -d0_1 + d2_1
+            t0_2 = -d0_2 + d2_2
+            t0_3 = -d0_3 + d2_3
+            t1_0 = d1_0 + d2_0
+            t1_1 = d1_1 + d2_1
+            t1_2 = d1_2 + d2_2
+            t1_3 = d1_3 + d2_3
+            t2_0 = -d1_0 + d2_0
+            t2_1 = -d1_1 + d2_1
+            t2_2 = -d1_2 + d2_2
+            t2_3 = -d1_3 + d2_3
+            t3_0 = -d1_0 + d3_0
+            t3_1 = -d1_1 + d3_1
+            t3_2 = -d1_2 + d3_2
+            t3_3 = -d1_3 + d3_3
+            dst[to + (0 * 4 + 0) * slot + c] = -t0_0 + t0_2
+            dst[to + (0 * 4 + 1) * slot + c] = t0_1 + t0_2
+            dst[to + (0 * 4 + 2) * slot + c] = -t0_1 + t0_2
+            dst[to + (0 * 4 + 3) * slot + c] = -t0_1 + t0_3
+            dst[to + (1 * 4 + 0) * slot + c] = -t1_0 + t1_2
+            dst[to + (1 * 4 + 1) * slot + c] = t1_1 + t1_2
+            dst[to + (1 * 4 + 2) * slot + c] = -t1_1 + t1_2
+            dst[to + (1 * 4 + 3) * slot + c] = -t1_1 + t1_3
+            dst[to + (2 * 4 + 0) * slot + c] = -t2_0 + t2_2
+            dst[to + (2 * 4 + 1) * slot + c] = t2_1 + t2_2
+            dst[to + (2 * 4 + 2) * slot + c] = -t2_1 + t2_2
+            dst[to + (2 * 4 + 3) * slot + c] = -t2_1 + t2_3
+            dst[to + (3 * 4 + 0) * slot + c] = -t3_0 + t3_2
+            dst[to + (3 * 4 + 1) * slot + c] = t3_1 + t3_2
+            dst[to + (3 * 4 + 2) * slot + c] = -t3_1 + t3_2
+            dst[to + (3 * 4 + 3) * slot + c] = -t3_1 + t3_3
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -81,38 +97,43 @@ def output_job_2(mm, consts, bias, th_count, y, row, first, count, base):  # pra
     """y[n, :, th·2 + a, tw·2 + e] = (Aᵀ M A)[a, e] + bias for the ``count`` tiles from
     ``first`` of row of tiles ``row``, whose M are ``mm[:, base:base + count]``."""
     k_out = mm.shape[2]
-    used = count * k_out
     out = np.empty((2, count * 2, k_out), dtype=mm.dtype)
-    half = np.empty((2, 4, count, k_out), dtype=mm.dtype)
-    # Aᵀ M over the block: one long contiguous loop per ν, each M read once
-    for nu in range(4):
-        m0 = mm[0 + nu, base : base + count].reshape(used)
-        m1 = mm[4 + nu, base : base + count].reshape(used)
-        m2 = mm[8 + nu, base : base + count].reshape(used)
-        m3 = mm[12 + nu, base : base + count].reshape(used)
-        t0 = half[0, nu].reshape(used)
-        t1 = half[1, nu].reshape(used)
-        for p in range(used):
-            a0 = m0[p]
-            a1 = m1[p]
-            a2 = m2[p]
-            a3 = m3[p]
-            t0[p] = a0 + a1 + a2
-            t1[p] = a1 - a2 + a3
-    # (Aᵀ M) A tile by tile
+    src, dst = mm.reshape(mm.size), out.reshape(out.size)
+    slot, line = mm.shape[1] * k_out, count * 2 * k_out
+    whole = k_out - k_out % LANES
     for tw in range(count):
-        col = tw * 2
-        for a in range(2):
-            s0 = half[a, 0, tw]
-            s1 = half[a, 1, tw]
-            s2 = half[a, 2, tw]
-            s3 = half[a, 3, tw]
-            d = out[a, col + 0]
-            for k in range(k_out):
-                d[k] = s0[k] + s1[k] + s2[k]
-            d = out[a, col + 1]
-            for k in range(k_out):
-                d[k] = s1[k] - s2[k] + s3[k]
+        at, to = (base + tw) * k_out, tw * 2 * k_out
+        for k in range(0, whole, LANES):  # eight channels at a time, in vector registers
+            sandwich8(src, at + k, 4 * slot, slot, dst, to + k, line, k_out, "1,1,1,0;0,1,-1,1")
+        for k in range(whole, k_out):
+            d0_0 = src[at + (0 * 4 + 0) * slot + k]
+            d0_1 = src[at + (0 * 4 + 1) * slot + k]
+            d0_2 = src[at + (0 * 4 + 2) * slot + k]
+            d0_3 = src[at + (0 * 4 + 3) * slot + k]
+            d1_0 = src[at + (1 * 4 + 0) * slot + k]
+            d1_1 = src[at + (1 * 4 + 1) * slot + k]
+            d1_2 = src[at + (1 * 4 + 2) * slot + k]
+            d1_3 = src[at + (1 * 4 + 3) * slot + k]
+            d2_0 = src[at + (2 * 4 + 0) * slot + k]
+            d2_1 = src[at + (2 * 4 + 1) * slot + k]
+            d2_2 = src[at + (2 * 4 + 2) * slot + k]
+            d2_3 = src[at + (2 * 4 + 3) * slot + k]
+            d3_0 = src[at + (3 * 4 + 0) * slot + k]
+            d3_1 = src[at + (3 * 4 + 1) * slot + k]
+            d3_2 = src[at + (3 * 4 + 2) * slot + k]
+            d3_3 = src[at + (3 * 4 + 3) * slot + k]
+            t0_0 = d0_0 + d1_0 + d2_0
+            t0_1 = d0_1 + d1_1 + d2_1
+            t0_2 = d0_2 + d1_2 + d2_2
+            t0_3 = d0_3 + d1_3 + d2_3
+            t1_0 = d1_0 - d2_0 + d3_0
+            t1_1 = d1_1 - d2_1 + d3_1
+            t1_2 = d1_2 - d2_2 + d3_2
+            t1_3 = d1_3 - d2_3 + d3_3
+            dst[to + 0 * line + 0 * k_out + k] = t0_0 + t0_1 + t0_2
+            dst[to + 0 * line + 1 * k_out + k] = t0_1 - t0_2 + t0_3
+            dst[to + 1 * line + 0 * k_out + k] = t1_0 + t1_1 + t1_2
+            dst[to + 1 * line + 1 * k_out + k] = t1_1 - t1_2 + t1_3
     if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
         rows_channels_first_by_blocks(out, bias, y, row // th_count, (row % th_count) * 2, first * 2)
     else:
@@ -180,65 +201,132 @@ def input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
         rows_channels_last_by_blocks(x, row // th_count, top, left, rows)
     else:
         rows_channels_last(x, row // th_count, top, left, rows)
-    used = rows.shape[1] * channels
-    x0 = rows[0].reshape(used)
-    x1 = rows[1].reshape(used)
-    x2 = rows[2].reshape(used)
-    x3 = rows[3].reshape(used)
-    x4 = rows[4].reshape(used)
-    x5 = rows[5].reshape(used)
-    half = np.empty_like(rows)
-    t0 = half[0].reshape(used)
-    t1 = half[1].reshape(used)
-    t2 = half[2].reshape(used)
-    t3 = half[3].reshape(used)
-    t4 = half[4].reshape(used)
-    t5 = half[5].reshape(used)
-    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once
-    for p in range(used):
-        a0 = x0[p]
-        a1 = x1[p]
-        a2 = x2[p]
-        a3 = x3[p]
-        a4 = x4[p]
-        a5 = x5[p]
-        t0[p] = k0 * a0 - k1 * a2 + a4
-        t1[p] = -k0 * a1 - k0 * a2 + a3 + a4
-        t2[p] = k0 * a1 - k0 * a2 - a3 + a4
-        t3[p] = -k2 * a1 - a2 + k2 * a3 + a4
-        t4[p] = k2 * a1 - a2 - k2 * a3 + a4
-        t5[p] = k0 * a1 - k1 * a3 + a5
-    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ
-    # outermost, so that V is written in 6 streams at a time, not 36
-    for xi in range(6):
-        for tw in range(count):
-            col = tw * 4
-            tile = base + tw
-            s0 = half[xi, col + 0]
-            s1 = half[xi, col + 1]
-            s2 = half[xi, col + 2]
-            s3 = half[xi, col + 3]
-            s4 = half[xi, col + 4]
-            s5 = half[xi, col + 5]
-            d0 = v[xi * 6 + 0, tile]
-            d1 = v[xi * 6 + 1, tile]
-            d2 = v[xi * 6 + 2, tile]
-            d3 = v[xi * 6 + 3, tile]
-            d4 = v[xi * 6 + 4, tile]
-            d5 = v[xi * 6 + 5, tile]
-            for c in range(channels):
-                a0 = s0[c]
-                a1 = s1[c]
-                a2 = s2[c]
-                a3 = s3[c]
-                a4 = s4[c]
-                a5 = s5[c]
-                d0[c] = k0 * a0 - k1 * a2 + a4
-                d1[c] = -k0 * a1 - k0 * a2 + a3 + a4
-                d2[c] = k0 * a1 - k0 * a2 - a3 + a4
-                d3[c] = -k2 * a1 - a2 + k2 * a3 + a4
-                d4[c] = k2 * a1 - a2 - k2 * a3 + a4
-                d5[c] = k0 * a1 - k1 * a3 + a5
+    src, dst = rows.reshape(rows.size), v.reshape(v.size)
+    line, slot = rows.shape[1] * channels, v.shape[1] * channels
+    whole = channels - channels % LANES
+    for tw in range(count):
+        at, to = tw * 4 * channels, (base + tw) * channels
+        for c in range(0, whole, LANES):  # eight channels at a time, in vector registers
+            sandwich8(
+                src,
+                at + c,
+                line,
+                channels,
+                dst,
+                to + c,
+                6 * slot,
+                slot,
+                "4,0,-5,0,1,0;0,-4,-4,1,1,0;0,4,-4,-1,1,0;0,-2,-1,2,1,0;0,2,-1,-2,1,0;0,4,0,-5,0,1",
+            )
+        for c in range(whole, channels):
+            d0_0 = src[at + 0 * line + 0 * channels + c]
+            d0_1 = src[at + 0 * line + 1 * channels + c]
+            d0_2 = src[at + 0 * line + 2 * channels + c]
+            d0_3 = src[at + 0 * line + 3 * channels + c]
+            d0_4 = src[at + 0 * line + 4 * channels + c]
+            d0_5 = src[at + 0 * line + 5 * channels + c]
+            d1_0 = src[at + 1 * line + 0 * channels + c]
+            d1_1 = src[at + 1 * line + 1 * channels + c]
+            d1_2 = src[at + 1 * line + 2 * channels + c]
+            d1_3 = src[at + 1 * line + 3 * channels + c]
+            d1_4 = src[at + 1 * line + 4 * channels + c]
+            d1_5 = src[at + 1 * line + 5 * channels + c]
+            d2_0 = src[at + 2 * line + 0 * channels + c]
+            d2_1 = src[at + 2 * line + 1 * channels + c]
+            d2_2 = src[at + 2 * line + 2 * channels + c]
+            d2_3 = src[at + 2 * line + 3 * channels + c]
+            d2_4 = src[at + 2 * line + 4 * channels + c]
+            d2_5 = src[at + 2 * line + 5 * channels + c]
+            d3_0 = src[at + 3 * line + 0 * channels + c]
+            d3_1 = src[at + 3 * line + 1 * channels + c]
+            d3_2 = src[at + 3 * line + 2 * channels + c]
+            d3_3 = src[at + 3 * line + 3 * channels + c]
+            d3_4 = src[at + 3 * line + 4 * channels + c]
+            d3_5 = src[at + 3 * line + 5 * channels + c]
+            d4_0 = src[at + 4 * line + 0 * channels + c]
+            d4_1 = src[at + 4 * line + 1 * channels + c]
+            d4_2 = src[at + 4 * line + 2 * channels + c]
+            d4_3 = src[at + 4 * line + 3 * channels + c]
+            d4_4 = src[at + 4 * line + 4 * channels + c]
+            d4_5 = src[at + 4 * line + 5 * channels + c]
+            d5_0 = src[at + 5 * line + 0 * channels + c]
+            d5_1 = src[at + 5 * line + 1 * channels + c]
+            d5_2 = src[at + 5 * line + 2 * channels + c]
+            d5_3 = src[at + 5 * line + 3 * channels + c]
+            d5_4 = src[at + 5 * line + 4 * channels + c]
+            d5_5 = src[at + 5 * line + 5 * channels + c]
+            t0_0 = k0 * d0_0 - k1 * d2_0 + d4_0
+            t0_1 = k0 * d0_1 - k1 * d2_1 + d4_1
+            t0_2 = k0 * d0_2 - k1 * d2_2 + d4_2
+            t0_3 = k0 * d0_3 - k1 * d2_3 + d4_3
+            t0_4 = k0 * d0_4 - k1 * d2_4 + d4_4
+            t0_5 = k0 * d0_5 - k1 * d2_5 + d4_5
+            t1_0 = -k0 * d1_0 - k0 * d2_0 + d3_0 + d4_0
+            t1_1 = -k0 * d1_1 - k0 * d2_1 + d3_1 + d4_1
+            t1_2 = -k0 * d1_2 - k0 * d2_2 + d3_2 + d4_2
+            t1_3 = -k0 * d1_3 - k0 * d2_3 + d3_3 + d4_3
+            t1_4 = -k0 * d1_4 - k0 * d2_4 + d3_4 + d4_4
+            t1_5 = -k0 * d1_5 - k0 * d2_5 + d3_5 + d4_5
+            t2_0 = k0 * d1_0 - k0 * d2_0 - d3_0 + d4_0
+            t2_1 = k0 * d1_1 - k0 * d2_1 - d3_1 + d4_1
+            t2_2 = k0 * d1_2 - k0 * d2_2 - d3_2 + d4_2
+            t2_3 = k0 * d1_3 - k0 * d2_3 - d3_3 + d4_3
+            t2_4 = k0 * d1_4 - k0 * d2_4 - d3_4 + d4_4
+            t2_5 = k0 * d1_5 - k0 * d2_5 - d3_5 + d4_5
+            t3_0 = -k2 * d1_0 - d2_0 + k2 * d3_0 + d4_0
+            t3_1 = -k2 * d1_1 - d2_1 + k2 * d3_1 + d4_1
+            t3_2 = -k2 * d1_2 - d2_2 + k2 * d3_2 + d4_2
+            t3_3 = -k2 * d1_3 - d2_3 + k2 * d3_3 + d4_3
+            t3_4 = -k2 * d1_4 - d2_4 + k2 * d3_4 + d4_4
+            t3_5 = -k2 * d1_5 - d2_5 + k2 * d3_5 + d4_5
+            t4_0 = k2 * d1_0 - d2_0 - k2 * d3_0 + d4_0
+            t4_1 = k2 * d1_1 - d2_1 - k2 * d3_1 + d4_1
+            t4_2 = k2 * d1_2 - d2_2 - k2 * d3_2 + d4_2
+            t4_3 = k2 * d1_3 - d2_3 - k2 * d3_3 + d4_3
+            t4_4 = k2 * d1_4 - d2_4 - k2 * d3_4 + d4_4
+            t4_5 = k2 * d1_5 - d2_5 - k2 * d3_5 + d4_5
+            t5_0 = k0 * d1_0 - k1 * d3_0 + d5_0
+            t5_1 = k0 * d1_1 - k1 * d3_1 + d5_1
+            t5_2 = k0 * d1_2 - k1 * d3_2 + d5_2
+            t5_3 = k0 * d1_3 - k1 * d3_3 + d5_3
+            t5_4 = k0 * d1_4 - k1 * d3_4 + d5_4
+            t5_5 = k0 * d1_5 - k1 * d3_5 + d5_5
+            dst[to + (0 * 6 + 0) * slot + c] = k0 * t0_0 - k1 * t0_2 + t0_4
+            dst[to + (0 * 6 + 1) * slot + c] = -k0 * t0_1 - k0 * t0_2 + t0_3 + t0_4
+            dst[to + (0 * 6 + 2) * slot + c] = k0 * t0_1 - k0 * t0_2 - t0_3 + t0_4
+            dst[to + (0 * 6 + 3) * slot + c] = -k2 * t0_1 - t0_2 + k2 * t0_3 + t0_4
+            dst[to + (0 * 6 + 4) * slot + c] = k2 * t0_1 - t0_2 - k2 * t0_3 + t0_4
+            dst[to + (0 * 6 + 5) * slot + c] = k0 * t0_1 - k1 * t0_3 + t0_5
+            dst[to + (1 * 6 + 0) * slot + c] = k0 * t1_0 - k1 * t1_2 + t1_4
+            dst[to + (1 * 6 + 1) * slot + c] = -k0 * t1_1 - k0 * t1_2 + t1_3 + t1_4
+            dst[to + (1 * 6 + 2) * slot + c] = k0 * t1_1 - k0 * t1_2 - t1_3 + t1_4
+            dst[to + (1 * 6 + 3) * slot + c] = -k2 * t1_1 - t1_2 + k2 * t1_3 + t1_4
+            dst[to + (1 * 6 + 4) * slot + c] = k2 * t1_1 - t1_2 - k2 * t1_3 + t1_4
+            dst[to + (1 * 6 + 5) * slot + c] = k0 * t1_1 - k1 * t1_3 + t1_5
+            dst[to + (2 * 6 + 0) * slot + c] = k0 * t2_0 - k1 * t2_2 + t2_4
+            dst[to + (2 * 6 + 1) * slot + c] = -k0 * t2_1 - k0 * t2_2 + t2_3 + t2_4
+            dst[to + (2 * 6 + 2) * slot + c] = k0 * t2_1 - k0 * t2_2 - t2_3 + t2_4
+            dst[to + (2 * 6 + 3) * slot + c] = -k2 * t2_1 - t2_2 + k2 * t2_3 + t2_4
+            dst[to + (2 * 6 + 4) * slot + c] = k2 * t2_1 - t2_2 - k2 * t2_3 + t2_4
+            dst[to + (2 * 6 + 5) * slot + c] = k0 * t2_1 - k1 * t2_3 + t2_5
+            dst[to + (3 * 6 + 0) * slot + c] = k0 * t3_0 - k1 * t3_2 + t3_4
+            dst[to + (3 * 6 + 1) * slot + c] = -k0 * t3_1 - k0 * t3_2 + t3_3 + t3_4
+            dst[to + (3 * 6 + 2) * slot + c] = k0 * t3_1 - k0 * t3_2 - t3_3 + t3_4
+            dst[to + (3 * 6 + 3) * slot + c] = -k2 * t3_1 - t3_2 + k2 * t3_3 + t3_4
+            dst[to + (3 * 6 + 4) * slot + c] = k2 * t3_1 - t3_2 - k2 * t3_3 + t3_4
+            dst[to + (3 * 6 + 5) * slot + c] = k0 * t3_1 - k1 * t3_3 + t3_5
+            dst[to + (4 * 6 + 0) * slot + c] = k0 * t4_0 - k1 * t4_2 + t4_4
+            dst[to + (4 * 6 + 1) * slot + c] = -k0 * t4_1 - k0 * t4_2 + t4_3 + t4_4
+            dst[to + (4 * 6 + 2) * slot + c] = k0 * t4_1 - k0 * t4_2 - t4_3 + t4_4
+            dst[to + (4 * 6 + 3) * slot + c] = -k2 * t4_1 - t4_2 + k2 * t4_3 + t4_4
+            dst[to + (4 * 6 + 4) * slot + c] = k2 * t4_1 - t4_2 - k2 * t4_3 + t4_4
+            dst[to + (4 * 6 + 5) * slot + c] = k0 * t4_1 - k1 * t4_3 + t4_5
+            dst[to + (5 * 6 + 0) * slot + c] = k0 * t5_0 - k1 * t5_2 + t5_4
+            dst[to + (5 * 6 + 1) * slot + c] = -k0 * t5_1 - k0 * t5_2 + t5_3 + t5_4
+            dst[to + (5 * 6 + 2) * slot + c] = k0 * t5_1 - k0 * t5_2 - t5_3 + t5_4
+            dst[to + (5 * 6 + 3) * slot + c] = -k2 * t5_1 - t5_2 + k2 * t5_3 + t5_4
+            dst[to + (5 * 6 + 4) * slot + c] = k2 * t5_1 - t5_2 - k2 * t5_3 + t5_4
+            dst[to + (5 * 6 + 5) * slot + c] = k0 * t5_1 - k1 * t5_3 + t5_5
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -249,54 +337,101 @@ def output_job_4(mm, consts, bias, th_count, y, row, first, count, base):  # pra
     k1 = consts[1]
     k2 = consts[2]
     k_out = mm.shape[2]
-    used = count * k_out
     out = np.empty((4, count * 4, k_out), dtype=mm.dtype)
-    half = np.empty((4, 6, count, k_out), dtype=mm.dtype)
-    # Aᵀ M over the block: one long contiguous loop per ν, each M read once
-    for nu in range(6):
-        m0 = mm[0 + nu, base : base + count].reshape(used)
-        m1 = mm[6 + nu, base : base + count].reshape(used)
-        m2 = mm[12 + nu, base : base + count].reshape(used)
-        m3 = mm[18 + nu, base : base + count].reshape(used)
-        m4 = mm[24 + nu, base : base + count].reshape(used)
-        m5 = mm[30 + nu, base : base + count].reshape(used)
-        t0 = half[0, nu].reshape(used)
-        t1 = half[1, nu].reshape(used)
-        t2 = half[2, nu].reshape(used)
-        t3 = half[3, nu].reshape(used)
-        for p in range(used):
-            a0 = m0[p]
-            a1 = m1[p]
-            a2 = m2[p]
-            a3 = m3[p]
-            a4 = m4[p]
-            a5 = m5[p]
-            t0[p] = a0 + a1 + a2 + a3 + a4
-            t1[p] = a1 - a2 + k0 * a3 - k0 * a4
-            t2[p] = a1 + a2 + k1 * a3 + k1 * a4
-            t3[p] = a1 - a2 + k2 * a3 - k2 * a4 + a5
-    # (Aᵀ M) A tile by tile
+    src, dst = mm.reshape(mm.size), out.reshape(out.size)
+    slot, line = mm.shape[1] * k_out, count * 4 * k_out
+    whole = k_out - k_out % LANES
     for tw in range(count):
-        col = tw * 4
-        for a in range(4):
-            s0 = half[a, 0, tw]
-            s1 = half[a, 1, tw]
-            s2 = half[a, 2, tw]
-            s3 = half[a, 3, tw]
-            s4 = half[a, 4, tw]
-            s5 = half[a, 5, tw]
-            d = out[a, col + 0]
-            for k in range(k_out):
-                d[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
-            d = out[a, col + 1]
-            for k in range(k_out):
-                d[k] = s1[k] - s2[k] + k0 * s3[k] - k0 * s4[k]
-            d = out[a, col + 2]
-            for k in range(k_out):
-                d[k] = s1[k] + s2[k] + k1 * s3[k] + k1 * s4[k]
-            d = out[a, col + 3]
-            for k in range(k_out):
-                d[k] = s1[k] - s2[k] + k2 * s3[k] - k2 * s4[k] + s5[k]
+        at, to = (base + tw) * k_out, tw * 4 * k_out
+        for k in range(0, whole, LANES):  # eight channels at a time, in vector registers
+            sandwich8(
+                src,
+                at + k,
+                6 * slot,
+                slot,
+                dst,
+                to + k,
+                line,
+                k_out,
+                "1,1,1,1,1,0;0,1,-1,2,-2,0;0,1,1,4,4,0;0,1,-1,8,-8,1",
+            )
+        for k in range(whole, k_out):
+            d0_0 = src[at + (0 * 6 + 0) * slot + k]
+            d0_1 = src[at + (0 * 6 + 1) * slot + k]
+            d0_2 = src[at + (0 * 6 + 2) * slot + k]
+            d0_3 = src[at + (0 * 6 + 3) * slot + k]
+            d0_4 = src[at + (0 * 6 + 4) * slot + k]
+            d0_5 = src[at + (0 * 6 + 5) * slot + k]
+            d1_0 = src[at + (1 * 6 + 0) * slot + k]
+            d1_1 = src[at + (1 * 6 + 1) * slot + k]
+            d1_2 = src[at + (1 * 6 + 2) * slot + k]
+            d1_3 = src[at + (1 * 6 + 3) * slot + k]
+            d1_4 = src[at + (1 * 6 + 4) * slot + k]
+            d1_5 = src[at + (1 * 6 + 5) * slot + k]
+            d2_0 = src[at + (2 * 6 + 0) * slot + k]
+            d2_1 = src[at + (2 * 6 + 1) * slot + k]
+            d2_2 = src[at + (2 * 6 + 2) * slot + k]
+            d2_3 = src[at + (2 * 6 + 3) * slot + k]
+            d2_4 = src[at + (2 * 6 + 4) * slot + k]
+            d2_5 = src[at + (2 * 6 + 5) * slot + k]
+            d3_0 = src[at + (3 * 6 + 0) * slot + k]
+            d3_1 = src[at + (3 * 6 + 1) * slot + k]
+            d3_2 = src[at + (3 * 6 + 2) * slot + k]
+            d3_3 = src[at + (3 * 6 + 3) * slot + k]
+            d3_4 = src[at + (3 * 6 + 4) * slot + k]
+            d3_5 = src[at + (3 * 6 + 5) * slot + k]
+            d4_0 = src[at + (4 * 6 + 0) * slot + k]
+            d4_1 = src[at + (4 * 6 + 1) * slot + k]
+            d4_2 = src[at + (4 * 6 + 2) * slot + k]
+            d4_3 = src[at + (4 * 6 + 3) * slot + k]
+            d4_4 = src[at + (4 * 6 + 4) * slot + k]
+            d4_5 = src[at + (4 * 6 + 5) * slot + k]
+            d5_0 = src[at + (5 * 6 + 0) * slot + k]
+            d5_1 = src[at + (5 * 6 + 1) * slot + k]
+            d5_2 = src[at + (5 * 6 + 2) * slot + k]
+            d5_3 = src[at + (5 * 6 + 3) * slot + k]
+            d5_4 = src[at + (5 * 6 + 4) * slot + k]
+            d5_5 = src[at + (5 * 6 + 5) * slot + k]
+            t0_0 = d0_0 + d1_0 + d2_0 + d3_0 + d4_0
+            t0_1 = d0_1 + d1_1 + d2_1 + d3_1 + d4_1
+            t0_2 = d0_2 + d1_2 + d2_2 + d3_2 + d4_2
+            t0_3 = d0_3 + d1_3 + d2_3 + d3_3 + d4_3
+            t0_4 = d0_4 + d1_4 + d2_4 + d3_4 + d4_4
+            t0_5 = d0_5 + d1_5 + d2_5 + d3_5 + d4_5
+            t1_0 = d1_0 - d2_0 + k0 * d3_0 - k0 * d4_0
+            t1_1 = d1_1 - d2_1 + k0 * d3_1 - k0 * d4_1
+            t1_2 = d1_2 - d2_2 + k0 * d3_2 - k0 * d4_2
+            t1_3 = d1_3 - d2_3 + k0 * d3_3 - k0 * d4_3
+            t1_4 = d1_4 - d2_4 + k0 * d3_4 - k0 * d4_4
+            t1_5 = d1_5 - d2_5 + k0 * d3_5 - k0 * d4_5
+            t2_0 = d1_0 + d2_0 + k1 * d3_0 + k1 * d4_0
+            t2_1 = d1_1 + d2_1 + k1 * d3_1 + k1 * d4_1
+            t2_2 = d1_2 + d2_2 + k1 * d3_2 + k1 * d4_2
+            t2_3 = d1_3 + d2_3 + k1 * d3_3 + k1 * d4_3
+            t2_4 = d1_4 + d2_4 + k1 * d3_4 + k1 * d4_4
+            t2_5 = d1_5 + d2_5 + k1 * d3_5 + k1 * d4_5
+            t3_0 = d1_0 - d2_0 + k2 * d3_0 - k2 * d4_0 + d5_0
+            t3_1 = d1_1 - d2_1 + k2 * d3_1 - k2 * d4_1 + d5_1
+            t3_2 = d1_2 - d2_2 + k2 * d3_2 - k2 * d4_2 + d5_2
+            t3_3 = d1_3 - d2_3 + k2 * d3_3 - k2 * d4_3 + d5_3
+            t3_4 = d1_4 - d2_4 + k2 * d3_4 - k2 * d4_4 + d5_4
+            t3_5 = d1_5 - d2_5 + k2 * d3_5 - k2 * d4_5 + d5_5
+            dst[to + 0 * line + 0 * k_out + k] = t0_0 + t0_1 + t0_2 + t0_3 + t0_4
+            dst[to + 0 * line + 1 * k_out + k] = t0_1 - t0_2 + k0 * t0_3 - k0 * t0_4
+            dst[to + 0 * line + 2 * k_out + k] = t0_1 + t0_2 + k1 * t0_3 + k1 * t0_4
+            dst[to + 0 * line + 3 * k_out + k] = t0_1 - t0_2 + k2 * t0_3 - k2 * t0_4 + t0_5
+            dst[to + 1 * line + 0 * k_out + k] = t1_0 + t1_1 + t1_2 + t1_3 + t1_4
+            dst[to + 1 * line + 1 * k_out + k] = t1_1 - t1_2 + k0 * t1_3 - k0 * t1_4
+            dst[to + 1 * line + 2 * k_out + k] = t1_1 + t1_2 + k1 * t1_3 + k1 * t1_4
+            dst[to + 1 * line + 3 * k_out + k] = t1_1 - t1_2 + k2 * t1_3 - k2 * t1_4 + t1_5
+            dst[to + 2 * line + 0 * k_out + k] = t2_0 + t2_1 + t2_2 + t2_3 + t2_4
+            dst[to + 2 * line + 1 * k_out + k] = t2_1 - t2_2 + k0 * t2_3 - k0 * t2_4
+            dst[to + 2 * line + 2 * k_out + k] = t2_1 + t2_2 + k1 * t2_3 + k1 * t2_4
+            dst[to + 2 * line + 3 * k_out + k] = t2_1 - t2_2 + k2 * t2_3 - k2 * t2_4 + t2_5
+            dst[to + 3 * line + 0 * k_out + k] = t3_0 + t3_1 + t3_2 + t3_3 + t3_4
+            dst[to + 3 * line + 1 * k_out + k] = t3_1 - t3_2 + k0 * t3_3 - k0 * t3_4
+            dst[to + 3 * line + 2 * k_out + k] = t3_1 + t3_2 + k1 * t3_3 + k1 * t3_4
+            dst[to + 3 * line + 3 * k_out + k] = t3_1 - t3_2 + k2 * t3_3 - k2 * t3_4 + t3_5
     if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
         rows_channels_first_by_blocks(out, bias, y, row // th_count, (row % th_count) * 4, first * 4)
     else:
@@ -370,81 +505,280 @@ def input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
         rows_channels_last_by_blocks(x, row // th_count, top, left, rows)
     else:
         rows_channels_last(x, row // th_count, top, left, rows)
-    used = rows.shape[1] * channels
-    x0 = rows[0].reshape(used)
-    x1 = rows[1].reshape(used)
-    x2 = rows[2].reshape(used)
-    x3 = rows[3].reshape(used)
-    x4 = rows[4].reshape(used)
-    x5 = rows[5].reshape(used)
-    x6 = rows[6].reshape(used)
-    x7 = rows[7].reshape(used)
-    half = np.empty_like(rows)
-    t0 = half[0].reshape(used)
-    t1 = half[1].reshape(used)
-    t2 = half[2].reshape(used)
-    t3 = half[3].reshape(used)
-    t4 = half[4].reshape(used)
-    t5 = half[5].reshape(used)
-    t6 = half[6].reshape(used)
-    t7 = half[7].reshape(used)
-    # Bᵀ d along the columns of the block: one long contiguous loop, each input read once
-    for p in range(used):
-        a0 = x0[p]
-        a1 = x1[p]
-        a2 = x2[p]
-        a3 = x3[p]
-        a4 = x4[p]
-        a5 = x5[p]
-        a6 = x6[p]
-        a7 = x7[p]
-        t0[p] = -a0 + k0 * a2 - k0 * a4 + a6
-        t1[p] = a1 + a2 - k1 * a3 - k1 * a4 + a5 + a6
-        t2[p] = -a1 + a2 + k1 * a3 - k1 * a4 - a5 + a6
-        t3[p] = k2 * a1 + k3 * a2 - k4 * a3 - k5 * a4 + k6 * a5 + a6
-        t4[p] = -k2 * a1 + k3 * a2 + k4 * a3 - k5 * a4 - k6 * a5 + a6
-        t5[p] = k6 * a1 + k7 * a2 - k4 * a3 - k8 * a4 + k2 * a5 + a6
-        t6[p] = -k6 * a1 + k7 * a2 + k4 * a3 - k8 * a4 - k2 * a5 + a6
-        t7[p] = -a1 + k0 * a3 - k0 * a5 + a7
-    # (Bᵀ d) B tile by tile, one loop over the channels for all outputs of a row ξ; rows ξ
-    # outermost, so that V is written in 8 streams at a time, not 64
-    for xi in range(8):
-        for tw in range(count):
-            col = tw * 6
-            tile = base + tw
-            s0 = half[xi, col + 0]
-            s1 = half[xi, col + 1]
-            s2 = half[xi, col + 2]
-            s3 = half[xi, col + 3]
-            s4 = half[xi, col + 4]
-            s5 = half[xi, col + 5]
-            s6 = half[xi, col + 6]
-            s7 = half[xi, col + 7]
-            d0 = v[xi * 8 + 0, tile]
-            d1 = v[xi * 8 + 1, tile]
-            d2 = v[xi * 8 + 2, tile]
-            d3 = v[xi * 8 + 3, tile]
-            d4 = v[xi * 8 + 4, tile]
-            d5 = v[xi * 8 + 5, tile]
-            d6 = v[xi * 8 + 6, tile]
-            d7 = v[xi * 8 + 7, tile]
-            for c in range(channels):
-                a0 = s0[c]
-                a1 = s1[c]
-                a2 = s2[c]
-                a3 = s3[c]
-                a4 = s4[c]
-                a5 = s5[c]
-                a6 = s6[c]
-                a7 = s7[c]
-                d0[c] = -a0 + k0 * a2 - k0 * a4 + a6
-                d1[c] = a1 + a2 - k1 * a3 - k1 * a4 + a5 + a6
-                d2[c] = -a1 + a2 + k1 * a3 - k1 * a4 - a5 + a6
-                d3[c] = k2 * a1 + k3 * a2 - k4 * a3 - k5 * a4 + k6 * a5 + a6
-                d4[c] = -k2 * a1 + k3 * a2 + k4 * a3 - k5 * a4 - k6 * a5 + a6
-                d5[c] = k6 * a1 + k7 * a2 - k4 * a3 - k8 * a4 + k2 * a5 + a6
-                d6[c] = -k6 * a1 + k7 * a2 + k4 * a3 - k8 * a4 - k2 * a5 + a6
-                d7[c] = -a1 + k0 * a3 - k0 * a5 + a7
+    src, dst = rows.reshape(rows.size), v.reshape(v.size)
+    line, slot = rows.shape[1] * channels, v.shape[1] * channels
+    whole = channels - channels % LANES
+    for tw in range(count):
+        at, to = tw * 6 * channels, (base + tw) * channels
+        for c in range(0, whole, LANES):  # eight channels at a time, in vector registers
+            sandwich8(
+                src,
+                at + c,
+                line,
+                channels,
+                dst,
+                to + c,
+                8 * slot,
+                slot,
+                "-1,0,21/4,0,-21/4,0,1,0;0,1,1,-17/4,-17/4,1,1,0;0,-1,1,17/4,-17/4,-1,1,0;0,1/2,1/4,-5/2,-5/4,2,1,0;0,-1/2,1/4,5/2,-5/4,-2,1,0;0,2,4,-5/2,-5,1/2,1,0;0,-2,4,5/2,-5,-1/2,1,0;0,-1,0,21/4,0,-21/4,0,1",
+            )
+        for c in range(whole, channels):
+            d0_0 = src[at + 0 * line + 0 * channels + c]
+            d0_1 = src[at + 0 * line + 1 * channels + c]
+            d0_2 = src[at + 0 * line + 2 * channels + c]
+            d0_3 = src[at + 0 * line + 3 * channels + c]
+            d0_4 = src[at + 0 * line + 4 * channels + c]
+            d0_5 = src[at + 0 * line + 5 * channels + c]
+            d0_6 = src[at + 0 * line + 6 * channels + c]
+            d0_7 = src[at + 0 * line + 7 * channels + c]
+            d1_0 = src[at + 1 * line + 0 * channels + c]
+            d1_1 = src[at + 1 * line + 1 * channels + c]
+            d1_2 = src[at + 1 * line + 2 * channels + c]
+            d1_3 = src[at + 1 * line + 3 * channels + c]
+            d1_4 = src[at + 1 * line + 4 * channels + c]
+            d1_5 = src[at + 1 * line + 5 * channels + c]
+            d1_6 = src[at + 1 * line + 6 * channels + c]
+            d1_7 = src[at + 1 * line + 7 * channels + c]
+            d2_0 = src[at + 2 * line + 0 * channels + c]
+            d2_1 = src[at + 2 * line + 1 * channels + c]
+            d2_2 = src[at + 2 * line + 2 * channels + c]
+            d2_3 = src[at + 2 * line + 3 * channels + c]
+            d2_4 = src[at + 2 * line + 4 * channels + c]
+            d2_5 = src[at + 2 * line + 5 * channels + c]
+            d2_6 = src[at + 2 * line + 6 * channels + c]
+            d2_7 = src[at + 2 * line + 7 * channels + c]
+            d3_0 = src[at + 3 * line + 0 * channels + c]
+            d3_1 = src[at + 3 * line + 1 * channels + c]
+            d3_2 = src[at + 3 * line + 2 * channels + c]
+            d3_3 = src[at + 3 * line + 3 * channels + c]
+            d3_4 = src[at + 3 * line + 4 * channels + c]
+            d3_5 = src[at + 3 * line + 5 * channels + c]
+            d3_6 = src[at + 3 * line + 6 * channels + c]
+            d3_7 = src[at + 3 * line + 7 * channels + c]
+            d4_0 = src[at + 4 * line + 0 * channels + c]
+            d4_1 = src[at + 4 * line + 1 * channels + c]
+            d4_2 = src[at + 4 * line + 2 * channels + c]
+            d4_3 = src[at + 4 * line + 3 * channels + c]
+            d4_4 = src[at + 4 * line + 4 * channels + c]
+            d4_5 = src[at + 4 * line + 5 * channels + c]
+            d4_6 = src[at + 4 * line + 6 * channels + c]
+            d4_7 = src[at + 4 * line + 7 * channels + c]
+            d5_0 = src[at + 5 * line + 0 * channels + c]
+            d5_1 = src[at + 5 * line + 1 * channels + c]
+            d5_2 = src[at + 5 * line + 2 * channels + c]
+            d5_3 = src[at + 5 * line + 3 * channels + c]
+            d5_4 = src[at + 5 * line + 4 * channels + c]
+            d5_5 = src[at + 5 * line + 5 * channels + c]
+            d5_6 = src[at + 5 * line + 6 * channels + c]
+            d5_7 = src[at + 5 * line + 7 * channels + c]
+            d6_0 = src[at + 6 * line + 0 * channels + c]
+            d6_1 = src[at + 6 * line + 1 * channels + c]
+            d6_2 = src[at + 6 * line + 2 * channels + c]
+            d6_3 = src[at + 6 * line + 3 * channels + c]
+            d6_4 = src[at + 6 * line + 4 * channels + c]
+            d6_5 = src[at + 6 * line + 5 * channels + c]
+            d6_6 = src[at + 6 * line + 6 * channels + c]
+            d6_7 = src[at + 6 * line + 7 * channels + c]
+            d7_0 = src[at + 7 * line + 0 * channels + c]
+            d7_1 = src[at + 7 * line + 1 * channels + c]
+            d7_2 = src[at + 7 * line + 2 * channels + c]
+            d7_3 = src[at + 7 * line + 3 * channels + c]
+            d7_4 = src[at + 7 * line + 4 * channels + c]
+            d7_5 = src[at + 7 * line + 5 * channels + c]
+            d7_6 = src[at + 7 * line + 6 * channels + c]
+            d7_7 = src[at + 7 * line + 7 * channels + c]
+            t0_0 = -d0_0 + k0 * d2_0 - k0 * d4_0 + d6_0
+            t0_1 = -d0_1 + k0 * d2_1 - k0 * d4_1 + d6_1
+            t0_2 = -d0_2 + k0 * d2_2 - k0 * d4_2 + d6_2
+            t0_3 = -d0_3 + k0 * d2_3 - k0 * d4_3 + d6_3
+            t0_4 = -d0_4 + k0 * d2_4 - k0 * d4_4 + d6_4
+            t0_5 = -d0_5 + k0 * d2_5 - k0 * d4_5 + d6_5
+            t0_6 = -d0_6 + k0 * d2_6 - k0 * d4_6 + d6_6
+            t0_7 = -d0_7 + k0 * d2_7 - k0 * d4_7 + d6_7
+            t1_0 = d1_0 + d2_0 - k1 * d3_0 - k1 * d4_0 + d5_0 + d6_0
+            t1_1 = d1_1 + d2_1 - k1 * d3_1 - k1 * d4_1 + d5_1 + d6_1
+            t1_2 = d1_2 + d2_2 - k1 * d3_2 - k1 * d4_2 + d5_2 + d6_2
+            t1_3 = d1_3 + d2_3 - k1 * d3_3 - k1 * d4_3 + d5_3 + d6_3
+            t1_4 = d1_4 + d2_4 - k1 * d3_4 - k1 * d4_4 + d5_4 + d6_4
+            t1_5 = d1_5 + d2_5 - k1 * d3_5 - k1 * d4_5 + d5_5 + d6_5
+            t1_6 = d1_6 + d2_6 - k1 * d3_6 - k1 * d4_6 + d5_6 + d6_6
+            t1_7 = d1_7 + d2_7 - k1 * d3_7 - k1 * d4_7 + d5_7 + d6_7
+            t2_0 = -d1_0 + d2_0 + k1 * d3_0 - k1 * d4_0 - d5_0 + d6_0
+            t2_1 = -d1_1 + d2_1 + k1 * d3_1 - k1 * d4_1 - d5_1 + d6_1
+            t2_2 = -d1_2 + d2_2 + k1 * d3_2 - k1 * d4_2 - d5_2 + d6_2
+            t2_3 = -d1_3 + d2_3 + k1 * d3_3 - k1 * d4_3 - d5_3 + d6_3
+            t2_4 = -d1_4 + d2_4 + k1 * d3_4 - k1 * d4_4 - d5_4 + d6_4
+            t2_5 = -d1_5 + d2_5 + k1 * d3_5 - k1 * d4_5 - d5_5 + d6_5
+            t2_6 = -d1_6 + d2_6 + k1 * d3_6 - k1 * d4_6 - d5_6 + d6_6
+            t2_7 = -d1_7 + d2_7 + k1 * d3_7 - k1 * d4_7 - d5_7 + d6_7
+            t3_0 = k2 * d1_0 + k3 * d2_0 - k4 * d3_0 - k5 * d4_0 + k6 * d5_0 + d6_0
+            t3_1 = k2 * d1_1 + k3 * d2_1 - k4 * d3_1 - k5 * d4_1 + k6 * d5_1 + d6_1
+            t3_2 = k2 * d1_2 + k3 * d2_2 - k4 * d3_2 - k5 * d4_2 + k6 * d5_2 + d6_2
+            t3_3 = k2 * d1_3 + k3 * d2_3 - k4 * d3_3 - k5 * d4_3 + k6 * d5_3 + d6_3
+            t3_4 = k2 * d1_4 + k3 * d2_4 - k4 * d3_4 - k5 * d4_4 + k6 * d5_4 + d6_4
+            t3_5 = k2 * d1_5 + k3 * d2_5 - k4 * d3_5 - k5 * d4_5 + k6 * d5_5 + d6_5
+            t3_6 = k2 * d1_6 + k3 * d2_6 - k4 * d3_6 - k5 * d4_6 + k6 * d5_6 + d6_6
+            t3_7 = k2 * d1_7 + k3 * d2_7 - k4 * d3_7 - k5 * d4_7 + k6 * d5_7 + d6_7
+            t4_0 = -k2 * d1_0 + k3 * d2_0 + k4 * d3_0 - k5 * d4_0 - k6 * d5_0 + d6_0
+            t4_1 = -k2 * d1_1 + k3 * d2_1 + k4 * d3_1 - k5 * d4_1 - k6 * d5_1 + d6_1
+            t4_2 = -k2 * d1_2 + k3 * d2_2 + k4 * d3_2 - k5 * d4_2 - k6 * d5_2 + d6_2
+            t4_3 = -k2 * d1_3 + k3 * d2_3 + k4 * d3_3 - k5 * d4_3 - k6 * d5_3 + d6_3
+            t4_4 = -k2 * d1_4 + k3 * d2_4 + k4 * d3_4 - k5 * d4_4 - k6 * d5_4 + d6_4
+            t4_5 = -k2 * d1_5 + k3 * d2_5 + k4 * d3_5 - k5 * d4_5 - k6 * d5_5 + d6_5
+            t4_6 = -k2 * d1_6 + k3 * d2_6 + k4 * d3_6 - k5 * d4_6 - k6 * d5_6 + d6_6
+            t4_7 = -k2 * d1_7 + k3 * d2_7 + k4 * d3_7 - k5 * d4_7 - k6 * d5_7 + d6_7
+            t5_0 = k6 * d1_0 + k7 * d2_0 - k4 * d3_0 - k8 * d4_0 + k2 * d5_0 + d6_0
+            t5_1 = k6 * d1_1 + k7 * d2_1 - k4 * d3_1 - k8 * d4_1 + k2 * d5_1 + d6_1
+            t5_2 = k6 * d1_2 + k7 * d2_2 - k4 * d3_2 - k8 * d4_2 + k2 * d5_2 + d6_2
+            t5_3 = k6 * d1_3 + k7 * d2_3 - k4 * d3_3 - k8 * d4_3 + k2 * d5_3 + d6_3
+            t5_4 = k6 * d1_4 + k7 * d2_4 - k4 * d3_4 - k8 * d4_4 + k2 * d5_4 + d6_4
+            t5_5 = k6 * d1_5 + k7 * d2_5 - k4 * d3_5 - k8 * d4_5 + k2 * d5_5 + d6_5
+            t5_6 = k6 * d1_6 + k7 * d2_6 - k4 * d3_6 - k8 * d4_6 + k2 * d5_6 + d6_6
+            t5_7 = k6 * d1_7 + k7 * d2_7 - k4 * d3_7 - k8 * d4_7 + k2 * d5_7 + d6_7
+            t6_0 = -k6 * d1_0 + k7 * d2_0 + k4 * d3_0 - k8 * d4_0 - k2 * d5_0 + d6_0
+            t6_1 = -k6 * d1_1 + k7 * d2_1 + k4 * d3_1 - k8 * d4_1 - k2 * d5_1 + d6_1
+            t6_2 = -k6 * d1_2 + k7 * d2_2 + k4 * d3_2 - k8 * d4_2 - k2 * d5_2 + d6_2
+            t6_3 = -k6 * d1_3 + k7 * d2_3 + k4 * d3_3 - k8 * d4_3 - k2 * d5_3 + d6_3
+            t6_4 = -k6 * d1_4 + k7 * d2_4 + k4 * d3_4 - k8 * d4_4 - k2 * d5_4 + d6_4
+            t6_5 = -k6 * d1_5 + k7 * d2_5 + k4 * d3_5 - k8 * d4_5 - k2 * d5_5 + d6_5
+            t6_6 = -k6 * d1_6 + k7 * d2_6 + k4 * d3_6 - k8 * d4_6 - k2 * d5_6 + d6_6
+            t6_7 = -k6 * d1_7 + k7 * d2_7 + k4 * d3_7 - k8 * d4_7 - k2 * d5_7 + d6_7
+            t7_0 = -d1_0 + k0 * d3_0 - k0 * d5_0 + d7_0
+            t7_1 = -d1_1 + k0 * d3_1 - k0 * d5_1 + d7_1
+            t7_2 = -d1_2 + k0 * d3_2 - k0 * d5_2 + d7_2
+            t7_3 = -d1_3 + k0 * d3_3 - k0 * d5_3 + d7_3
+            t7_4 = -d1_4 + k0 * d3_4 - k0 * d5_4 + d7_4
+            t7_5 = -d1_5 + k0 * d3_5 - k0 * d5_5 + d7_5
+            t7_6 = -d1_6 + k0 * d3_6 - k0 * d5_6 + d7_6
+            t7_7 = -d1_7 + k0 * d3_7 - k0 * d5_7 + d7_7
+            dst[to + (0 * 8 + 0) * slot + c] = -t0_0 + k0 * t0_2 - k0 * t0_4 + t0_6
+            dst[to + (0 * 8 + 1) * slot + c] = t0_1 + t0_2 - k1 * t0_3 - k1 * t0_4 + t0_5 + t0_6
+            dst[to + (0 * 8 + 2) * slot + c] = -t0_1 + t0_2 + k1 * t0_3 - k1 * t0_4 - t0_5 + t0_6
+            dst[to + (0 * 8 + 3) * slot + c] = (
+                k2 * t0_1 + k3 * t0_2 - k4 * t0_3 - k5 * t0_4 + k6 * t0_5 + t0_6
+            )
+            dst[to + (0 * 8 + 4) * slot + c] = (
+                -k2 * t0_1 + k3 * t0_2 + k4 * t0_3 - k5 * t0_4 - k6 * t0_5 + t0_6
+            )
+            dst[to + (0 * 8 + 5) * slot + c] = (
+                k6 * t0_1 + k7 * t0_2 - k4 * t0_3 - k8 * t0_4 + k2 * t0_5 + t0_6
+            )
+            dst[to + (0 * 8 + 6) * slot + c] = (
+                -k6 * t0_1 + k7 * t0_2 + k4 * t0_3 - k8 * t0_4 - k2 * t0_5 + t0_6
+            )
+            dst[to + (0 * 8 + 7) * slot + c] = -t0_1 + k0 * t0_3 - k0 * t0_5 + t0_7
+            dst[to + (1 * 8 + 0) * slot + c] = -t1_0 + k0 * t1_2 - k0 * t1_4 + t1_6
+            dst[to + (1 * 8 + 1) * slot + c] = t1_1 + t1_2 - k1 * t1_3 - k1 * t1_4 + t1_5 + t1_6
+            dst[to + (1 * 8 + 2) * slot + c] = -t1_1 + t1_2 + k1 * t1_3 - k1 * t1_4 - t1_5 + t1_6
+            dst[to + (1 * 8 + 3) * slot + c] = (
+                k2 * t1_1 + k3 * t1_2 - k4 * t1_3 - k5 * t1_4 + k6 * t1_5 + t1_6
+            )
+            dst[to + (1 * 8 + 4) * slot + c] = (
+                -k2 * t1_1 + k3 * t1_2 + k4 * t1_3 - k5 * t1_4 - k6 * t1_5 + t1_6
+            )
+            dst[to + (1 * 8 + 5) * slot + c] = (
+                k6 * t1_1 + k7 * t1_2 - k4 * t1_3 - k8 * t1_4 + k2 * t1_5 + t1_6
+            )
+            dst[to + (1 * 8 + 6) * slot + c] = (
+                -k6 * t1_1 + k7 * t1_2 + k4 * t1_3 - k8 * t1_4 - k2 * t1_5 + t1_6
+            )
+            dst[to + (1 * 8 + 7) * slot + c] = -t1_1 + k0 * t1_3 - k0 * t1_5 + t1_7
+            dst[to + (2 * 8 + 0) * slot + c] = -t2_0 + k0 * t2_2 - k0 * t2_4 + t2_6
+            dst[to + (2 * 8 + 1) * slot + c] = t2_1 + t2_2 - k1 * t2_3 - k1 * t2_4 + t2_5 + t2_6
+            dst[to + (2 * 8 + 2) * slot + c] = -t2_1 + t2_2 + k1 * t2_3 - k1 * t2_4 - t2_5 + t2_6
+            dst[to + (2 * 8 + 3) * slot + c] = (
+                k2 * t2_1 + k3 * t2_2 - k4 * t2_3 - k5 * t2_4 + k6 * t2_5 + t2_6
+            )
+            dst[to + (2 * 8 + 4) * slot + c] = (
+                -k2 * t2_1 + k3 * t2_2 + k4 * t2_3 - k5 * t2_4 - k6 * t2_5 + t2_6
+            )
+            dst[to + (2 * 8 + 5) * slot + c] = (
+                k6 * t2_1 + k7 * t2_2 - k4 * t2_3 - k8 * t2_4 + k2 * t2_5 + t2_6
+            )
+            dst[to + (2 * 8 + 6) * slot + c] = (
+                -k6 * t2_1 + k7 * t2_2 + k4 * t2_3 - k8 * t2_4 - k2 * t2_5 + t2_6
+            )
+            dst[to + (2 * 8 + 7) * slot + c] = -t2_1 + k0 * t2_3 - k0 * t2_5 + t2_7
+            dst[to + (3 * 8 + 0) * slot + c] = -t3_0 + k0 * t3_2 - k0 * t3_4 + t3_6
+            dst[to + (3 * 8 + 1) * slot + c] = t3_1 + t3_2 - k1 * t3_3 - k1 * t3_4 + t3_5 + t3_6
+            dst[to + (3 * 8 + 2) * slot + c] = -t3_1 + t3_2 + k1 * t3_3 - k1 * t3_4 - t3_5 + t3_6
+            dst[to + (3 * 8 + 3) * slot + c] = (
+                k2 * t3_1 + k3 * t3_2 - k4 * t3_3 - k5 * t3_4 + k6 * t3_5 + t3_6
+            )
+            dst[to + (3 * 8 + 4) * slot + c] = (
+                -k2 * t3_1 + k3 * t3_2 + k4 * t3_3 - k5 * t3_4 - k6 * t3_5 + t3_6
+            )
+            dst[to + (3 * 8 + 5) * slot + c] = (
+                k6 * t3_1 + k7 * t3_2 - k4 * t3_3 - k8 * t3_4 + k2 * t3_5 + t3_6
+            )
+            dst[to + (3 * 8 + 6) * slot + c] = (
+                -k6 * t3_1 + k7 * t3_2 + k4 * t3_3 - k8 * t3_4 - k2 * t3_5 + t3_6
+            )
+            dst[to + (3 * 8 + 7) * slot + c] = -t3_1 + k0 * t3_3 - k0 * t3_5 + t3_7
+            dst[to + (4 * 8 + 0) * slot + c] = -t4_0 + k0 * t4_2 - k0 * t4_4 + t4_6
+            dst[to + (4 * 8 + 1) * slot + c] = t4_1 + t4_2 - k1 * t4_3 - k1 * t4_4 + t4_5 + t4_6
+            dst[to + (4 * 8 + 2) * slot + c] = -t4_1 + t4_2 + k1 * t4_3 - k1 * t4_4 - t4_5 + t4_6
+            dst[to + (4 * 8 + 3) * slot + c] = (
+                k2 * t4_1 + k3 * t4_2 - k4 * t4_3 - k5 * t4_4 + k6 * t4_5 + t4_6
+            )
+            dst[to + (4 * 8 + 4) * slot + c] = (
+                -k2 * t4_1 + k3 * t4_2 + k4 * t4_3 - k5 * t4_4 - k6 * t4_5 + t4_6
+            )
+            dst[to + (4 * 8 + 5) * slot + c] = (
+                k6 * t4_1 + k7 * t4_2 - k4 * t4_3 - k8 * t4_4 + k2 * t4_5 + t4_6
+            )
+            dst[to + (4 * 8 + 6) * slot + c] = (
+                -k6 * t4_1 + k7 * t4_2 + k4 * t4_3 - k8 * t4_4 - k2 * t4_5 + t4_6
+            )
+            dst[to + (4 * 8 + 7) * slot + c] = -t4_1 + k0 * t4_3 - k0 * t4_5 + t4_7
+            dst[to + (5 * 8 + 0) * slot + c] = -t5_0 + k0 * t5_2 - k0 * t5_4 + t5_6
+            dst[to + (5 * 8 + 1) * slot + c] = t5_1 + t5_2 - k1 * t5_3 - k1 * t5_4 + t5_5 + t5_6
+            dst[to + (5 * 8 + 2) * slot + c] = -t5_1 + t5_2 + k1 * t5_3 - k1 * t5_4 - t5_5 + t5_6
+            dst[to + (5 * 8 + 3) * slot + c] = (
+                k2 * t5_1 + k3 * t5_2 - k4 * t5_3 - k5 * t5_4 + k6 * t5_5 + t5_6
+            )
+            dst[to + (5 * 8 + 4) * slot + c] = (
+                -k2 * t5_1 + k3 * t5_2 + k4 * t5_3 - k5 * t5_4 - k6 * t5_5 + t5_6
+            )
+            dst[to + (5 * 8 + 5) * slot + c] = (
+                k6 * t5_1 + k7 * t5_2 - k4 * t5_3 - k8 * t5_4 + k2 * t5_5 + t5_6
+            )
+            dst[to + (5 * 8 + 6) * slot + c] = (
+                -k6 * t5_1 + k7 * t5_2 + k4 * t5_3 - k8 * t5_4 - k2 * t5_5 + t5_6
+            )
+            dst[to + (5 * 8 + 7) * slot + c] = -t5_1 + k0 * t5_3 - k0 * t5_5 + t5_7
+            dst[to + (6 * 8 + 0) * slot + c] = -t6_0 + k0 * t6_2 - k0 * t6_4 + t6_6
+            dst[to + (6 * 8 + 1) * slot + c] = t6_1 + t6_2 - k1 * t6_3 - k1 * t6_4 + t6_5 + t6_6
+            dst[to + (6 * 8 + 2) * slot + c] = -t6_1 + t6_2 + k1 * t6_3 - k1 * t6_4 - t6_5 + t6_6
+            dst[to + (6 * 8 + 3) * slot + c] = (
+                k2 * t6_1 + k3 * t6_2 - k4 * t6_3 - k5 * t6_4 + k6 * t6_5 + t6_6
+            )
+            dst[to + (6 * 8 + 4) * slot + c] = (
+                -k2 * t6_1 + k3 * t6_2 + k4 * t6_3 - k5 * t6_4 - k6 * t6_5 + t6_6
+            )
+            dst[to + (6 * 8 + 5) * slot + c] = (
+                k6 * t6_1 + k7 * t6_2 - k4 * t6_3 - k8 * t6_4 + k2 * t6_5 + t6_6
+            )
+            dst[to + (6 * 8 + 6) * slot + c] = (
+                -k6 * t6_1 + k7 * t6_2 + k4 * t6_3 - k8 * t6_4 - k2 * t6_5 + t6_6
+            )
+            dst[to + (6 * 8 + 7) * slot + c] = -t6_1 + k0 * t6_3 - k0 * t6_5 + t6_7
+            dst[to + (7 * 8 + 0) * slot + c] = -t7_0 + k0 * t7_2 - k0 * t7_4 + t7_6
+            dst[to + (7 * 8 + 1) * slot + c] = t7_1 + t7_2 - k1 * t7_3 - k1 * t7_4 + t7_5 + t7_6
+            dst[to + (7 * 8 + 2) * slot + c] = -t7_1 + t7_2 + k1 * t7_3 - k1 * t7_4 - t7_5 + t7_6
+            dst[to + (7 * 8 + 3) * slot + c] = (
+                k2 * t7_1 + k3 * t7_2 - k4 * t7_3 - k5 * t7_4 + k6 * t7_5 + t7_6
+            )
+            dst[to + (7 * 8 + 4) * slot + c] = (
+                -k2 * t7_1 + k3 * t7_2 + k4 * t7_3 - k5 * t7_4 - k6 * t7_5 + t7_6
+            )
+            dst[to + (7 * 8 + 5) * slot + c] = (
+                k6 * t7_1 + k7 * t7_2 - k4 * t7_3 - k8 * t7_4 + k2 * t7_5 + t7_6
+            )
+            dst[to + (7 * 8 + 6) * slot + c] = (
+                -k6 * t7_1 + k7 * t7_2 + k4 * t7_3 - k8 * t7_4 - k2 * t7_5 + t7_6
+            )
+            dst[to + (7 * 8 + 7) * slot + c] = -t7_1 + k0 * t7_3 - k0 * t7_5 + t7_7
 
 
 @numba.njit(cache=True, fastmath={"contract"})
@@ -462,70 +796,185 @@ def output_job_6(mm, consts, bias, th_count, y, row, first, count, base):  # pra
     k8 = consts[8]
     k9 = consts[9]
     k_out = mm.shape[2]
-    used = count * k_out
     out = np.empty((6, count * 6, k_out), dtype=mm.dtype)
-    half = np.empty((6, 8, count, k_out), dtype=mm.dtype)
-    # Aᵀ M over the block: one long contiguous loop per ν, each M read once
-    for nu in range(8):
-        m0 = mm[0 + nu, base : base + count].reshape(used)
-        m1 = mm[8 + nu, base : base + count].reshape(used)
-        m2 = mm[16 + nu, base : base + count].reshape(used)
-        m3 = mm[24 + nu, base : base + count].reshape(used)
-        m4 = mm[32 + nu, base : base + count].reshape(used)
-        m5 = mm[40 + nu, base : base + count].reshape(used)
-        m6 = mm[48 + nu, base : base + count].reshape(used)
-        m7 = mm[56 + nu, base : base + count].reshape(used)
-        t0 = half[0, nu].reshape(used)
-        t1 = half[1, nu].reshape(used)
-        t2 = half[2, nu].reshape(used)
-        t3 = half[3, nu].reshape(used)
-        t4 = half[4, nu].reshape(used)
-        t5 = half[5, nu].reshape(used)
-        for p in range(used):
-            a0 = m0[p]
-            a1 = m1[p]
-            a2 = m2[p]
-            a3 = m3[p]
-            a4 = m4[p]
-            a5 = m5[p]
-            a6 = m6[p]
-            a7 = m7[p]
-            t0[p] = a0 + a1 + a2 + a3 + a4 + a5 + a6
-            t1[p] = a1 - a2 + k0 * a3 - k0 * a4 + k1 * a5 - k1 * a6
-            t2[p] = a1 + a2 + k2 * a3 + k2 * a4 + k3 * a5 + k3 * a6
-            t3[p] = a1 - a2 + k4 * a3 - k4 * a4 + k5 * a5 - k5 * a6
-            t4[p] = a1 + a2 + k6 * a3 + k6 * a4 + k7 * a5 + k7 * a6
-            t5[p] = a1 - a2 + k8 * a3 - k8 * a4 + k9 * a5 - k9 * a6 + a7
-    # (Aᵀ M) A tile by tile
+    src, dst = mm.reshape(mm.size), out.reshape(out.size)
+    slot, line = mm.shape[1] * k_out, count * 6 * k_out
+    whole = k_out - k_out % LANES
     for tw in range(count):
-        col = tw * 6
-        for a in range(6):
-            s0 = half[a, 0, tw]
-            s1 = half[a, 1, tw]
-            s2 = half[a, 2, tw]
-            s3 = half[a, 3, tw]
-            s4 = half[a, 4, tw]
-            s5 = half[a, 5, tw]
-            s6 = half[a, 6, tw]
-            s7 = half[a, 7, tw]
-            d = out[a, col + 0]
-            for k in range(k_out):
-                d[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k] + s5[k] + s6[k]
-            d = out[a, col + 1]
-            for k in range(k_out):
-                d[k] = s1[k] - s2[k] + k0 * s3[k] - k0 * s4[k] + k1 * s5[k] - k1 * s6[k]
-            d = out[a, col + 2]
-            for k in range(k_out):
-                d[k] = s1[k] + s2[k] + k2 * s3[k] + k2 * s4[k] + k3 * s5[k] + k3 * s6[k]
-            d = out[a, col + 3]
-            for k in range(k_out):
-                d[k] = s1[k] - s2[k] + k4 * s3[k] - k4 * s4[k] + k5 * s5[k] - k5 * s6[k]
-            d = out[a, col + 4]
-            for k in range(k_out):
-                d[k] = s1[k] + s2[k] + k6 * s3[k] + k6 * s4[k] + k7 * s5[k] + k7 * s6[k]
-            d = out[a, col + 5]
-            for k in range(k_out):
-                d[k] = s1[k] - s2[k] + k8 * s3[k] - k8 * s4[k] + k9 * s5[k] - k9 * s6[k] + s7[k]
+        at, to = (base + tw) * k_out, tw * 6 * k_out
+        for k in range(0, whole, LANES):  # eight channels at a time, in vector registers
+            sandwich8(
+                src,
+                at + k,
+                8 * slot,
+                slot,
+                dst,
+                to + k,
+                line,
+                k_out,
+                "1,1,1,1,1,1,1,0;0,1,-1,2,-2,1/2,-1/2,0;0,1,1,4,4,1/4,1/4,0;0,1,-1,8,-8,1/8,-1/8,0;0,1,1,16,16,1/16,1/16,0;0,1,-1,32,-32,1/32,-1/32,1",
+            )
+        for k in range(whole, k_out):
+            d0_0 = src[at + (0 * 8 + 0) * slot + k]
+            d0_1 = src[at + (0 * 8 + 1) * slot + k]
+            d0_2 = src[at + (0 * 8 + 2) * slot + k]
+            d0_3 = src[at + (0 * 8 + 3) * slot + k]
+            d0_4 = src[at + (0 * 8 + 4) * slot + k]
+            d0_5 = src[at + (0 * 8 + 5) * slot + k]
+            d0_6 = src[at + (0 * 8 + 6) * slot + k]
+            d0_7 = src[at + (0 * 8 + 7) * slot + k]
+            d1_0 = src[at + (1 * 8 + 0) * slot + k]
+            d1_1 = src[at + (1 * 8 + 1) * slot + k]
+            d1_2 = src[at + (1 * 8 + 2) * slot + k]
+            d1_3 = src[at + (1 * 8 + 3) * slot + k]
+            d1_4 = src[at + (1 * 8 + 4) * slot + k]
+            d1_5 = src[at + (1 * 8 + 5) * slot + k]
+            d1_6 = src[at + (1 * 8 + 6) * slot + k]
+            d1_7 = src[at + (1 * 8 + 7) * slot + k]
+            d2_0 = src[at + (2 * 8 + 0) * slot + k]
+            d2_1 = src[at + (2 * 8 + 1) * slot + k]
+            d2_2 = src[at + (2 * 8 + 2) * slot + k]
+            d2_3 = src[at + (2 * 8 + 3) * slot + k]
+            d2_4 = src[at + (2 * 8 + 4) * slot + k]
+            d2_5 = src[at + (2 * 8 + 5) * slot + k]
+            d2_6 = src[at + (2 * 8 + 6) * slot + k]
+            d2_7 = src[at + (2 * 8 + 7) * slot + k]
+            d3_0 = src[at + (3 * 8 + 0) * slot + k]
+            d3_1 = src[at + (3 * 8 + 1) * slot + k]
+            d3_2 = src[at + (3 * 8 + 2) * slot + k]
+            d3_3 = src[at + (3 * 8 + 3) * slot + k]
+            d3_4 = src[at + (3 * 8 + 4) * slot + k]
+            d3_5 = src[at + (3 * 8 + 5) * slot + k]
+            d3_6 = src[at + (3 * 8 + 6) * slot + k]
+            d3_7 = src[at + (3 * 8 + 7) * slot + k]
+            d4_0 = src[at + (4 * 8 + 0) * slot + k]
+            d4_1 = src[at + (4 * 8 + 1) * slot + k]
+            d4_2 = src[at + (4 * 8 + 2) * slot + k]
+            d4_3 = src[at + (4 * 8 + 3) * slot + k]
+            d4_4 = src[at + (4 * 8 + 4) * slot + k]
+            d4_5 = src[at + (4 * 8 + 5) * slot + k]
+            d4_6 = src[at + (4 * 8 + 6) * slot + k]
+            d4_7 = src[at + (4 * 8 + 7) * slot + k]
+            d5_0 = src[at + (5 * 8 + 0) * slot + k]
+            d5_1 = src[at + (5 * 8 + 1) * slot + k]
+            d5_2 = src[at + (5 * 8 + 2) * slot + k]
+            d5_3 = src[at + (5 * 8 + 3) * slot + k]
+            d5_4 = src[at + (5 * 8 + 4) * slot + k]
+            d5_5 = src[at + (5 * 8 + 5) * slot + k]
+            d5_6 = src[at + (5 * 8 + 6) * slot + k]
+            d5_7 = src[at + (5 * 8 + 7) * slot + k]
+            d6_0 = src[at + (6 * 8 + 0) * slot + k]
+            d6_1 = src[at + (6 * 8 + 1) * slot + k]
+            d6_2 = src[at + (6 * 8 + 2) * slot + k]
+            d6_3 = src[at + (6 * 8 + 3) * slot + k]
+            d6_4 = src[at + (6 * 8 + 4) * slot + k]
+            d6_5 = src[at + (6 * 8 + 5) * slot + k]
+            d6_6 = src[at + (6 * 8 + 6) * slot + k]
+            d6_7 = src[at + (6 * 8 + 7) * slot + k]
+            d7_0 = src[at + (7 * 8 + 0) * slot + k]
+            d7_1 = src[at + (7 * 8 + 1) * slot + k]
+            d7_2 = src[at + (7 * 8 + 2) * slot + k]
+            d7_3 = src[at + (7 * 8 + 3) * slot + k]
+            d7_4 = src[at + (7 * 8 + 4) * slot + k]
+            d7_5 = src[at + (7 * 8 + 5) * slot + k]
+            d7_6 = src[at + (7 * 8 + 6) * slot + k]
+            d7_7 = src[at + (7 * 8 + 7) * slot + k]
+            t0_0 = d0_0 + d1_0 + d2_0 + d3_0 + d4_0 + d5_0 + d6_0
+            t0_1 = d0_1 + d1_1 + d2_1 + d3_1 + d4_1 + d5_1 + d6_1
+            t0_2 = d0_2 + d1_2 + d2_2 + d3_2 + d4_2 + d5_2 + d6_2
+            t0_3 = d0_3 + d1_3 + d2_3 + d3_3 + d4_3 + d5_3 + d6_3
+            t0_4 = d0_4 + d1_4 + d2_4 + d3_4 + d4_4 + d5_4 + d6_4
+            t0_5 = d0_5 + d1_5 + d2_5 + d3_5 + d4_5 + d5_5 + d6_5
+            t0_6 = d0_6 + d1_6 + d2_6 + d3_6 + d4_6 + d5_6 + d6_6
+            t0_7 = d0_7 + d1_7 + d2_7 + d3_7 + d4_7 + d5_7 + d6_7
+            t1_0 = d1_0 - d2_0 + k0 * d3_0 - k0 * d4_0 + k1 * d5_0 - k1 * d6_0
+            t1_1 = d1_1 - d2_1 + k0 * d3_1 - k0 * d4_1 + k1 * d5_1 - k1 * d6_1
+            t1_2 = d1_2 - d2_2 + k0 * d3_2 - k0 * d4_2 + k1 * d5_2 - k1 * d6_2
+            t1_3 = d1_3 - d2_3 + k0 * d3_3 - k0 * d4_3 + k1 * d5_3 - k1 * d6_3
+            t1_4 = d1_4 - d2_4 + k0 * d3_4 - k0 * d4_4 + k1 * d5_4 - k1 * d6_4
+            t1_5 = d1_5 - d2_5 + k0 * d3_5 - k0 * d4_5 + k1 * d5_5 - k1 * d6_5
+            t1_6 = d1_6 - d2_6 + k0 * d3_6 - k0 * d4_6 + k1 * d5_6 - k1 * d6_6
+            t1_7 = d1_7 - d2_7 + k0 * d3_7 - k0 * d4_7 + k1 * d5_7 - k1 * d6_7
+            t2_0 = d1_0 + d2_0 + k2 * d3_0 + k2 * d4_0 + k3 * d5_0 + k3 * d6_0
+            t2_1 = d1_1 + d2_1 + k2 * d3_1 + k2 * d4_1 + k3 * d5_1 + k3 * d6_1
+            t2_2 = d1_2 + d2_2 + k2 * d3_2 + k2 * d4_2 + k3 * d5_2 + k3 * d6_2
+            t2_3 = d1_3 + d2_3 + k2 * d3_3 + k2 * d4_3 + k3 * d5_3 + k3 * d6_3
+            t2_4 = d1_4 + d2_4 + k2 * d3_4 + k2 * d4_4 + k3 * d5_4 + k3 * d6_4
+            t2_5 = d1_5 + d2_5 + k2 * d3_5 + k2 * d4_5 + k3 * d5_5 + k3 * d6_5
+            t2_6 = d1_6 + d2_6 + k2 * d3_6 + k2 * d4_6 + k3 * d5_6 + k3 * d6_6
+            t2_7 = d1_7 + d2_7 + k2 * d3_7 + k2 * d4_7 + k3 * d5_7 + k3 * d6_7
+            t3_0 = d1_0 - d2_0 + k4 * d3_0 - k4 * d4_0 + k5 * d5_0 - k5 * d6_0
+            t3_1 = d1_1 - d2_1 + k4 * d3_1 - k4 * d4_1 + k5 * d5_1 - k5 * d6_1
+            t3_2 = d1_2 - d2_2 + k4 * d3_2 - k4 * d4_2 + k5 * d5_2 - k5 * d6_2
+            t3_3 = d1_3 - d2_3 + k4 * d3_3 - k4 * d4_3 + k5 * d5_3 - k5 * d6_3
+            t3_4 = d1_4 - d2_4 + k4 * d3_4 - k4 * d4_4 + k5 * d5_4 - k5 * d6_4
+            t3_5 = d1_5 - d2_5 + k4 * d3_5 - k4 * d4_5 + k5 * d5_5 - k5 * d6_5
+            t3_6 = d1_6 - d2_6 + k4 * d3_6 - k4 * d4_6 + k5 * d5_6 - k5 * d6_6
+            t3_7 = d1_7 - d2_7 + k4 * d3_7 - k4 * d4_7 + k5 * d5_7 - k5 * d6_7
+            t4_0 = d1_0 + d2_0 + k6 * d3_0 + k6 * d4_0 + k7 * d5_0 + k7 * d6_0
+            t4_1 = d1_1 + d2_1 + k6 * d3_1 + k6 * d4_1 + k7 * d5_1 + k7 * d6_1
+            t4_2 = d1_2 + d2_2 + k6 * d3_2 + k6 * d4_2 + k7 * d5_2 + k7 * d6_2
+            t4_3 = d1_3 + d2_3 + k6 * d3_3 + k6 * d4_3 + k7 * d5_3 + k7 * d6_3
+            t4_4 = d1_4 + d2_4 + k6 * d3_4 + k6 * d4_4 + k7 * d5_4 + k7 * d6_4
+            t4_5 = d1_5 + d2_5 + k6 * d3_5 + k6 * d4_5 + k7 * d5_5 + k7 * d6_5
+            t4_6 = d1_6 + d2_6 + k6 * d3_6 + k6 * d4_6 + k7 * d5_6 + k7 * d6_6
+            t4_7 = d1_7 + d2_7 + k6 * d3_7 + k6 * d4_7 + k7 * d5_7 + k7 * d6_7
+            t5_0 = d1_0 - d2_0 + k8 * d3_0 - k8 * d4_0 + k9 * d5_0 - k9 * d6_0 + d7_0
+            t5_1 = d1_1 - d2_1 + k8 * d3_1 - k8 * d4_1 + k9 * d5_1 - k9 * d6_1 + d7_1
+            t5_2 = d1_2 - d2_2 + k8 * d3_2 - k8 * d4_2 + k9 * d5_2 - k9 * d6_2 + d7_2
+            t5_3 = d1_3 - d2_3 + k8 * d3_3 - k8 * d4_3 + k9 * d5_3 - k9 * d6_3 + d7_3
+            t5_4 = d1_4 - d2_4 + k8 * d3_4 - k8 * d4_4 + k9 * d5_4 - k9 * d6_4 + d7_4
+            t5_5 = d1_5 - d2_5 + k8 * d3_5 - k8 * d4_5 + k9 * d5_5 - k9 * d6_5 + d7_5
+            t5_6 = d1_6 - d2_6 + k8 * d3_6 - k8 * d4_6 + k9 * d5_6 - k9 * d6_6 + d7_6
+            t5_7 = d1_7 - d2_7 + k8 * d3_7 - k8 * d4_7 + k9 * d5_7 - k9 * d6_7 + d7_7
+            dst[to + 0 * line + 0 * k_out + k] = t0_0 + t0_1 + t0_2 + t0_3 + t0_4 + t0_5 + t0_6
+            dst[to + 0 * line + 1 * k_out + k] = t0_1 - t0_2 + k0 * t0_3 - k0 * t0_4 + k1 * t0_5 - k1 * t0_6
+            dst[to + 0 * line + 2 * k_out + k] = t0_1 + t0_2 + k2 * t0_3 + k2 * t0_4 + k3 * t0_5 + k3 * t0_6
+            dst[to + 0 * line + 3 * k_out + k] = t0_1 - t0_2 + k4 * t0_3 - k4 * t0_4 + k5 * t0_5 - k5 * t0_6
+            dst[to + 0 * line + 4 * k_out + k] = t0_1 + t0_2 + k6 * t0_3 + k6 * t0_4 + k7 * t0_5 + k7 * t0_6
+            dst[to + 0 * line + 5 * k_out + k] = (
+                t0_1 - t0_2 + k8 * t0_3 - k8 * t0_4 + k9 * t0_5 - k9 * t0_6 + t0_7
+            )
+            dst[to + 1 * line + 0 * k_out + k] = t1_0 + t1_1 + t1_2 + t1_3 + t1_4 + t1_5 + t1_6
+            dst[to + 1 * line + 1 * k_out + k] = t1_1 - t1_2 + k0 * t1_3 - k0 * t1_4 + k1 * t1_5 - k1 * t1_6
+            dst[to + 1 * line + 2 * k_out + k] = t1_1 + t1_2 + k2 * t1_3 + k2 * t1_4 + k3 * t1_5 + k3 * t1_6
+            dst[to + 1 * line + 3 * k_out + k] = t1_1 - t1_2 + k4 * t1_3 - k4 * t1_4 + k5 * t1_5 - k5 * t1_6
+            dst[to + 1 * line + 4 * k_out + k] = t1_1 + t1_2 + k6 * t1_3 + k6 * t1_4 + k7 * t1_5 + k7 * t1_6
+            dst[to + 1 * line + 5 * k_out + k] = (
+                t1_1 - t1_2 + k8 * t1_3 - k8 * t1_4 + k9 * t1_5 - k9 * t1_6 + t1_7
+            )
+            dst[to + 2 * line + 0 * k_out + k] = t2_0 + t2_1 + t2_2 + t2_3 + t2_4 + t2_5 + t2_6
+            dst[to + 2 * line + 1 * k_out + k] = t2_1 - t2_2 + k0 * t2_3 - k0 * t2_4 + k1 * t2_5 - k1 * t2_6
+            dst[to + 2 * line + 2 * k_out + k] = t2_1 + t2_2 + k2 * t2_3 + k2 * t2_4 + k3 * t2_5 + k3 * t2_6
+            dst[to + 2 * line + 3 * k_out + k] = t2_1 - t2_2 + k4 * t2_3 - k4 * t2_4 + k5 * t2_5 - k5 * t2_6
+            dst[to + 2 * line + 4 * k_out + k] = t2_1 + t2_2 + k6 * t2_3 + k6 * t2_4 + k7 * t2_5 + k7 * t2_6
+            dst[to + 2 * line + 5 * k_out + k] = (
+                t2_1 - t2_2 + k8 * t2_3 - k8 * t2_4 + k9 * t2_5 - k9 * t2_6 + t2_7
+            )
+            dst[to + 3 * line + 0 * k_out + k] = t3_0 + t3_1 + t3_2 + t3_3 + t3_4 + t3_5 + t3_6
+            dst[to + 3 * line + 1 * k_out + k] = t3_1 - t3_2 + k0 * t3_3 - k0 * t3_4 + k1 * t3_5 - k1 * t3_6
+            dst[to + 3 * line + 2 * k_out + k] = t3_1 + t3_2 + k2 * t3_3 + k2 * t3_4 + k3 * t3_5 + k3 * t3_6
+            dst[to + 3 * line + 3 * k_out + k] = t3_1 - t3_2 + k4 * t3_3 - k4 * t3_4 + k5 * t3_5 - k5 * t3_6
+            dst[to + 3 * line + 4 * k_out + k] = t3_1 + t3_2 + k6 * t3_3 + k6 * t3_4 + k7 * t3_5 + k7 * t3_6
+            dst[to + 3 * line + 5 * k_out + k] = (
+                t3_1 - t3_2 + k8 * t3_3 - k8 * t3_4 + k9 * t3_5 - k9 * t3_6 + t3_7
+            )
+            dst[to + 4 * line + 0 * k_out + k] = t4_0 + t4_1 + t4_2 + t4_3 + t4_4 + t4_5 + t4_6
+            dst[to + 4 * line + 1 * k_out + k] = t4_1 - t4_2 + k0 * t4_3 - k0 * t4_4 + k1 * t4_5 - k1 * t4_6
+            dst[to + 4 * line + 2 * k_out + k] = t4_1 + t4_2 + k2 * t4_3 + k2 * t4_4 + k3 * t4_5 + k3 * t4_6
+            dst[to + 4 * line + 3 * k_out + k] = t4_1 - t4_2 + k4 * t4_3 - k4 * t4_4 + k5 * t4_5 - k5 * t4_6
+            dst[to + 4 * line + 4 * k_out + k] = t4_1 + t4_2 + k6 * t4_3 + k6 * t4_4 + k7 * t4_5 + k7 * t4_6
+            dst[to + 4 * line + 5 * k_out + k] = (
+                t4_1 - t4_2 + k8 * t4_3 - k8 * t4_4 + k9 * t4_5 - k9 * t4_6 + t4_7
+            )
+            dst[to + 5 * line + 0 * k_out + k] = t5_0 + t5_1 + t5_2 + t5_3 + t5_4 + t5_5 + t5_6
+            dst[to + 5 * line + 1 * k_out + k] = t5_1 - t5_2 + k0 * t5_3 - k0 * t5_4 + k1 * t5_5 - k1 * t5_6
+            dst[to + 5 * line + 2 * k_out + k] = t5_1 + t5_2 + k2 * t5_3 + k2 * t5_4 + k3 * t5_5 + k3 * t5_6
+            dst[to + 5 * line + 3 * k_out + k] = t5_1 - t5_2 + k4 * t5_3 - k4 * t5_4 + k5 * t5_5 - k5 * t5_6
+            dst[to + 5 * line + 4 * k_out + k] = t5_1 + t5_2 + k6 * t5_3 + k6 * t5_4 + k7 * t5_5 + k7 * t5_6
+            dst[to + 5 * line + 5 * k_out + k] = (
+                t5_1 - t5_2 + k8 * t5_3 - k8 * t5_4 + k9 * t5_5 - k9 * t5_6 + t5_7
+            )
     if out.shape[1] >= BLOCK_MIN_COLUMNS:  # long rows: 8×8 blocks transposed in registers
         rows_channels_first_by_blocks(out, bias, y, row // th_count, (row % th_count) * 6, first * 6)
     else:

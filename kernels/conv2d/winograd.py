@@ -203,33 +203,43 @@ def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
 FUSED_BYTES = 1 << 20
 
 
+#: The share of a core's L2 that a fused job's V and M and all of U may fill together when U is to
+#: stay there from one job to the next (the rest holds the gathered rows and the lines of x and y
+#: in flight). On 64 channels (U 0.6 MB, L2 2 MiB): jobs of half a row of 224×224 took 0.89x the
+#: time of whole rows (1.6 MB with U), two rows of 8×64×56×56 0.91x the time of four (BENCHMARKS.md §28).
+CACHE_SHARE = 0.6
+
+
 def fused_jobs(m: int, channels: int, k_out: int, itemsize: int, rows: int, tiles_w: int) -> tuple[int, int]:
     """How the fused call splits its ``rows`` rows of ``tiles_w`` tiles into jobs: ``(rows per
     job, pieces per row)``, one of them 1.
 
     A job never straddles two rows of tiles (a job that started mid-row gathered and scattered
-    short runs of columns: 1×64×56×56 took 1.2x the time of whole rows, BENCHMARKS.md §28). Rows
-    whose V and M exceed :data:`FUSED_BYTES` are cut into equal pieces, as are rows too few for
-    the threads. Otherwise the job size minimises the time of the busiest thread, modelled in
-    bytes: jobs per thread × (the job's V and M + all of U if U does not stay in the core's L2
-    beside them, since every job reads all of U); ties go to fewer jobs. Against four jobs per
-    thread at least (the rule before): 1×128×28×28 0.63x, 1×256×14×14 0.46x the time.
+    short runs of columns: 1×64×56×56 took 1.2x the time of whole rows, BENCHMARKS.md §28). Every
+    job reads all of U: where U fits in the core's L2 beside a job (:data:`CACHE_SHARE`), it stays
+    there and a job's V and M get what is left of that share; else U streams in for every job and
+    V and M get :data:`FUSED_BYTES`. Rows larger than that are cut into equal pieces, as are rows
+    too few for the threads. Otherwise the job size minimises the time of the busiest thread,
+    modelled in bytes: jobs per thread × (the job's V and M + U where it streams); ties go to
+    fewer jobs. Against four jobs per thread at least (the rule before): 1×128×28×28 0.63x,
+    1×256×14×14 0.46x the time.
     """
     threads = numba.get_num_threads()
     tile_bytes = (m + 2) ** 2 * (channels + k_out) * itemsize
     u_bytes = (m + 2) ** 2 * channels * k_out * itemsize
+    share = int(CACHE_SHARE * workspace.core_cache_bytes())
+    streamed = 0 if u_bytes + FUSED_BYTES // 4 <= share else u_bytes
+    budget = FUSED_BYTES if streamed else min(FUSED_BYTES, share - u_bytes)
     row_bytes = tiles_w * tile_bytes
-    if row_bytes > FUSED_BYTES or rows < threads:
-        pieces = max(-(-row_bytes // FUSED_BYTES), min(tiles_w, -(-threads // rows)))
+    if row_bytes > budget or rows < threads:
+        pieces = max(-(-row_bytes // budget), min(tiles_w, -(-threads // rows)))
         return 1, -(-tiles_w // -(-tiles_w // pieces))  # no empty last piece
 
     def busiest(per_job: int) -> tuple[int, int]:
         jobs = -(-rows // per_job)
-        job_bytes = per_job * row_bytes
-        streamed = u_bytes if u_bytes + job_bytes > workspace.core_cache_bytes() else 0
-        return -(-jobs // threads) * (job_bytes + streamed), jobs
+        return -(-jobs // threads) * (per_job * row_bytes + streamed), jobs
 
-    return min(range(1, min(rows, FUSED_BYTES // row_bytes) + 1), key=busiest), 1
+    return min(range(1, min(rows, budget // row_bytes) + 1), key=busiest), 1
 
 
 def _fused(x, u, bias, padding, m, tiles, y):
