@@ -251,21 +251,135 @@ def matrix_text(matrix) -> str:
     return ";".join(",".join(str(Fraction(c)) for c in row) for row in matrix)
 
 
-def _combination(builder: ir.IRBuilder, vector: ir.VectorType, coefs, terms: list):
-    """``Σ coef·term`` over the nonzero coefficients, in order: ±1 as a plain add or subtract,
-    others as a product by a splat constant (LLVM may contract a product and a sum into an FMA)."""
-    flags = ("contract",)
+class Arithmetic:
+    """The four operations :func:`apply_matrix` builds its sums from (vector IR in the intrinsic,
+    exact rationals in the tests)."""
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def neg(self, a):
+        return -a
+
+    def scale(self, coef: Fraction, a):
+        return coef * a
+
+
+def _sum(ops: Arithmetic, coefs, terms: list):
+    """``Σ coef·term`` over the nonzero coefficients (None if all are zero): the positive ones
+    first (``b − a``, not ``−a + b``), and a magnitude common to all of them taken out once
+    (``2·(b − a)``)."""
+    pairs = [(c, t) for c, t in zip(coefs, terms, strict=True) if c != 0]
+    if not pairs:
+        return None
+    common = abs(pairs[0][0])
+    if common != 1 and len(pairs) > 1 and all(abs(c) == common for c, _ in pairs):
+        return ops.scale(common, _sum(ops, [c / common for c, _ in pairs], [t for _, t in pairs]))
     total = None
-    for coef, term in zip(coefs, terms, strict=True):
-        if coef == 0:
-            continue
+    for coef, term in sorted(pairs, key=lambda pair: pair[0] < 0):
         if abs(coef) != 1:
-            term = builder.fmul(ir.Constant(vector, [float(abs(coef))] * vector.count), term, flags=flags)
+            term = ops.scale(abs(coef), term)
         if total is None:
-            total = term if coef > 0 else builder.fneg(term, flags=flags)
+            total = term if coef > 0 else ops.neg(term)
         else:
-            total = (builder.fadd if coef > 0 else builder.fsub)(total, term, flags=flags)
-    return ir.Constant(vector, [0.0] * vector.count) if total is None else total
+            total = ops.add(total, term) if coef > 0 else ops.sub(total, term)
+    return total
+
+
+def _paired_columns(matrix: list[list[Fraction]]) -> list[tuple[int, int]]:
+    """Disjoint column pairs whose coefficients are equal or opposite in every row, used by two
+    rows or more: (the transform's points ±p in ``Aᵀ``)."""
+    pairs, used = [], set()
+    width = len(matrix[0])
+    for j1 in range(width):
+        for j2 in range(j1 + 1, width):
+            if {j1, j2} & used:
+                continue
+            same = all(abs(row[j1]) == abs(row[j2]) for row in matrix)
+            if same and sum(row[j1] != 0 for row in matrix) >= 2:
+                pairs.append((j1, j2))
+                used |= {j1, j2}
+    return pairs
+
+
+def _split(first: list[Fraction], second: list[Fraction]) -> tuple[list[Fraction], list[Fraction]] | None:
+    """``(E, O)`` with ``first = E + O`` and ``second = E − O`` (both with terms), if the rows agree
+    in magnitude everywhere (the rows of points ±p in ``Bᵀ``)."""
+    even = [a if a == b else Fraction(0) for a, b in zip(first, second, strict=True)]
+    odd = [a if a == -b and a != 0 else Fraction(0) for a, b in zip(first, second, strict=True)]
+    if any(abs(a) != abs(b) for a, b in zip(first, second, strict=True)) or not any(even) or not any(odd):
+        return None
+    return even, odd
+
+
+def apply_matrix(matrix, terms: list, ops: Arithmetic) -> list:
+    """``matrix · terms`` (a small constant matrix of rationals), with the sums of a transform's
+    symmetric points shared: column pairs equal or opposite in every row are summed and
+    differenced once (``a + b``, ``a − b``), and row pairs ``E ± O`` computed from E and O once.
+    F(4×4)'s input transform takes 13 operations per 6 inputs this way instead of 20.
+    """
+    matrix = [[Fraction(c) for c in row] for row in matrix]
+    pairs = _paired_columns(matrix)
+    paired = {j for pair in pairs for j in pair}
+    single = [j for j in range(len(matrix[0])) if j not in paired]
+    rows = []  # each row over: the single terms, then a + b and a − b of every pair
+    for row in matrix:
+        sums = [row[j1] if row[j2] == row[j1] else Fraction(0) for j1, j2 in pairs]
+        diffs = [row[j1] if row[j2] == -row[j1] else Fraction(0) for j1, j2 in pairs]
+        rows.append([row[j] for j in single] + sums + diffs)
+    cache: dict[int, object] = {}
+
+    def term(i: int):
+        if i not in cache:
+            if i < len(single):
+                cache[i] = terms[single[i]]
+            else:
+                k = (i - len(single)) % len(pairs)
+                j1, j2 = pairs[k]
+                is_sum = i - len(single) < len(pairs)
+                cache[i] = (ops.add if is_sum else ops.sub)(terms[j1], terms[j2])
+        return cache[i]
+
+    def total(coefs):
+        used = [i for i, c in enumerate(coefs) if c != 0]
+        return _sum(ops, [coefs[i] for i in used], [term(i) for i in used])
+
+    out: list = [None] * len(rows)
+    for r1, first in enumerate(rows):
+        for r2 in range(r1 + 1, len(rows)):
+            halves = None if out[r1] is not None or out[r2] is not None else _split(first, rows[r2])
+            if halves is not None:
+                even, odd = total(halves[0]), total(halves[1])
+                out[r1], out[r2] = ops.add(even, odd), ops.sub(even, odd)
+        if out[r1] is None:
+            out[r1] = total(first)
+    return out
+
+
+class _VectorArithmetic(Arithmetic):
+    """:class:`Arithmetic` as LLVM vector instructions (``contract``: a product and a sum may
+    become one fused multiply-add)."""
+
+    FLAGS = ("contract",)
+
+    def __init__(self, builder: ir.IRBuilder, vector: ir.VectorType) -> None:
+        self.builder, self.vector = builder, vector
+
+    def add(self, a, b):
+        return self.builder.fadd(a, b, flags=self.FLAGS)
+
+    def sub(self, a, b):
+        return self.builder.fsub(a, b, flags=self.FLAGS)
+
+    def neg(self, a):
+        return self.builder.fneg(a, flags=self.FLAGS)
+
+    def scale(self, coef, a):
+        splat = ir.Constant(self.vector, [float(coef)] * self.vector.count)
+        return self.builder.fmul(splat, a, flags=self.FLAGS)
 
 
 def _sandwich_codegen(matrix: list[list[Fraction]]):
@@ -290,13 +404,10 @@ def _sandwich_codegen(matrix: list[list[Fraction]]):
             [builder.load(at(src_data, src_at, src_row, src_col, i, j), align=align) for j in range(size)]
             for i in range(size)
         ]
-        half = [
-            [_combination(builder, vector, row, [grid[i][j] for i in range(size)]) for j in range(size)]
-            for row in matrix
-        ]
-        for a, half_row in enumerate(half):
-            for e, row in enumerate(matrix):
-                value = _combination(builder, vector, row, half_row)
+        ops = _VectorArithmetic(builder, vector)
+        columns = [apply_matrix(matrix, [grid[i][j] for i in range(size)], ops) for j in range(size)]
+        for a in range(len(matrix)):
+            for e, value in enumerate(apply_matrix(matrix, [column[a] for column in columns], ops)):
                 builder.store(value, at(dst_data, dst_at, dst_row, dst_col, a, e), align=align)
         return context.get_dummy_value()
 

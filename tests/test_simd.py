@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.simd import LANES, transpose8, transpose8_plus, transpose_batch
+from kernels.simd import LANES, sandwich8, transpose8, transpose8_plus, transpose_batch
 
 
 @numba.njit(cache=True)
@@ -83,3 +83,83 @@ def test_batch_transpose_equals_numpys_for_any_strides(dtype):
     for dst in (contiguous, strided, interleaved):
         transpose_batch(src, dst)
         np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("tile", [2, 4, 6])
+@pytest.mark.parametrize("which", [0, 2])
+def test_apply_matrix_is_the_matrix_product_exactly(tile, which):
+    """The shared-sum evaluation of each Winograd transform matrix (Aᵀ, Bᵀ), in exact rationals,
+    equals the plain matrix-vector product, and takes fewer operations than term by term."""
+    from fractions import Fraction
+
+    from kernels.conv2d.winograd_matrices import winograd_matrices_exact
+    from kernels.simd import Arithmetic, apply_matrix
+
+    class Counting(Arithmetic):
+        count = 0
+
+        def add(self, a, b):
+            self.count += 1
+            return a + b
+
+        def sub(self, a, b):
+            self.count += 1
+            return a - b
+
+        def neg(self, a):
+            self.count += 1
+            return -a
+
+        def scale(self, coef, a):
+            self.count += 1
+            return coef * a
+
+    matrix = winograd_matrices_exact(tile)[which]
+    rng = np.random.default_rng(tile)
+    terms = [
+        Fraction(int(n), int(d)) for n, d in zip(rng.integers(-99, 99, 8), rng.integers(1, 9, 8), strict=True)
+    ]
+    terms = terms[: len(matrix[0])]
+    ops = Counting()
+    assert apply_matrix(matrix, terms, ops) == [
+        sum(Fraction(c) * t for c, t in zip(row, terms, strict=True)) for row in matrix
+    ]
+    term_by_term = sum(2 * sum(c != 0 for c in row) - 1 - sum(abs(c) == 1 for c in row) for row in matrix)
+    assert ops.count <= term_by_term
+
+
+@numba.njit(cache=True)
+def _input_tile(src, dst, line, channels, slot):
+    sandwich8(
+        src,
+        0,
+        line,
+        channels,
+        dst,
+        0,
+        6 * slot,
+        slot,
+        "4,0,-5,0,1,0;0,-4,-4,1,1,0;0,4,-4,-1,1,0;0,-2,-1,2,1,0;0,2,-1,-2,1,0;0,4,0,-5,0,1",
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sandwich_is_bt_d_b_on_every_lane(dtype):
+    """F(4×4)'s input transform Bᵀ d B of a 6×6 grid of eight-lane vectors (rows ``line`` apart,
+    columns ``channels`` apart, as in a gathered scratch) against numpy in float64, written
+    ``slot`` apart; the lanes beyond the eight and the gaps stay untouched."""
+    from kernels.conv2d.winograd_matrices import winograd_matrices
+
+    b_t = winograd_matrices(4)[2]
+    channels, line, slot = 11, 80, 9
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal(6 * line).astype(dtype)
+    dst = np.full(36 * slot, 7.0, dtype=dtype)
+    _input_tile(src, dst, line, channels, slot)
+    grid = np.array(
+        [[src[i * line + j * channels : i * line + j * channels + LANES] for j in range(6)] for i in range(6)]
+    )
+    want = np.einsum("ai,ijq,ej->aeq", b_t, grid.astype(np.float64), b_t).reshape(36, LANES)
+    got = dst.reshape(36, slot)
+    np.testing.assert_allclose(got[:, :LANES], want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-4)
+    assert (got[:, LANES:] == 7.0).all()
