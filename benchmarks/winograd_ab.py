@@ -9,7 +9,9 @@ differently), then times the input and the output transform of F(m×m) on ResNet
 (all rows of tiles at once) in alternating rounds, the tuner's score per round
 (:mod:`autotune.timing`), and prints the medians and now/then (BENCHMARKS.md §21, §23).
 ``--filter`` compares the filter transform instead (``winograd.transform_filter`` at ``--rev``;
-a one-off weight pays it on every call), on the layers' weight shapes (§26).
+a one-off weight pays it on every call), on the layers' weight shapes (§26). ``--fused`` compares
+whole fused calls (transforms and GEMMs, jobs split as today's ``fused_jobs`` splits them; the
+fused driver's arguments must be the same at ``--rev``, as from 7616242 on; §28).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 from _at_commit import alternate, module_at
 
+from kernels import pool
 from kernels.conv2d import _winograd_codelets as new
 from kernels.conv2d import winograd as W
 
@@ -54,6 +57,45 @@ def transforms(codelets, x: np.ndarray, m: int) -> tuple[Callable[[], np.ndarray
     return forward, backward
 
 
+def fused_call(codelets, x: np.ndarray, u: np.ndarray, m: int) -> Callable[[], np.ndarray]:
+    """The fused F(m×m) call of ``codelets`` on ``x`` with the transformed filter ``u``; returns y."""
+    batch, channels, size, _ = x.shape
+    tiles = (-(-size // m), -(-size // m))
+    split = W.fused_jobs(m, channels, u.shape[2], x.dtype.itemsize, batch * tiles[0], tiles[1])
+    y, bias = np.empty((batch, u.shape[2], size, size), x.dtype), np.zeros(u.shape[2], x.dtype)
+    consts = W._constants(m, 0, x.dtype), W._constants(m, 1, x.dtype)
+
+    def call() -> np.ndarray:
+        pool.on_calling_thread(
+            lambda: codelets.FUSED[m](x, *PADDING[::2], u, bias, *consts, *tiles, *split, y)
+        )
+        return y
+
+    return call
+
+
+def compare_fused(old, tiles: list[int], rounds: int, rev: str) -> None:
+    """Whole fused calls, ``rev``'s codelets against today's, on the layers with a fused candidate."""
+    rng = np.random.default_rng(0)
+    for m in tiles:
+        for batch, channels, size in LAYERS:
+            w = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32)
+            u = W.transform_filter(w, m)
+            if u.nbytes > W.FUSED_U_BYTES:
+                continue
+            x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+            then, now = fused_call(old, x, u, m), fused_call(new, x, u, m)
+            expected = then().copy()
+            # the same sums, grouped differently: F(6×6) rounds to about 1e-4 of the largest output
+            np.testing.assert_allclose(now(), expected, rtol=0, atol=2e-4 * np.abs(expected).max())
+            before, after = alternate(then, now, rounds)
+            print(
+                f"F({m}x{m}) {batch}x{channels}x{size}x{size} fused: {rev} {before:8.0f} us, "
+                f"now {after:8.0f} us, now/then {after / before:.2f}",
+                flush=True,
+            )
+
+
 def compare_filter_transforms(rev: str, tiles: list[int], rounds: int) -> None:
     """Today's ``transform_filter`` against ``rev``'s on every weight shape; both must agree bit for bit."""
     old = module_at(rev, "kernels/conv2d/winograd.py")
@@ -85,12 +127,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tiles", default="4", help="tile sizes m, comma-separated (default: 4)")
     parser.add_argument("--filter", action="store_true", help="compare the filter transform instead")
+    parser.add_argument("--fused", action="store_true", help="compare whole fused calls instead")
     args = parser.parse_args()
     if args.filter:
         compare_filter_transforms(args.rev, [int(t) for t in args.tiles.split(",")], args.rounds)
         return
     helpers = module_at(args.rev, "kernels/conv2d/_common.py")  # the gather and scatter it calls
     old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers})
+    if args.fused:
+        compare_fused(old, [int(t) for t in args.tiles.split(",")], args.rounds, args.rev)
+        return
     rng = np.random.default_rng(0)
     for m in (int(t) for t in args.tiles.split(",")):
         for batch, channels, size in LAYERS:

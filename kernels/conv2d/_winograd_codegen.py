@@ -1,17 +1,13 @@
-"""Writes ``_winograd_codelets.py``: the Winograd transforms, unrolled with their constants.
+"""Writes ``_winograd_codelets.py``: the Winograd transforms, per job of tiles, for each tile size.
 
-A general transform loops over the α×α matrix entries, skips zeros at run time and accumulates
-one term per pass over the channels: α³ short loops per tile, most of the time spent in loop
-overhead. The codelets are what NNPACK generates for its transforms, with the SIMD lanes across
-channels here: each output of a pass is a single expression with the nonzero coefficients of
-``Bᵀ`` or ``Aᵀ`` written in (±1 as a plain add or subtract), and a pass computes all its outputs
-in one loop over the channels, each input loaded once (the output transform's second pass
-excepted: one loop per output measured faster there, BENCHMARKS.md §23). Both transforms are
-separable; the pass along a row of tiles runs over whole rows (long, contiguous loops), the pass
-across a tile over that tile's channels.
-
-Coefficients other than ±1 come from a ``consts`` array of the input's dtype, so float32 stays
-float32 (a Python float literal would promote every expression to float64).
+A general transform loops over the α×α matrix entries and skips zeros at run time: α³ short
+loops per tile, most of the time spent in loop overhead. The codelets are what NNPACK generates
+for its transforms, with the SIMD lanes across channels here: a job gathers its input rows
+channel-last, then transforms each tile eight channels at a time with one
+:func:`kernels.simd.sandwich8` (the whole ``Bᵀ d B`` or ``Aᵀ M A`` as vector instructions, the
+matrix written in as a literal), and the channels beyond the last eight with unrolled scalar
+expressions, whose coefficients other than ±1 come from a ``consts`` array of the input's dtype
+(a Python float literal would promote float32 expressions to float64).
 
 Run ``python -m kernels.conv2d._winograd_codegen`` after changing the matrices or this file;
 ``tests/test_conv_kernels.py`` checks that the committed module is what this writes.

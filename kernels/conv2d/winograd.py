@@ -20,14 +20,13 @@ tiles through input transform, α² GEMMs (scipy's BLAS on the job's thread, thr
 of NNPACK and of oneDNN's former Winograd (BENCHMARKS.md §22).
 
 The transforms work channel-last inside a row of tiles: the row's α input rows are gathered
-from NCHW into an NHWC scratch (zero padding included) that stays in cache, every innermost loop
-runs over the channels (SIMD lanes hold channels), and the output rows are written back to NCHW
-from a scratch the same way — no padded, NHWC or NHWK copy of a whole tensor. The transforms
-themselves are generated, unrolled code with the matrices' constants written in
-(:mod:`kernels.conv2d._winograd_codelets`; BENCHMARKS.md §18 has what that gained). The input
-transform writes V one row ξ of the α×α outputs at a time, α streams rather than α², and long
-scratch rows are gathered and scattered in 8×8 blocks transposed in vector registers
-(:mod:`kernels.simd`, §25). The GEMMs are then
+from NCHW into an NHWC scratch (zero padding included) that stays in cache, and the output rows
+are written back to NCHW from a scratch the same way — no padded, NHWC or NHWK copy of a whole
+tensor; long scratch rows move in 8×8 blocks transposed in vector registers (:mod:`kernels.simd`,
+§25). Each tile's transform, eight channels at a time, is one :func:`kernels.simd.sandwich8`:
+``Bᵀ d B`` (or ``Aᵀ M A``) from α² vector loads to α² (m²) vector stores in registers, with the
+sums of the transform's symmetric points shared (generated codelets,
+:mod:`kernels.conv2d._winograd_codelets`; BENCHMARKS.md §28). The GEMMs are then
 ``M[ξ,ν] = V[ξ,ν] (tiles×C) · U[ξ,ν] (C×K)``.
 
 The transform matrices come from the Toom-Cook construction (:mod:`kernels.conv2d.winograd_matrices`)
@@ -361,7 +360,8 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=10,  # 10: fused jobs of whole rows of tiles, sized by the busiest thread;
+        version=11,  # 11: each tile's transform in vector registers (simd.sandwich8);
+        # 10: fused jobs of whole rows of tiles, sized by the busiest thread;
         # 9: filter transform in blocks of 8 channels, one expression per row;
         # 8: gather, scatter and the weight's re-layout in 8×8 register blocks;
         # 7: each transform pass one loop for all its outputs (inputs read once);
