@@ -1,4 +1,5 @@
-"""A block transpose in LLVM's portable vector IR, for Numba code that moves data between layouts.
+"""Numba intrinsics in LLVM's portable vector IR: a block transpose for moving data between
+layouts, vector moves and stack buffers, and the Winograd tile transform.
 
 Numba compiles a transpose written as loops (or as explicit element assignments) to scalar loads
 and stores: LLVM's vectorizers do not turn a strided read and a contiguous write into shuffles.
@@ -19,7 +20,7 @@ element of the block lies inside both arrays. Offsets and strides are in element
 arrays' start (:func:`element_strides`).
 
 :func:`sandwich8` applies a small constant matrix on both sides of a grid of vectors (a Winograd
-transform, ``Bᵀ d B`` or ``Aᵀ m A``, eight channels at a time): every load, every product and every
+transform, ``Bᵀ d B`` or ``Aᵀ M A``, eight channels at a time): every load, every product and every
 store of the tile are written as vector IR, so nothing is left to a vectorizer.
 """
 
@@ -95,20 +96,27 @@ def _data(context, builder, array_type, array, lane: ir.Type):
     return builder.bitcast(data, lane.as_pointer())
 
 
+def _operands(context, builder, src_type, src, dst_type, dst):
+    """What every intrinsic here starts from: the vector type of eight of ``src``'s elements, its
+    alignment, and both arrays' data pointers as pointers to lanes."""
+    lane = _lane(context, src_type.dtype)
+    align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
+    src_data = _data(context, builder, src_type, src, lane)
+    dst_data = _data(context, builder, dst_type, dst, lane)
+    return ir.VectorType(lane, LANES), align, src_data, dst_data
+
+
 def _codegen(with_addend: bool):
     def codegen(context, builder, signature, args):
         src, src_at, src_stride, dst, dst_at, dst_stride = args[:6]
-        src_type, dst_type = signature.args[0], signature.args[3]
-        lane = _lane(context, src_type.dtype)
-        vector = ir.VectorType(lane, LANES)
-        align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
-        src_data = _data(context, builder, src_type, src, lane)
-        dst_data = _data(context, builder, dst_type, dst, lane)
+        vector, align, src_data, dst_data = _operands(
+            context, builder, signature.args[0], src, signature.args[3], dst
+        )
         pointers = [_vector_at(builder, src_data, src_at, src_stride, i, vector) for i in range(LANES)]
         columns = _transposed(builder, [builder.load(p, align=align) for p in pointers])
         if with_addend:
             add_type = signature.args[6]
-            add_data = _data(context, builder, add_type, args[6], lane)
+            add_data = _data(context, builder, add_type, args[6], vector.element)
             start = _vector_pointer(builder, add_data, args[7], vector)
             addends = builder.load(start, align=align)
             splats = [_shuffle(builder, addends, addends, (q,) * LANES) for q in range(LANES)]
@@ -222,12 +230,11 @@ def stack_array(typingctx, like, size):
 
 def _move_codegen(context, builder, signature, args):
     src, src_at, dst, dst_at = args
-    src_type, dst_type = signature.args[0], signature.args[2]
-    lane = _lane(context, src_type.dtype)
-    vector = ir.VectorType(lane, LANES)
-    align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
-    source = _vector_pointer(builder, _data(context, builder, src_type, src, lane), src_at, vector)
-    target = _vector_pointer(builder, _data(context, builder, dst_type, dst, lane), dst_at, vector)
+    vector, align, src_data, dst_data = _operands(
+        context, builder, signature.args[0], src, signature.args[2], dst
+    )
+    source = _vector_pointer(builder, src_data, src_at, vector)
+    target = _vector_pointer(builder, dst_data, dst_at, vector)
     builder.store(builder.load(source, align=align), target, align=align)
     return context.get_dummy_value()
 
@@ -290,8 +297,8 @@ def _sum(ops: Arithmetic, coefs, terms: list):
 
 
 def _paired_columns(matrix: list[list[Fraction]]) -> list[tuple[int, int]]:
-    """Disjoint column pairs whose coefficients are equal or opposite in every row, used by two
-    rows or more: (the transform's points ±p in ``Aᵀ``)."""
+    """Disjoint column pairs whose coefficients are equal or opposite in every row and used by two
+    rows or more (the columns of a transform's points ±p in ``Aᵀ``)."""
     pairs, used = [], set()
     width = len(matrix[0])
     for j1 in range(width):
@@ -385,12 +392,9 @@ class _VectorArithmetic(Arithmetic):
 def _sandwich_codegen(matrix: list[list[Fraction]]):
     def codegen(context, builder, signature, args):
         src, src_at, src_row, src_col, dst, dst_at, dst_row, dst_col = args[:8]
-        src_type, dst_type = signature.args[0], signature.args[4]
-        lane = _lane(context, src_type.dtype)
-        vector = ir.VectorType(lane, LANES)
-        align = context.get_abi_alignment(context.get_data_type(src_type.dtype))
-        src_data = _data(context, builder, src_type, src, lane)
-        dst_data = _data(context, builder, dst_type, dst, lane)
+        vector, align, src_data, dst_data = _operands(
+            context, builder, signature.args[0], src, signature.args[4], dst
+        )
 
         def at(data, start, row_stride, col_stride, i: int, j: int):
             offset = builder.add(

@@ -14,10 +14,10 @@ stages:
    the bias.
 
 They run either in stages, each over every tile with the GEMMs between them as one batched
-``torch.matmul``, or fused (``fused=1``): one parallel region whose jobs each take a block of
-tiles through input transform, α² GEMMs (scipy's BLAS on the job's thread, through Numba's
-``np.dot``) and output transform while the block's V and M are in the core's cache — the scheme
-of NNPACK and of oneDNN's former Winograd (BENCHMARKS.md §22).
+``torch.matmul``, or fused (``fused=1``): one parallel region whose jobs each take whole rows
+of tiles (:func:`fused_jobs`) through input transform, α² GEMMs (scipy's BLAS on the job's
+thread, through Numba's ``np.dot``) and output transform while the job's V and M are in the
+core's cache — the scheme of NNPACK and of oneDNN's former Winograd (BENCHMARKS.md §22, §28).
 
 The transforms work channel-last inside a row of tiles: the row's α input rows are gathered
 from NCHW into an NHWC scratch (zero padding included) that stays in cache, and the output rows
