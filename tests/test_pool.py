@@ -234,6 +234,29 @@ def test_scratch_memory_is_reused_per_thread_and_never_returned():
     np.testing.assert_array_equal(y1, y1_copy)
 
 
+@pytest.mark.parametrize(
+    ("text", "size"), [("2048K", 2 << 20), ("1M", 1 << 20), ("512", 512), ("1G", 1 << 30)]
+)
+def test_cache_sizes_read_as_linux_writes_them(text, size):
+    from kernels import workspace
+
+    assert workspace._size_bytes(text) == size
+
+
+def test_the_core_cache_size_falls_back_where_the_os_does_not_say(monkeypatch, tmp_path):
+    """The fused Winograd sizes its jobs from L2: what /sys says, else the documented default."""
+    from kernels import workspace
+
+    found = workspace.core_cache_bytes()
+    assert 64 << 10 <= found <= 1 << 30  # what any L2 (or the default) measures
+    monkeypatch.setattr(workspace, "Path", lambda _: tmp_path)  # an empty cache directory
+    workspace.core_cache_bytes.cache_clear()
+    try:
+        assert workspace.core_cache_bytes() == workspace.DEFAULT_CORE_CACHE_BYTES
+    finally:
+        workspace.core_cache_bytes.cache_clear()
+
+
 @linux_only
 def test_the_tuners_accuracy_checks_wake_no_openblas_thread():
     """The error norms and the matmul oracle leave numpy's OpenBLAS workers asleep: woken, they
