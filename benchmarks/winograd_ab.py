@@ -2,8 +2,9 @@
 
     python benchmarks/winograd_ab.py --rev 3ddc639 [--rounds 7] [--tiles 2,4,6] [--filter]
 
-Loads the generated ``kernels/conv2d/_winograd_codelets.py`` and the gather and scatter helpers
-of ``kernels/conv2d/_common.py`` as they were at ``--rev`` beside today's, checks that both give
+Loads the generated ``kernels/conv2d/_winograd_codelets.py``, the gather and scatter helpers
+of ``kernels/conv2d/_common.py`` and the intrinsics of ``kernels/simd.py`` as they were at
+``--rev`` beside today's, checks that both give
 the same V and the same output (to float32 rounding: fused multiply-adds may round the same sums
 differently), then times the input and the output transform of F(m×m) on ResNet-18/VGG-16 layers
 (all rows of tiles at once) in alternating rounds, the tuner's score per round
@@ -132,8 +133,11 @@ def main() -> None:
     if args.filter:
         compare_filter_transforms(args.rev, [int(t) for t in args.tiles.split(",")], args.rounds)
         return
-    helpers = module_at(args.rev, "kernels/conv2d/_common.py")  # the gather and scatter it calls
-    old = module_at(args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers})
+    simd = {"kernels.simd": module_at(args.rev, "kernels/simd.py")}  # the intrinsics, as they were
+    helpers = module_at(args.rev, "kernels/conv2d/_common.py", simd)  # the gather and scatter it calls
+    old = module_at(
+        args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers, **simd}
+    )
     if args.fused:
         compare_fused(old, [int(t) for t in args.tiles.split(",")], args.rounds, args.rev)
         return
