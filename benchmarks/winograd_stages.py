@@ -1,6 +1,6 @@
 """Where Winograd's time goes, and how accurate each tile size is, on ResNet-18/VGG-16 3×3 layers.
 
-    python benchmarks/winograd_stages.py [--errors] [--tile 2|4|6] [--layer 1x64x224->64 ...]
+    python benchmarks/winograd_stages.py [--errors | --phases] [--tile 2|4|6] [--layer 1x64x224->64 ...]
 
 Stages (fixed weight, F(4×4) or ``--tile``'s, float32): in stages, the whole call, then the input
 transform, the α² GEMMs and the output transform each timed alone (the tuner's score: 20th percentile of the
@@ -11,11 +11,16 @@ transforms' share being what the GEMMs leave. All of a layer's calls alternate o
 drifted apart by up to 1.4x on a shared machine (BENCHMARKS.md §23). ``--errors`` prints instead
 max|y − ref| / max|ref| of F(2×2), F(4×4) and F(6×6) against PyTorch in float64 on one
 random-normal input per layer (batch 1). BENCHMARKS.md §18, §22 and §23 have both tables.
+``--phases`` splits the fused call's transforms instead: the gather (NCHW rows to channel-last
+scratch), the input transforms, the output transforms and the scatter (back to NCHW, with the
+bias), each run alone over the fused call's jobs on V and M buffers of random values (BENCHMARKS.md
+§28).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 
 import numba
@@ -27,6 +32,9 @@ from autotune import timing
 from autotune.problem import ConvProblem
 from kernels import pool
 from kernels.conv2d import winograd as W
+from kernels.conv2d._common import rows_channels_first_by_blocks, rows_channels_last_by_blocks
+from kernels.conv2d.winograd_matrices import winograd_matrices_exact
+from kernels.simd import LANES, matrix_text, sandwich8
 
 STAGE_LAYERS = [(1, 64, 56, 64), (1, 128, 28, 128), (1, 256, 14, 256), (8, 64, 56, 64), (8, 128, 28, 128)]
 STAGE_LAYERS += [(8, 256, 56, 256), (8, 512, 28, 512), (1, 64, 224, 64)]
@@ -143,6 +151,87 @@ def stages(batch: int, channels: int, size: int, k_out: int, m: int = 4, rounds:
     return "\n".join(lines)
 
 
+#: The phases of ``--phases``, as the flags of :func:`phase_driver`'s jobs.
+PHASES = {"gather": 1, "gather + input transforms": 3, "output transforms": 4, "scatter": 8}
+
+
+@functools.cache
+def phase_driver(m: int) -> Callable[..., None]:
+    """A copy of the fused driver of F(m×m) whose jobs run only the phases in ``flags`` (bits of
+    :data:`PHASES`), on per-thread V and M (``vs``, ``ms``) that hold random values, so that no
+    phase reads uninitialised memory (denormal garbage slows the arithmetic). Channel counts must
+    be multiples of eight (no scalar tail)."""
+    a_t, _, b_t = winograd_matrices_exact(m)
+    alpha, at_, bt = m + 2, matrix_text(a_t), matrix_text(b_t)
+    source = f"""
+def drive(x, bias, th_count, tw_count, rows_per_job, pieces, y, vs, ms, flags):
+    channels, k_out = x.shape[1], y.shape[1]
+    rows, piece = x.shape[0] * th_count, -(-tw_count // pieces)
+    for job in numba.prange(-(-rows // rows_per_job) * pieces):
+        row0, first = (job // pieces) * rows_per_job, (job % pieces) * piece
+        row_count, part = min(rows_per_job, rows - row0), min(piece, tw_count - first)
+        thread = numba.get_thread_id()
+        v, mm = vs[thread], ms[thread]
+        slot_v, slot_m = v.shape[1] * channels, mm.shape[1] * k_out
+        for r in range(row_count):
+            row, base = row0 + r, r * part
+            top, left = (row % th_count) * {m} - 1, first * {m} - 1
+            scratch = np.empty(({alpha}, part * {m} + 2, channels), dtype=x.dtype)
+            if flags & 1:
+                rows_channels_last_by_blocks(x, row // th_count, top, left, scratch)
+            if flags & 2:
+                src, dst, line = scratch.reshape(scratch.size), v.reshape(v.size), scratch.shape[1] * channels
+                for tw in range(part):
+                    for c in range(0, channels, LANES):
+                        at, to = tw * {m} * channels + c, (base + tw) * channels + c
+                        sandwich8(src, at, line, channels, dst, to, {alpha} * slot_v, slot_v, "{bt}")
+            out = np.empty(({m}, part * {m}, k_out), dtype=x.dtype)
+            if flags & 4:
+                src, dst, line = mm.reshape(mm.size), out.reshape(out.size), part * {m} * k_out
+                for tw in range(part):
+                    for k in range(0, k_out, LANES):
+                        at, to = (base + tw) * k_out + k, tw * {m} * k_out + k
+                        sandwich8(src, at, {alpha} * slot_m, slot_m, dst, to, line, k_out, "{at_}")
+            if flags & 8:
+                top = (row % th_count) * {m}
+                rows_channels_first_by_blocks(out, bias, y, row // th_count, top, first * {m})
+"""
+    names = {"np": np, "numba": numba, "LANES": LANES, "sandwich8": sandwich8}
+    names |= {"rows_channels_last_by_blocks": rows_channels_last_by_blocks}
+    names |= {"rows_channels_first_by_blocks": rows_channels_first_by_blocks}
+    exec(source, names)  # this file's own template: the matrices are literals of the intrinsic
+    return numba.njit(parallel=True, fastmath={"contract"})(names["drive"])
+
+
+def phases(batch: int, channels: int, size: int, k_out: int, m: int = 4, rounds: int = 7) -> str:
+    """The fused call, its GEMMs alone and each phase of its transforms alone, alternating (ms)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    prepared = W.prepare(rng.standard_normal((k_out, channels, 3, 3)).astype(np.float32), m)
+    tiles = -(-size // m)
+    split = W.fused_jobs(m, channels, k_out, x.dtype.itemsize, batch * tiles, tiles)
+    largest, threads = int(job_sizes(m, x, prepared.u).max()), numba.get_num_threads()
+    vs = rng.standard_normal((threads, (m + 2) ** 2, largest, channels)).astype(np.float32)
+    ms = rng.standard_normal((threads, (m + 2) ** 2, largest, k_out)).astype(np.float32)
+    y, bias, drive = (
+        np.empty((batch, k_out, size, size), np.float32),
+        np.zeros(k_out, np.float32),
+        phase_driver(m),
+    )
+
+    def phase(flags: int) -> Callable[[], object]:
+        return lambda: pool.on_calling_thread(lambda: drive(x, bias, tiles, tiles, *split, y, vs, ms, flags))
+
+    calls = fused(x, prepared) + [phase(flags) for flags in PHASES.values()]
+    total, gemms, gather, gather_input, output, scatter = np.median(alternating_ms(calls, 10, rounds), axis=0)
+    parts = {"gather": gather, "input": gather_input - gather, "output": output, "scatter": scatter}
+    text = ", ".join(f"{name} {ms_:.3f}" for name, ms_ in parts.items())
+    return (
+        f"{batch}x{channels}x{size}->{k_out} F({m}x{m}) fused: total {total:.3f} ms = GEMMs {gemms:.3f} + "
+        f"the rest {total - gemms:.3f}; alone: {text} (sum {sum(parts.values()):.3f})"
+    )
+
+
 def errors() -> None:
     rng = np.random.default_rng(0)
     print("| layer (batch 1, float32, random normal) | F(2×2) | F(4×4) | F(6×6) |")
@@ -167,10 +256,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--tile", type=int, choices=W.TILE_SIZES, default=4, help="m of F(m×m) (default 4)")
     parser.add_argument("--layer", action="append", help="only this layer, as NxCxH->K (repeatable)")
+    parser.add_argument("--phases", action="store_true", help="split the fused call's transforms instead")
     args = parser.parse_args()
     if args.errors:
         errors()
     else:
         for layer in STAGE_LAYERS:
             if args.layer is None or "{}x{}x{}->{}".format(*layer) in args.layer:
-                print(stages(*layer, m=args.tile), flush=True)
+                split = phases if args.phases else stages
+                print(split(*layer, m=args.tile), flush=True)
