@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 from _at_commit import alternate, module_at
 
-from kernels import pool
+from kernels import pool, workspace
 from kernels.conv2d import _winograd_codelets as new
 from kernels.conv2d import winograd as W
 
@@ -63,7 +63,8 @@ def fused_call(codelets, x: np.ndarray, u: np.ndarray, m: int) -> Callable[[], n
     batch, channels, size, _ = x.shape
     tiles = (-(-size // m), -(-size // m))
     split = W.fused_jobs(m, channels, u.shape[2], x.dtype.itemsize, batch * tiles[0], tiles[1])
-    y, bias = np.empty((batch, u.shape[2], size, size), x.dtype), np.zeros(u.shape[2], x.dtype)
+    y = workspace.line_aligned_empty((batch, u.shape[2], size, size), x.dtype)  # as the kernel's own
+    bias = np.zeros(u.shape[2], x.dtype)
     consts = W._constants(m, 0, x.dtype), W._constants(m, 1, x.dtype)
 
     def call() -> np.ndarray:

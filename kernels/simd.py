@@ -158,6 +158,72 @@ def transpose8_plus(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride,
     return signature, _codegen(True)
 
 
+#: Bytes of a cache line: what one non-temporal store of :func:`transpose_lines_plus` writes whole.
+LINE_BYTES = 64
+
+
+def _lines_codegen(context, builder, signature, args):
+    src, src_at, src_next, src_stride, dst, dst_at, dst_stride, addend, addend_at = args
+    vector, align, src_data, dst_data = _operands(
+        context, builder, signature.args[0], src, signature.args[4], dst
+    )
+    add_data = _data(context, builder, signature.args[7], addend, vector.element)
+    addends = builder.load(_vector_pointer(builder, add_data, addend_at, vector), align=align)
+    splats = [_shuffle(builder, addends, addends, (q,) * LANES) for q in range(LANES)]
+    blocks = LINE_BYTES // (LANES * context.get_abi_sizeof(vector.element))  # 8×8 blocks per line
+    per_block = []
+    for start in (src_at, src_next)[:blocks]:
+        rows = [
+            builder.load(_vector_at(builder, src_data, start, src_stride, i, vector), align=align)
+            for i in range(LANES)
+        ]
+        per_block.append(
+            [builder.fadd(c, s) for c, s in zip(_transposed(builder, rows), splats, strict=True)]
+        )
+    line = ir.VectorType(vector.element, LANES * blocks)
+    streaming = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+    for q in range(LANES):
+        whole = per_block[0][q]
+        if blocks == 2:
+            whole = _shuffle(builder, per_block[0][q], per_block[1][q], tuple(range(2 * LANES)))
+        at = builder.add(dst_at, builder.mul(dst_stride, ir.Constant(dst_at.type, q)))
+        store = builder.store(whole, _vector_pointer(builder, dst_data, at, line), align=LINE_BYTES)
+        store.set_metadata("nontemporal", streaming)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def transpose_lines_plus(
+    typingctx, src, src_at, src_next, src_stride, dst, dst_at, dst_stride, addend, addend_at
+):
+    """:func:`transpose8_plus` on eight rows of one cache line each, stored whole with one
+    non-temporal (streaming) store per row: ``dst[dst_at + q·dst_stride + p] = src[start + (p %
+    8)·src_stride + q] + addend[addend_at + q]`` for q < 8 and p below :data:`LINE_BYTES` /
+    itemsize, where ``start`` is ``src_at`` for p < 8 and ``src_next`` for 8 ≤ p < 16 (float32:
+    a line is two 8×8 blocks, from anywhere in ``src``; float64: one, ``src_next`` unused).
+
+    The caller guarantees that every output row starts on a cache-line boundary, and calls
+    :func:`fence` before other threads read what it wrote.
+    """
+    offsets = (src_at, src_next, src_stride, dst_at, dst_stride, addend_at)
+    if not _typed((src, dst, addend), offsets, (types.Float,)):
+        return None
+    signature = types.void(src, *(types.intp,) * 3, dst, types.intp, types.intp, addend, types.intp)
+    return signature, _lines_codegen
+
+
+@intrinsic
+def fence(typingctx):
+    """A full memory fence (``mfence`` on x86): streaming stores before it are visible to every
+    thread after it (they are ordered with nothing else)."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 @numba.njit(cache=True)
 def element_strides(a):  # pragma: no cover - jitted
     """``a``'s strides in elements, and whether they are whole elements with the last axis unit

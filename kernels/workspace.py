@@ -92,3 +92,18 @@ def _size_bytes(text: str) -> int:
     if text and text[-1].upper() in units:
         return int(text[:-1]) * units[text[-1].upper()]
     return int(text)
+
+
+#: The alignment of :func:`line_aligned_empty` (a cache line).
+LINE_BYTES = 64
+
+
+def line_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose first element starts a cache line (numpy aligns
+    to 16 bytes): every row of an output whose rows are whole lines then starts one, and streaming
+    stores write those lines whole (:func:`kernels.conv2d._common.rows_channels_first_by_blocks`)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + LINE_BYTES, dtype=np.uint8)
+    skip = -raw.ctypes.data % LINE_BYTES
+    return raw[skip : skip + count * dtype.itemsize].view(dtype).reshape(shape)

@@ -413,6 +413,50 @@ def test_block_gather_and_scatter_equal_the_one_channel_ones(col0, dtype):
             assert (y_plain[1, :, 3:, col0 + 2 : col0 + 2 + cols] != 0).all()  # written: values + bias
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("skip", [0, 1, 3])
+def test_streamed_scatter_equals_the_one_channel_one(skip, dtype):
+    """An output large and wide enough for streaming stores (``STREAM_MIN_BYTES``), ``skip``
+    elements past a cache line: whole rows of 1000 columns (rows straddle lines: the joined path),
+    a piece of a row, and a piece cropped at the right edge; 19 channels (a remainder of 3).
+    Every element written exactly as the one-channel loop writes it, nothing else touched."""
+    from kernels import workspace
+    from kernels.conv2d import _common
+
+    rng = np.random.default_rng(6)
+    shape = (2, 19, 4, 1000)
+    size, line = int(np.prod(shape)), _common.LINE_BYTES // np.dtype(dtype).itemsize
+    assert size * np.dtype(dtype).itemsize >= _common.STREAM_MIN_BYTES and shape[3] >= 4 * line
+    bias = rng.standard_normal(19).astype(dtype)
+    for col0, cols in ((0, 1000), (40, 333), (600, 420)):
+        rows = rng.standard_normal((4, cols, 19)).astype(dtype)
+        y_plain, y_streamed = (workspace.line_aligned_empty((size + skip,), dtype) for _ in range(2))
+        y_plain[:], y_streamed[:] = np.nan, np.nan
+        y_plain, y_streamed = y_plain[skip:].reshape(shape), y_streamed[skip:].reshape(shape)
+        _common.rows_channels_first(rows, bias, y_plain, 1, 0, col0)
+        _common.rows_channels_first_by_blocks(rows, bias, y_streamed, 1, 0, col0)
+        np.testing.assert_array_equal(y_streamed, y_plain)
+        assert not np.isnan(y_plain[1, :, :, col0 : col0 + cols]).any()
+
+
+@pytest.mark.parametrize("fused", [0, 1])
+def test_winograd_with_a_streamed_output_matches_float64(fused):
+    """Outputs that take the streaming stores (72-column rows: 4.5 lines, so rows straddle
+    them; 27 channels), every tile size, against PyTorch in float64."""
+    from kernels.conv2d import _common, winograd
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 16, 112, 72)).astype(np.float32)
+    w, b = rng.standard_normal((27, 16, 3, 3)).astype(np.float32), rng.standard_normal(27).astype(np.float32)
+    assert 27 * 112 * 72 * 4 >= _common.STREAM_MIN_BYTES
+    want = torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(), padding=1
+    ).numpy()
+    for tile in TILE_SIZES:
+        got = winograd.winograd(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, tile=tile, fused=fused)
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
 def test_f2x2_3x3_is_lavins_up_to_signs_that_cancel():
     """Row j of G, row j of Bᵀ and column j of Aᵀ may flip sign, as long as the flips cancel."""
     from kernels.conv2d.winograd import winograd_matrices

@@ -6,7 +6,15 @@ import numba
 import numpy as np
 
 from kernels import pool  # noqa: F401  (first: every conv kernel's threads on PyTorch's pool)
-from kernels.simd import LANES, element_strides, transpose8, transpose8_plus
+from kernels.simd import (
+    LANES,
+    LINE_BYTES,
+    element_strides,
+    fence,
+    transpose8,
+    transpose8_plus,
+    transpose_lines_plus,
+)
 
 
 def output_hw(hw: tuple[int, int], khw: tuple[int, int], stride, padding, dilation) -> tuple[int, int]:
@@ -138,11 +146,23 @@ def rows_channels_last_by_blocks(x, n, row0, col0, rows):  # pragma: no cover - 
                 band[j, c] = src_c[j]
 
 
+#: Outputs at least this large, with rows at least :data:`STREAM_MIN_LINES` cache lines wide,
+#: leave :func:`rows_channels_first_by_blocks` through streaming stores (:func:`_rows_streamed`).
+#: Measured on fused Winograd F(4×4), alternating with the cached stores in one process
+#: (BENCHMARKS.md §29): 1×64×224×224 0.94-0.96x and 1×128×112×112 0.95x the time per call, and
+#: 0.97x and 0.96x in chains of four layers, each reading the last one's output (from memory
+#: instead of cache); but chains of 56-column layers took 1.04-1.06x, so narrower rows keep the
+#: cache.
+STREAM_MIN_BYTES = 512 << 10
+STREAM_MIN_LINES = 4
+
+
 @numba.njit(cache=True)
 def rows_channels_first_by_blocks(rows, bias, y, n, row0, col0):  # pragma: no cover - jitted
     """:func:`rows_channels_first` in 8×8 blocks of columns × channels, each transposed in vector
     registers with the bias added (:func:`kernels.simd.transpose8_plus`); the one-channel loop
-    takes the edges, and all of it where an array's last axis is not contiguous."""
+    takes the edges, and all of it where an array's last axis is not contiguous. Large outputs
+    with wide rows (:data:`STREAM_MIN_BYTES`) take :func:`_rows_streamed` for the blocks."""
     rs, r_whole = element_strides(rows)
     ys, y_whole = element_strides(y)
     _, b_whole = element_strides(bias)
@@ -151,16 +171,21 @@ def rows_channels_first_by_blocks(rows, bias, y, n, row0, col0):  # pragma: no c
         return
     height, channels = y.shape[2], y.shape[1]
     cols = max(0, min(rows.shape[1], y.shape[3] - col0))
+    count = max(0, min(rows.shape[0], height - row0))
     whole, blocks = cols - cols % LANES, channels - channels % LANES
-    for a in range(rows.shape[0]):
+    line = LINE_BYTES // y.itemsize
+    wide = y.shape[3] >= STREAM_MIN_LINES * line and whole >= line
+    streamed = wide and y.size * y.itemsize >= STREAM_MIN_BYTES and ys[1] % line == 0
+    if streamed:
+        _rows_streamed(rows, rs, bias, y, ys, n, row0, col0, count, whole, blocks)
+    for a in range(count):
         row = row0 + a
-        if row >= height:
-            break
         src = rows[a]
         for k in range(0, blocks, LANES):
-            dst = n * ys[0] + k * ys[1] + row * ys[2] + col0
-            for j in range(0, whole, LANES):
-                transpose8_plus(rows, a * rs[0] + j * rs[1] + k, rs[1], y, dst + j, ys[1], bias, k)
+            if not streamed:
+                dst = n * ys[0] + k * ys[1] + row * ys[2] + col0
+                for j in range(0, whole, LANES):
+                    transpose8_plus(rows, a * rs[0] + j * rs[1] + k, rs[1], y, dst + j, ys[1], bias, k)
             for kk in range(k, k + LANES):
                 tail = y[n, kk, row, col0 : col0 + cols]
                 b = bias[kk]
@@ -171,6 +196,42 @@ def rows_channels_first_by_blocks(rows, bias, y, n, row0, col0):  # pragma: no c
             b = bias[k]
             for j in range(cols):
                 dst_k[j] = src[j, k] + b
+
+
+@numba.njit(cache=True)
+def _rows_streamed(rows, rs, bias, y, ys, n, row0, col0, count, whole, blocks):  # pragma: no cover
+    """The whole 8×8 blocks of :func:`rows_channels_first_by_blocks` (``whole`` columns of
+    ``count`` rows, ``blocks`` channels) in each channel's memory order, every whole cache line of
+    the output written by one streaming store (:func:`kernels.simd.transpose_lines_plus`), the
+    blocks that are not part of one by :func:`kernels.simd.transpose8_plus`; then a fence.
+
+    A streaming store skips the cache: no read of the line before it is overwritten, and no
+    eviction of what the job keeps there (its V, M and U). Where the rows are the output's whole
+    width, one row follows the other in memory, and a line that straddles two rows (56 float32
+    columns are 3.5 lines) is streamed too: from a block at the end of one row and one at the
+    start of the next.
+    """
+    line = LINE_BYTES // y.itemsize
+    per_line = line // LANES  # blocks of eight columns per line (2 float32, 1 float64)
+    per_row = whole // LANES
+    joined = col0 == 0 and whole == y.shape[3] == ys[2]  # rows contiguous in memory
+    base = y.ctypes.data // y.itemsize
+    total = count * per_row
+    for k in range(0, blocks, LANES):
+        plane = n * ys[0] + k * ys[1] + col0
+        i = 0
+        while i < total:
+            a, j = i // per_row, (i % per_row) * LANES
+            dst, at = plane + (row0 + a) * ys[2] + j, a * rs[0] + j * rs[1] + k
+            if (base + dst) % line == 0 and i + per_line <= total and (joined or j + line <= whole):
+                a2, j2 = (i + 1) // per_row, ((i + 1) % per_row) * LANES  # the next block in memory
+                at2 = a2 * rs[0] + j2 * rs[1] + k
+                transpose_lines_plus(rows, at, at2, rs[1], y, dst, ys[1], bias, k)
+                i += per_line
+            else:
+                transpose8_plus(rows, at, rs[1], y, dst, ys[1], bias, k)
+                i += 1
+    fence()
 
 
 @numba.njit(cache=True)

@@ -23,7 +23,9 @@ The transforms work channel-last inside a row of tiles: the row's α input rows 
 from NCHW into an NHWC scratch (zero padding included) that stays in cache, and the output rows
 are written back to NCHW from a scratch the same way — no padded, NHWC or NHWK copy of a whole
 tensor; long scratch rows move in 8×8 blocks transposed in vector registers (:mod:`kernels.simd`,
-§25). Each tile's transform, eight channels at a time, is one :func:`kernels.simd.sandwich8`:
+§25), and into a large output with wide rows as whole cache lines by streaming stores, which
+neither read the line first nor evict the job's V, M and U (§29). Each tile's transform, eight
+channels at a time, is one :func:`kernels.simd.sandwich8`:
 ``Bᵀ d B`` (or ``Aᵀ M A``) from α² vector loads to α² (m²) vector stores in registers, with the
 sums of the transform's symmetric points shared (generated codelets,
 :mod:`kernels.conv2d._winograd_codelets`; BENCHMARKS.md §28). The GEMMs are then
@@ -182,7 +184,7 @@ def winograd_with_filter(x, u, b, padding, groups, m, fused=0):
     ho, wo = output_hw((h, w), (3, 3), (1, 1), padding, (1, 1))
     tiles = (-(-ho // m), -(-wo // m))
     bias = np.zeros(k_out, dtype=x.dtype) if b is None else b
-    y = np.empty((n_batch, k_out, ho, wo), dtype=x.dtype)
+    y = workspace.line_aligned_empty((n_batch, k_out, ho, wo), x.dtype)
     if fused and groups == 1:
         return _fused(x, u, bias, padding, m, tiles, y)
     count = n_batch * tiles[0] * tiles[1]
@@ -360,7 +362,8 @@ register(
         defaults={"tile": 2},
         prepare=prepare,
         finite_only=True,
-        version=11,  # 11: each tile's transform in vector registers (simd.sandwich8);
+        version=12,  # 12: wide outputs leave through streaming stores (whole cache lines);
+        # 11: each tile's transform in vector registers (simd.sandwich8);
         # 10: fused jobs of whole rows of tiles, sized by the busiest thread;
         # 9: filter transform in blocks of 8 channels, one expression per row;
         # 8: gather, scatter and the weight's re-layout in 8×8 register blocks;
