@@ -12,7 +12,9 @@ differently), then times the input and the output transform of F(m×m) on ResNet
 ``--filter`` compares the filter transform instead (``winograd.transform_filter`` at ``--rev``;
 a one-off weight pays it on every call), on the layers' weight shapes (§26). ``--fused`` compares
 whole fused calls (transforms and GEMMs, jobs split as today's ``fused_jobs`` splits them; the
-fused driver's arguments must be the same at ``--rev``, as from 7616242 on; §28).
+fused driver's arguments must be the same at ``--rev``, as from 7616242 on; §28); ``--chain``
+compares chains of four fused calls, each reading the last one's output, as a network's next
+layer would (§29).
 """
 
 from __future__ import annotations
@@ -98,6 +100,37 @@ def compare_fused(old, tiles: list[int], rounds: int, rev: str) -> None:
             )
 
 
+def _chain(codelets, x: np.ndarray, u: np.ndarray, m: int, depth: int) -> Callable[[], np.ndarray]:
+    """``depth`` fused calls in a row, each on the last one's output (each its own, line-aligned)."""
+    calls = [fused_call(codelets, x, u, m)]
+    for _ in range(depth - 1):
+        calls.append(fused_call(codelets, calls[-1](), u, m))
+    return lambda: [call() for call in calls][-1]
+
+
+def compare_chains(old, tiles: list[int], rounds: int, rev: str, depth: int = 4) -> None:
+    """Chains of ``depth`` fused calls of one layer, each reading the previous call's output (as a
+    network's next layer reads it: from cache, or from memory where the output was streamed),
+    ``rev``'s codelets against today's."""
+    rng = np.random.default_rng(0)
+    for m in tiles:
+        for batch, channels, size in LAYERS:
+            w = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32)
+            u = W.transform_filter(w, m)
+            if u.nbytes > W.FUSED_U_BYTES:
+                continue
+            x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+            then, now = (_chain(codelets, x, u, m, depth) for codelets in (old, new))
+            expected = then().copy()
+            np.testing.assert_allclose(now(), expected, rtol=0, atol=2e-4 * np.abs(expected).max())
+            before, after = alternate(then, now, rounds)
+            print(
+                f"F({m}x{m}) {depth} x {batch}x{channels}x{size}x{size} chained: {rev} {before:8.0f} us, "
+                f"now {after:8.0f} us, now/then {after / before:.2f}",
+                flush=True,
+            )
+
+
 def compare_filter_transforms(rev: str, tiles: list[int], rounds: int) -> None:
     """Today's ``transform_filter`` against ``rev``'s on every weight shape; both must agree bit for bit."""
     old = module_at(rev, "kernels/conv2d/winograd.py")
@@ -130,6 +163,7 @@ def main() -> None:
     parser.add_argument("--tiles", default="4", help="tile sizes m, comma-separated (default: 4)")
     parser.add_argument("--filter", action="store_true", help="compare the filter transform instead")
     parser.add_argument("--fused", action="store_true", help="compare whole fused calls instead")
+    parser.add_argument("--chain", action="store_true", help="compare chains of four fused calls instead")
     args = parser.parse_args()
     if args.filter:
         compare_filter_transforms(args.rev, [int(t) for t in args.tiles.split(",")], args.rounds)
@@ -139,8 +173,9 @@ def main() -> None:
     old = module_at(
         args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers, **simd}
     )
-    if args.fused:
-        compare_fused(old, [int(t) for t in args.tiles.split(",")], args.rounds, args.rev)
+    if args.fused or args.chain:
+        compare = compare_chains if args.chain else compare_fused
+        compare(old, [int(t) for t in args.tiles.split(",")], args.rounds, args.rev)
         return
     rng = np.random.default_rng(0)
     for m in (int(t) for t in args.tiles.split(",")):

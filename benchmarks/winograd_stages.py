@@ -1,6 +1,7 @@
 """Where Winograd's time goes, and how accurate each tile size is, on ResNet-18/VGG-16 3×3 layers.
 
-    python benchmarks/winograd_stages.py [--errors | --phases] [--tile 2|4|6] [--layer 1x64x224->64 ...]
+    python benchmarks/winograd_stages.py [--errors | --phases | --stores] [--tile 2|4|6]
+        [--layer 1x64x224->64 ...]
 
 Stages (fixed weight, F(4×4) or ``--tile``'s, float32): in stages, the whole call, then the input
 transform, the α² GEMMs and the output transform each timed alone (the tuner's score: 20th percentile of the
@@ -14,7 +15,9 @@ random-normal input per layer (batch 1). BENCHMARKS.md §18, §22 and §23 have 
 ``--phases`` splits the fused call's transforms instead: the gather (NCHW rows to channel-last
 scratch), the input transforms, the output transforms and the scatter (back to NCHW, with the
 bias), each run alone over the fused call's jobs on V and M buffers of random values (BENCHMARKS.md
-§28).
+§28). ``--stores`` times the input transforms of rows of 28 tiles of 64 channels twice: V the
+size of a fused job's (in L2) and V of two tiles reused (in L1), the same loads and arithmetic
+(§29).
 """
 
 from __future__ import annotations
@@ -232,6 +235,63 @@ def phases(batch: int, channels: int, size: int, k_out: int, m: int = 4, rounds:
     )
 
 
+@functools.cache
+def store_driver(m: int) -> Callable[..., None]:
+    """Input transforms only: every thread transforms ``reps`` rows of ``tiles`` tiles from its own
+    gathered scratch into its own V, whose slots hold ``block`` tiles (tile t lands on block slot t
+    mod ``block``): a whole job's V (in L2, as in the fused call) or a block of two tiles reused
+    (in L1). The same loads and arithmetic either way; only where the stores land differs."""
+    _, _, b_t = winograd_matrices_exact(m)
+    alpha, bt = m + 2, matrix_text(b_t)
+    source = f"""
+def drive(scratch, v, tiles, block, reps):
+    channels = scratch.shape[3]
+    for job in numba.prange(numba.get_num_threads() * reps):
+        me = numba.get_thread_id()  # each thread its own buffers: no line moves between cores
+        src, dst = scratch[me].reshape(scratch[me].size), v[me].reshape(v[me].size)
+        line, slot = scratch.shape[2] * channels, block * channels
+        for tw in range(tiles):
+            at, to = tw * {m} * channels, (tw % block) * channels
+            for c in range(0, channels, LANES):
+                sandwich8(src, at + c, line, channels, dst, to + c, {alpha} * slot, slot, "{bt}")
+"""
+    names = {"np": np, "numba": numba, "LANES": LANES, "sandwich8": sandwich8}
+    exec(source, names)  # this file's own template, as phase_driver's
+    return numba.njit(parallel=True, fastmath={"contract"})(names["drive"])
+
+
+def stores(channels: int = 64, tiles: int = 28, m: int = 4, rounds: int = 7) -> str:
+    """What the input transforms lose by writing V to L2 (``--stores``): ns per tile transform
+    (eight channels), V of the fused job's size against V of two tiles."""
+    rng = np.random.default_rng(0)
+    threads, alpha, reps = numba.get_num_threads(), m + 2, 28
+    scratch = rng.standard_normal((threads, alpha, tiles * m + 2, channels)).astype(np.float32)
+    drive = store_driver(m)
+    blocks = (tiles, 2)
+    vs = {b: rng.standard_normal((threads, alpha * alpha * b * channels)).astype(np.float32) for b in blocks}
+    calls = [
+        (lambda b=b: pool.on_calling_thread(lambda: drive(scratch, vs[b], tiles, b, reps))) for b in blocks
+    ]
+    found = np.median(alternating_ms(calls, 10, rounds), axis=0)
+    per = [ms * 1e6 / (reps * tiles * channels // LANES) for ms in found]  # each thread's share
+    kib = [alpha * alpha * b * channels * 4 / 1024 for b in blocks]
+    return (
+        f"F({m}x{m}) input transforms, {channels} channels, rows of {tiles} tiles: V of {kib[0]:.0f} KiB "
+        f"{per[0]:.1f} ns per tile and 8 channels, V of {kib[1]:.0f} KiB {per[1]:.1f} ns "
+        f"({per[0] / per[1]:.2f}x)"
+    )
+
+
+def parse_layer(text: str) -> tuple[int, int, int, int]:
+    """``"8x64x56->64"`` → (batch, channels, size, output channels)."""
+    try:
+        shape, k_out = text.split("->")
+        batch, channels, size = (int(part) for part in shape.split("x"))
+        return batch, channels, size, int(k_out)
+    except ValueError:
+        raise SystemExit(f"--layer: expected NxCxH->K (e.g. 8x64x56->64), got {text!r}") from None
+
+
 def errors() -> None:
     rng = np.random.default_rng(0)
     print("| layer (batch 1, float32, random normal) | F(2×2) | F(4×4) | F(6×6) |")
@@ -257,11 +317,15 @@ if __name__ == "__main__":
     parser.add_argument("--tile", type=int, choices=W.TILE_SIZES, default=4, help="m of F(m×m) (default 4)")
     parser.add_argument("--layer", action="append", help="only this layer, as NxCxH->K (repeatable)")
     parser.add_argument("--phases", action="store_true", help="split the fused call's transforms instead")
+    parser.add_argument(
+        "--stores", action="store_true", help="the input transforms with V in L2 against V in L1 instead"
+    )
     args = parser.parse_args()
     if args.errors:
         errors()
+    elif args.stores:
+        print(stores(m=args.tile), flush=True)
     else:
-        for layer in STAGE_LAYERS:
-            if args.layer is None or "{}x{}x{}->{}".format(*layer) in args.layer:
-                split = phases if args.phases else stages
-                print(split(*layer, m=args.tile), flush=True)
+        split = phases if args.phases else stages
+        for layer in STAGE_LAYERS if args.layer is None else [parse_layer(text) for text in args.layer]:
+            print(split(*layer, m=args.tile), flush=True)
