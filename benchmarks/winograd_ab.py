@@ -78,28 +78,6 @@ def fused_call(codelets, x: np.ndarray, u: np.ndarray, m: int) -> Callable[[], n
     return call
 
 
-def compare_fused(old, tiles: list[int], rounds: int, rev: str) -> None:
-    """Whole fused calls, ``rev``'s codelets against today's, on the layers with a fused candidate."""
-    rng = np.random.default_rng(0)
-    for m in tiles:
-        for batch, channels, size in LAYERS:
-            w = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32)
-            u = W.transform_filter(w, m)
-            if u.nbytes > W.FUSED_U_BYTES:
-                continue
-            x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
-            then, now = fused_call(old, x, u, m), fused_call(new, x, u, m)
-            expected = then().copy()
-            # the same sums, grouped differently: F(6×6) rounds to about 1e-4 of the largest output
-            np.testing.assert_allclose(now(), expected, rtol=0, atol=2e-4 * np.abs(expected).max())
-            before, after = alternate(then, now, rounds)
-            print(
-                f"F({m}x{m}) {batch}x{channels}x{size}x{size} fused: {rev} {before:8.0f} us, "
-                f"now {after:8.0f} us, now/then {after / before:.2f}",
-                flush=True,
-            )
-
-
 def _chain(codelets, x: np.ndarray, u: np.ndarray, m: int, depth: int) -> Callable[[], np.ndarray]:
     """``depth`` fused calls in a row, each on the last one's output (each its own, line-aligned)."""
     calls = [fused_call(codelets, x, u, m)]
@@ -108,24 +86,28 @@ def _chain(codelets, x: np.ndarray, u: np.ndarray, m: int, depth: int) -> Callab
     return lambda: [call() for call in calls][-1]
 
 
-def compare_chains(old, tiles: list[int], rounds: int, rev: str, depth: int = 4) -> None:
-    """Chains of ``depth`` fused calls of one layer, each reading the previous call's output (as a
-    network's next layer reads it: from cache, or from memory where the output was streamed),
-    ``rev``'s codelets against today's."""
+def compare_fused(old, tiles: list[int], rounds: int, rev: str, depth: int = 1) -> None:
+    """Whole fused calls, ``rev``'s codelets against today's, on the layers with a fused candidate;
+    with ``depth`` > 1 chains of that many calls, each reading the last one's output (as a
+    network's next layer reads it: from cache, or from memory where the output was streamed)."""
     rng = np.random.default_rng(0)
     for m in tiles:
         for batch, channels, size in LAYERS:
-            w = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(np.float32)
+            w = (rng.standard_normal((channels, channels, 3, 3)) * 0.05).astype(
+                np.float32
+            )  # chains stay O(1)
             u = W.transform_filter(w, m)
             if u.nbytes > W.FUSED_U_BYTES:
                 continue
             x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
             then, now = (_chain(codelets, x, u, m, depth) for codelets in (old, new))
             expected = then().copy()
+            # the same sums, grouped differently: F(6×6) rounds to about 1e-4 of the largest output
             np.testing.assert_allclose(now(), expected, rtol=0, atol=2e-4 * np.abs(expected).max())
             before, after = alternate(then, now, rounds)
+            what = "fused" if depth == 1 else f"fused, {depth} chained"
             print(
-                f"F({m}x{m}) {depth} x {batch}x{channels}x{size}x{size} chained: {rev} {before:8.0f} us, "
+                f"F({m}x{m}) {batch}x{channels}x{size}x{size} {what}: {rev} {before:8.0f} us, "
                 f"now {after:8.0f} us, now/then {after / before:.2f}",
                 flush=True,
             )
@@ -174,8 +156,8 @@ def main() -> None:
         args.rev, "kernels/conv2d/_winograd_codelets.py", {"kernels.conv2d._common": helpers, **simd}
     )
     if args.fused or args.chain:
-        compare = compare_chains if args.chain else compare_fused
-        compare(old, [int(t) for t in args.tiles.split(",")], args.rounds, args.rev)
+        depth = 4 if args.chain else 1
+        compare_fused(old, [int(t) for t in args.tiles.split(",")], args.rounds, args.rev, depth)
         return
     rng = np.random.default_rng(0)
     for m in (int(t) for t in args.tiles.split(",")):
