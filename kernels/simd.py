@@ -34,6 +34,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from kernels import pool  # noqa: F401  (first: transpose_batch's threads on PyTorch's pool)
+from kernels.workspace import LINE_BYTES  # what one store of transpose_lines_plus writes whole
 
 #: Shuffle masks of the 8×8 transpose (indices into the concatenation of two 8-vectors).
 _PAIRS_LO = (0, 8, 1, 9, 4, 12, 5, 13)  # interleave elements 0,1 and 4,5 of two rows
@@ -156,10 +157,6 @@ def transpose8_plus(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride,
         return None
     signature = types.void(src, types.intp, types.intp, dst, types.intp, types.intp, addend, types.intp)
     return signature, _codegen(True)
-
-
-#: Bytes of a cache line: what one non-temporal store of :func:`transpose_lines_plus` writes whole.
-LINE_BYTES = 64
 
 
 def _lines_codegen(context, builder, signature, args):

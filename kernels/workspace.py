@@ -94,7 +94,8 @@ def _size_bytes(text: str) -> int:
     return int(text)
 
 
-#: The alignment of :func:`line_aligned_empty` (a cache line).
+#: Bytes of a cache line: the alignment of :func:`line_aligned_empty`, and what one streaming
+#: store of :func:`kernels.simd.transpose_lines_plus` writes whole.
 LINE_BYTES = 64
 
 

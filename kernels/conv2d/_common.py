@@ -149,9 +149,9 @@ def rows_channels_last_by_blocks(x, n, row0, col0, rows):  # pragma: no cover - 
 #: Outputs at least this large, with rows at least :data:`STREAM_MIN_LINES` cache lines wide,
 #: leave :func:`rows_channels_first_by_blocks` through streaming stores (:func:`_rows_streamed`).
 #: Measured on fused Winograd F(4×4), alternating with the cached stores in one process
-#: (BENCHMARKS.md §29): 1×64×224×224 0.94-0.96x and 1×128×112×112 0.95x the time per call, and
-#: 0.97x and 0.96x in chains of four layers, each reading the last one's output (from memory
-#: instead of cache); but chains of 56-column layers took 1.04-1.06x, so narrower rows keep the
+#: (BENCHMARKS.md §29): 1×64×224×224 0.96x and 1×128×112×112 0.97x the time per call, 0.97x and
+#: 0.98x in chains of four layers, each reading the last one's output (from memory instead of
+#: cache); streamed too, chains of 56-column layers took 1.04-1.06x, so narrower rows keep the
 #: cache.
 STREAM_MIN_BYTES = 512 << 10
 STREAM_MIN_LINES = 4
