@@ -439,22 +439,24 @@ def test_streamed_scatter_equals_the_one_channel_one(skip, dtype):
         assert not np.isnan(y_plain[1, :, :, col0 : col0 + cols]).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("fused", [0, 1])
-def test_winograd_with_a_streamed_output_matches_float64(fused):
-    """Outputs that take the streaming stores (72-column rows: 4.5 lines, so rows straddle
-    them; 27 channels), every tile size, against PyTorch in float64."""
+def test_winograd_with_a_streamed_output_matches_float64(fused, dtype):
+    """Outputs that take the streaming stores (72-column rows: 4.5 float32 lines, so rows
+    straddle them; 27 channels), every tile size, against PyTorch in float64."""
     from kernels.conv2d import _common, winograd
 
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((1, 16, 112, 72)).astype(np.float32)
-    w, b = rng.standard_normal((27, 16, 3, 3)).astype(np.float32), rng.standard_normal(27).astype(np.float32)
-    assert 27 * 112 * 72 * 4 >= _common.STREAM_MIN_BYTES
+    x = rng.standard_normal((1, 16, 112, 72)).astype(dtype)
+    w, b = rng.standard_normal((27, 16, 3, 3)).astype(dtype), rng.standard_normal(27).astype(dtype)
+    assert 27 * 112 * 72 * np.dtype(dtype).itemsize >= _common.STREAM_MIN_BYTES
     want = torch.nn.functional.conv2d(
         torch.from_numpy(x).double(), torch.from_numpy(w).double(), torch.from_numpy(b).double(), padding=1
     ).numpy()
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
     for tile in TILE_SIZES:
         got = winograd.winograd(x, w, b, (1, 1), (1, 1, 1, 1), (1, 1), 1, tile=tile, fused=fused)
-        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+        assert got.dtype == dtype and np.abs(got - want).max() <= tolerance * np.abs(want).max()
 
 
 def test_f2x2_3x3_is_lavins_up_to_signs_that_cancel():
