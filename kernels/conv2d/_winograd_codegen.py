@@ -123,6 +123,8 @@ def _input_codelet(m: int, consts: _Constants) -> list[str]:
         "        for c in range(0, whole, LANES):  # eight channels at a time, in vector registers",
         f"            sandwich8(src, at + c, line, channels, dst, to + c, {alpha} * slot, slot, "
         f'"{matrix_text(b_t)}")',
+        "    for tw in range(count if whole < channels else 0):  # the channels beyond, one by one",
+        f"        at, to = tw * {m} * channels, (base + tw) * channels",
         "        for c in range(whole, channels):",
     ]
     load = "src[at + {i} * line + {j} * channels + c]"
@@ -152,6 +154,8 @@ def _output_codelet(m: int, consts: _Constants) -> list[str]:
         "        for k in range(0, whole, LANES):  # eight channels at a time, in vector registers",
         f"            sandwich8(src, at + k, {alpha} * slot, slot, dst, to + k, line, k_out, "
         f'"{matrix_text(a_t)}")',
+        "    for tw in range(count if whole < k_out else 0):  # the channels beyond, one by one",
+        f"        at, to = (base + tw) * k_out, tw * {m} * k_out",
         "        for k in range(whole, k_out):",
     ]
     load = "src[at + ({i} * ALPHA + {j}) * slot + k]".replace("ALPHA", str(alpha))

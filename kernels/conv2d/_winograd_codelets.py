@@ -41,6 +41,8 @@ def input_job_2(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
             sandwich8(
                 src, at + c, line, channels, dst, to + c, 4 * slot, slot, "-1,0,1,0;0,1,1,0;0,-1,1,0;0,-1,0,1"
             )
+    for tw in range(count if whole < channels else 0):  # the channels beyond, one by one
+        at, to = tw * 2 * channels, (base + tw) * channels
         for c in range(whole, channels):
             d0_0 = src[at + 0 * line + 0 * channels + c]
             d0_1 = src[at + 0 * line + 1 * channels + c]
@@ -105,6 +107,8 @@ def output_job_2(mm, consts, bias, th_count, y, row, first, count, base):  # pra
         at, to = (base + tw) * k_out, tw * 2 * k_out
         for k in range(0, whole, LANES):  # eight channels at a time, in vector registers
             sandwich8(src, at + k, 4 * slot, slot, dst, to + k, line, k_out, "1,1,1,0;0,1,-1,1")
+    for tw in range(count if whole < k_out else 0):  # the channels beyond, one by one
+        at, to = (base + tw) * k_out, tw * 2 * k_out
         for k in range(whole, k_out):
             d0_0 = src[at + (0 * 4 + 0) * slot + k]
             d0_1 = src[at + (0 * 4 + 1) * slot + k]
@@ -218,6 +222,8 @@ def input_job_4(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
                 slot,
                 "4,0,-5,0,1,0;0,-4,-4,1,1,0;0,4,-4,-1,1,0;0,-2,-1,2,1,0;0,2,-1,-2,1,0;0,4,0,-5,0,1",
             )
+    for tw in range(count if whole < channels else 0):  # the channels beyond, one by one
+        at, to = tw * 4 * channels, (base + tw) * channels
         for c in range(whole, channels):
             d0_0 = src[at + 0 * line + 0 * channels + c]
             d0_1 = src[at + 0 * line + 1 * channels + c]
@@ -355,6 +361,8 @@ def output_job_4(mm, consts, bias, th_count, y, row, first, count, base):  # pra
                 k_out,
                 "1,1,1,1,1,0;0,1,-1,2,-2,0;0,1,1,4,4,0;0,1,-1,8,-8,1",
             )
+    for tw in range(count if whole < k_out else 0):  # the channels beyond, one by one
+        at, to = (base + tw) * k_out, tw * 4 * k_out
         for k in range(whole, k_out):
             d0_0 = src[at + (0 * 6 + 0) * slot + k]
             d0_1 = src[at + (0 * 6 + 1) * slot + k]
@@ -522,6 +530,8 @@ def input_job_6(x, pad_top, pad_left, v, consts, th_count, row, first, count, ba
                 slot,
                 "-1,0,21/4,0,-21/4,0,1,0;0,1,1,-17/4,-17/4,1,1,0;0,-1,1,17/4,-17/4,-1,1,0;0,1/2,1/4,-5/2,-5/4,2,1,0;0,-1/2,1/4,5/2,-5/4,-2,1,0;0,2,4,-5/2,-5,1/2,1,0;0,-2,4,5/2,-5,-1/2,1,0;0,-1,0,21/4,0,-21/4,0,1",
             )
+    for tw in range(count if whole < channels else 0):  # the channels beyond, one by one
+        at, to = tw * 6 * channels, (base + tw) * channels
         for c in range(whole, channels):
             d0_0 = src[at + 0 * line + 0 * channels + c]
             d0_1 = src[at + 0 * line + 1 * channels + c]
@@ -814,6 +824,8 @@ def output_job_6(mm, consts, bias, th_count, y, row, first, count, base):  # pra
                 k_out,
                 "1,1,1,1,1,1,1,0;0,1,-1,2,-2,1/2,-1/2,0;0,1,1,4,4,1/4,1/4,0;0,1,-1,8,-8,1/8,-1/8,0;0,1,1,16,16,1/16,1/16,0;0,1,-1,32,-32,1/32,-1/32,1",
             )
+    for tw in range(count if whole < k_out else 0):  # the channels beyond, one by one
+        at, to = (base + tw) * k_out, tw * 6 * k_out
         for k in range(whole, k_out):
             d0_0 = src[at + (0 * 8 + 0) * slot + k]
             d0_1 = src[at + (0 * 8 + 1) * slot + k]
