@@ -15,6 +15,7 @@ get fresh memory, whose faults are then a small share of such a call's time.
 
 from __future__ import annotations
 
+import math
 import threading
 from functools import cache
 from pathlib import Path
@@ -102,9 +103,11 @@ LINE_BYTES = 64
 def line_aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose first element starts a cache line (numpy aligns
     to 16 bytes): every row of an output whose rows are whole lines then starts one, and streaming
-    stores write those lines whole (:func:`kernels.conv2d._common.rows_channels_first_by_blocks`)."""
+    stores write those lines whole (:func:`kernels.conv2d._common.rows_channels_first_by_blocks`).
+    For itemsizes that divide a line (every float and complex dtype); a few microseconds, as it
+    runs on every call of a kernel that returns one."""
     dtype = np.dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    raw = np.empty(count * dtype.itemsize + LINE_BYTES, dtype=np.uint8)
-    skip = -raw.ctypes.data % LINE_BYTES
-    return raw[skip : skip + count * dtype.itemsize].view(dtype).reshape(shape)
+    count, per_line = math.prod(shape), LINE_BYTES // dtype.itemsize
+    raw = np.empty(count + per_line, dtype=dtype)
+    skip = (-raw.__array_interface__["data"][0] % LINE_BYTES) // dtype.itemsize
+    return raw[skip : skip + count].reshape(shape)

@@ -257,6 +257,19 @@ def test_the_core_cache_size_falls_back_where_the_os_does_not_say(monkeypatch, t
         workspace.core_cache_bytes.cache_clear()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("shape", [(1, 64, 56, 56), (3, 5, 7), (0, 4), (1,)])
+def test_line_aligned_arrays_start_a_cache_line(shape, dtype):
+    """What the streaming stores rely on: the first element on a 64-byte boundary, C-contiguous,
+    writable, the shape and dtype asked for, and a fresh array on every call."""
+    from kernels import workspace
+
+    a, b = workspace.line_aligned_empty(shape, dtype), workspace.line_aligned_empty(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.size == 0 or a.ctypes.data % workspace.LINE_BYTES == 0
+    assert a.size == 0 or not np.shares_memory(a, b)
+
+
 @linux_only
 def test_the_tuners_accuracy_checks_wake_no_openblas_thread():
     """The error norms and the matmul oracle leave numpy's OpenBLAS workers asleep: woken, they

@@ -225,7 +225,14 @@ def fused_jobs(m: int, channels: int, k_out: int, itemsize: int, rows: int, tile
     fewer jobs. Against four jobs per thread at least (the rule before): 1×128×28×28 0.63x,
     1×256×14×14 0.46x the time.
     """
-    threads = numba.get_num_threads()
+    return _planned_jobs(m, channels, k_out, itemsize, rows, tiles_w, numba.get_num_threads())
+
+
+@cache
+def _planned_jobs(m: int, channels: int, k_out: int, itemsize: int, rows: int, tiles_w: int, threads: int):
+    """:func:`fused_jobs` for ``threads`` threads, computed once per layer, as it runs on every
+    call (:data:`CACHE_SHARE` and the L2 size are read then: a change to either needs
+    ``_planned_jobs.cache_clear()``)."""
     tile_bytes = (m + 2) ** 2 * (channels + k_out) * itemsize
     u_bytes = (m + 2) ** 2 * channels * k_out * itemsize
     share = int(CACHE_SHARE * workspace.core_cache_bytes())
